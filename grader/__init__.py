@@ -1,0 +1,5 @@
+"""torchdojo's grader: automatic checks for every exercise of the course."""
+from grader.api import check, evaluate, hint, progress
+from grader.report import CaseResult, Report
+
+__all__ = ["check", "evaluate", "hint", "progress", "Report", "CaseResult"]

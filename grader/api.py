@@ -1,0 +1,85 @@
+"""The check API: evaluate (a Report), check (for notebook cells), hint and progress."""
+from __future__ import annotations
+
+import torch
+
+from grader import progress as store
+from grader.registry import exercises, get
+from grader.report import Report
+from grader.runner import NotAttempted, Tester, describe_error, seeds
+
+
+def _name_of(obj, name: str | None) -> str:
+    if name is not None:
+        return name
+    if isinstance(obj, str):
+        return obj
+    found = getattr(obj, "__name__", None)
+    if found is None:
+        raise TypeError("pass the function or class itself, e.g. check(softmax), or give name='...'")
+    return found
+
+
+def evaluate(obj, name: str | None = None) -> Report:
+    """Run the exercise's cases against `obj` and return a Report, without printing or raising."""
+    exercise = get(_name_of(obj, name))
+    results = []
+    try:
+        # Checks draw from their own generator; fork_rng keeps the learner's global RNG state as it was.
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.enable_grad():
+            for seed, hidden in seeds():
+                tester = Tester(exercise, seed, hidden)
+                try:
+                    exercise.check(tester, obj)
+                finally:
+                    results += tester.results
+    except NotAttempted:
+        return Report(exercise.name, "not_attempted", exercise.points)
+    except Exception as e:  # the learner's object broke the check outside any case (e.g. a bad constructor)
+        return Report(exercise.name, "failed", exercise.points, results, error=describe_error(e))
+    ran = [r for r in results if not r.skipped]
+    ok = bool(ran) and all(r.passed for r in ran)
+    return Report(exercise.name, "passed" if ok else "failed", exercise.points, results,
+                  error="" if ran else "no case could run")
+
+
+def check(obj, name: str | None = None) -> None:
+    """Check an exercise in a notebook: print a short report; raise AssertionError unless it passed."""
+    __tracebackhide__ = True  # IPython and pytest hide this frame from the traceback
+    report = evaluate(obj, name)
+    print(report.text())
+    store.update(report.name, status=report.status)
+    if report.status == "not_attempted":
+        raise AssertionError(f"{report.name} is not attempted yet")
+    if not report.passed:
+        raise AssertionError(f"{report.name} did not pass — see the report above")
+
+
+def hint(obj, name: str | None = None) -> None:
+    """Print the next hint for an exercise (one more each call)."""
+    exercise = get(_name_of(obj, name))
+    seen = store.load().get(exercise.name, {}).get("hints_seen", 0)
+    k = min(seen, len(exercise.hints) - 1)
+    last = " (that is the last hint)" if k == len(exercise.hints) - 1 else f' — call hint again for hint {k + 2}'
+    print(f"Hint {k + 1} of {len(exercise.hints)} for {exercise.name}{last}:\n  {exercise.hints[k]}")
+    store.update(exercise.name, hints_seen=k + 1)
+
+
+def progress(lesson: str | None = None) -> None:
+    """Print every exercise (of one lesson, or all) with its latest status and points."""
+    saved = store.load()
+    marks = {"passed": "✓", "failed": "✗", "not_attempted": "○"}
+    total = earned = 0
+    current = None
+    for ex in exercises().values():
+        if lesson and ex.lesson != lesson:
+            continue
+        if ex.lesson != current:
+            current = ex.lesson
+            print(f"\n{current}")
+        status = saved.get(ex.name, {}).get("status", "not_attempted")
+        total += ex.points
+        earned += ex.points if status == "passed" else 0
+        print(f"  {marks[status]} {ex.name:<28} {ex.points if status == 'passed' else 0}/{ex.points} points"
+              f"  ({'★' * ex.difficulty}, ~{ex.minutes} min)")
+    print(f"\n{earned}/{total} points")

@@ -1,0 +1,63 @@
+"""The exercise registry: every exercise, keyed by its curriculum name, with its check and metadata."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str
+    lesson: str                # "01_tensors"
+    check: Callable            # check(t, obj): runs the cases through the Tester t
+    points: int
+    difficulty: int            # 1 (warm-up) .. 3 (hard)
+    minutes: int               # time estimate for a learner
+    hints: tuple[str, ...]
+    forbidden: dict[str, str] = field(default_factory=dict)  # canonical torch name -> what to do instead
+
+
+_EXERCISES: dict[str, Exercise] = {}
+
+
+def exercise(lesson: str, *, points: int, difficulty: int, minutes: int, hints: list[str],
+             forbidden: dict[str, str] | None = None):
+    """Register the decorated check function as the check of the exercise with the same name."""
+    if not 1 <= difficulty <= 3:
+        raise ValueError("difficulty is 1, 2 or 3")
+
+    def register(check: Callable) -> Callable:
+        name = check.__name__
+        if name in _EXERCISES:
+            raise ValueError(f"exercise {name!r} is registered twice")
+        _EXERCISES[name] = Exercise(name, lesson, check, points, difficulty, minutes, tuple(hints),
+                                    dict(forbidden or {}))
+        return check
+
+    return register
+
+
+def _load_checks() -> None:
+    from grader import checks
+    for module in pkgutil.iter_modules(checks.__path__):
+        importlib.import_module(f"grader.checks.{module.name}")
+
+
+def exercises() -> dict[str, Exercise]:
+    """All registered exercises by name, in lesson order."""
+    if not _EXERCISES:
+        _load_checks()
+    return dict(sorted(_EXERCISES.items(), key=lambda kv: kv[1].lesson))
+
+
+def get(name: str) -> Exercise:
+    """The exercise called `name`, or a KeyError that lists the close matches."""
+    known = exercises()
+    if name not in known:
+        import difflib
+        close = difflib.get_close_matches(name, known, n=3)
+        extra = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"no exercise called {name!r}.{extra} Pass name='...' if your object has another name.")
+    return known[name]

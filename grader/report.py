@@ -1,0 +1,58 @@
+"""What a check returns and how it reads to a learner."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_SHOWN_FAILURES = 3
+
+
+@dataclass
+class CaseResult:
+    name: str
+    passed: bool
+    message: str = ""
+    skipped: bool = False  # inconclusive (e.g. an op with no meta kernel): neither passed nor failed
+    hidden: bool = False
+
+
+@dataclass
+class Report:
+    name: str
+    status: str  # "passed" | "failed" | "not_attempted"
+    max_points: int
+    cases: list[CaseResult] = field(default_factory=list)
+    error: str = ""  # why the whole exercise failed, when no case could run (a crash building the object)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def points(self) -> int:
+        return self.max_points if self.passed else 0
+
+    def text(self) -> str:
+        """The short readable report shown under a check cell."""
+        ran = [c for c in self.cases if not c.skipped]
+        failed = [c for c in ran if not c.passed]
+        score = f"{self.points}/{self.max_points} points"
+        if self.status == "not_attempted":
+            return (f"○ {self.name}: not attempted yet · {score}\n"
+                    "  Replace the `raise NotImplementedError` in its cell with your code, run that cell, "
+                    "then run this check again.")
+        if self.passed:
+            return f"✓ {self.name}: all {len(ran)} cases passed · {score}"
+        lines = [f"✗ {self.name}: " + (self.error if not ran else f"{len(failed)} of {len(ran)} cases failed")
+                 + f" · {score}"]
+        for case in failed[:MAX_SHOWN_FAILURES]:
+            lines.append(f"  ✗ {case.name}")
+            lines.extend(f"      {line}" for line in case.message.splitlines())
+        if len(failed) > MAX_SHOWN_FAILURES:
+            lines.append(f"  … and {len(failed) - MAX_SHOWN_FAILURES} more failing cases")
+        if len(ran) > len(failed):
+            lines.append(f"  ✓ {len(ran) - len(failed)} other cases passed")
+        lines.append(f'  Stuck? hint("{self.name}") shows one hint at a time.')
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.text()

@@ -1,0 +1,257 @@
+"""Running an exercise's cases against a learner's object: the Tester that checks are written with."""
+from __future__ import annotations
+
+import dis
+import os
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from grader.compare import Mismatch, expect_tensor, shape_str
+from grader.devices import available_devices, snapshot, to_device
+from grader.registry import Exercise
+from grader.tracing import ForbiddenCall, MixedDevices, Tracer
+
+PUBLIC_SEED = 0
+HIDDEN_SEED_ENV = "TORCHDOJO_HIDDEN_SEED"
+
+_TORCH_DIR = str(Path(torch.__file__).parent)
+_GRADER_DIR = str(Path(__file__).parent)
+_RAISE = dis.opmap["RAISE_VARARGS"]
+
+
+class NotAttempted(BaseException):
+    """The learner's code raised the stub's own NotImplementedError."""
+
+
+class Inconclusive(Exception):
+    """A case that cannot decide (say, an op without a meta kernel): skipped, never failed."""
+
+
+class LearnerError(Exception):
+    """The learner's code raised; the message names the error and, where we can tell, the likely cause."""
+
+
+def is_stub(exc: BaseException) -> bool:
+    """True for a NotImplementedError raised by a `raise` statement in the learner's own code.
+
+    NotImplementedError raised inside torch (an op with no kernel for a device) is not a stub: it comes from
+    C++ (the innermost frame is not at a raise instruction) or from a file inside torch.
+    """
+    if not isinstance(exc, NotImplementedError) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return code.co_code[tb.tb_lasti] == _RAISE and not code.co_filename.startswith(_TORCH_DIR)
+
+
+_ERROR_ADVICE = [
+    (("same device", "is not on the expected device"),
+     "tensors on two devices were mixed — create new tensors with device=x.device"),
+    (("not compiled with CUDA", "NVIDIA driver", "no CUDA GPUs"),
+     "your code moves data to 'cuda' — use the input's device instead of hard-coding one"),
+    (("cannot be multiplied",), "the inner dimensions of a matrix product differ — transpose one operand?"),
+    (("must match the size of tensor", "not broadcastable", "shape mismatch"),
+     "two shapes do not broadcast — print the shapes and line the dimensions up"),
+    (("expected scalar type", "expected both vectors to have same dtype", "dtype"),
+     "two dtypes were mixed — keep the inputs' dtype (no hard-coded float32 / .float())"),
+    (("a leaf Variable that requires grad",), "an in-place op on a leaf that requires grad — use torch.no_grad() "
+     "or work on a copy"),
+    (("does not require grad and does not have a grad_fn",), "the graph was cut — a .detach(), torch.no_grad() "
+     "or a conversion to numpy/Python numbers?"),
+]
+
+
+def describe_error(exc: BaseException) -> str:
+    """'raised RuntimeError at line 4 of pairwise_sq_dists: ... — likely cause'."""
+    where = ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith((_TORCH_DIR, _GRADER_DIR))]
+    if frames:
+        where = f" in {frames[-1].name} (line {frames[-1].lineno})"
+    first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+    text = f"raised {type(exc).__name__}{where}: {first_line}"
+    for needles, advice in _ERROR_ADVICE:
+        if any(n in str(exc) for n in needles):
+            return f"{text}\n→ {advice}"
+    return text
+
+
+class Tester:
+    """Hands a check its random inputs, runs the learner's code and records each case's verdict."""
+
+    def __init__(self, exercise: Exercise, seed: int = PUBLIC_SEED, hidden: bool = False):
+        self.exercise, self.hidden = exercise, hidden
+        self.gen = torch.Generator().manual_seed(seed)
+        self.devices = available_devices()
+        self.results: list = []
+
+    # --- random inputs, all from this Tester's own generator -------------------------------------------
+    def randn(self, *shape, dtype=torch.float64) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.gen, dtype=dtype)
+
+    def rand(self, *shape, dtype=torch.float64) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.gen, dtype=dtype)
+
+    def randint(self, low: int, high: int, shape) -> torch.Tensor:
+        return torch.randint(low, high, tuple(shape), generator=self.gen)
+
+    def integer(self, low: int, high: int) -> int:
+        """A Python int in [low, high)."""
+        return int(torch.randint(low, high, (), generator=self.gen))
+
+    # --- cases ------------------------------------------------------------------------------------------
+    @contextmanager
+    def case(self, name: str):
+        """Record the block as one case: passed, failed with a diagnosis, or skipped when inconclusive."""
+        from grader.report import CaseResult
+        name = f"hidden case: {name}" if self.hidden else name
+        try:
+            yield
+        except Mismatch as e:
+            message = e.message if self.hidden or not e.detail else f"{e.message}\n{e.detail}"
+            self.results.append(CaseResult(name, False, message, hidden=self.hidden))
+        except LearnerError as e:
+            self.results.append(CaseResult(name, False, str(e), hidden=self.hidden))
+        except Inconclusive as e:
+            self.results.append(CaseResult(name, False, str(e), skipped=True, hidden=self.hidden))
+        else:
+            self.results.append(CaseResult(name, True, hidden=self.hidden))
+
+    def call(self, fn, *args, watch_devices: bool = False, **kwargs):
+        """Call learner code with forbidden functions traced; its exceptions become LearnerError."""
+        tracer = Tracer(self.exercise.forbidden, watch_devices=watch_devices)
+        try:
+            with tracer:
+                result = fn(*args, **kwargs)
+        except NotImplementedError as e:
+            if is_stub(e):
+                raise NotAttempted() from None
+            raise LearnerError(describe_error(e)) from None
+        except ForbiddenCall as e:
+            raise Mismatch(f"called `{e.name}`, which this exercise forbids — {e.advice}") from None
+        except Exception as e:
+            raise LearnerError(describe_error(e)) from None
+        if tracer.violation is not None:  # caught by the learner's own code, still a violation
+            v = tracer.violation
+            raise Mismatch(f"called `{v.name}`, which this exercise forbids — {v.advice}")
+        return result
+
+    def raises(self, exc_type: type[BaseException], fn, *args, **kwargs) -> BaseException:
+        """Expect learner code to raise `exc_type` (the message is returned for further checks)."""
+        try:
+            self.call(fn, *args, **kwargs)
+        except LearnerError as e:
+            if str(e).startswith(f"raised {exc_type.__name__}"):
+                return e
+            raise Mismatch(f"should raise {exc_type.__name__}, but {e}") from None
+        raise Mismatch(f"should raise {exc_type.__name__}, but returned normally")
+
+    def compare(self, name: str, fn, args: tuple, ref, *, kwargs: dict | None = None, atol: float = 1e-6,
+                rtol: float = 1e-5, grad: bool = False, explain=None) -> None:
+        """One case per device: fn(*args) must match ref(*args) exactly in type, shape, dtype and device,
+        leave its inputs unchanged, and (grad=True) give the reference's gradients for every float input.
+
+        `explain(got, expected, args)` may return a more specific diagnosis of wrong values.
+        """
+        kwargs = kwargs or {}
+        expected = ref(*args, **kwargs)
+        for device in self.devices:
+            with self.case(f"{device}: {name}"):
+                dargs = to_device(args, device)
+                before = snapshot(dargs)
+                got = self.call(fn, *dargs, **kwargs)
+                _expect_unchanged(dargs, before)
+                try:
+                    expect_tensor(got, expected, atol=atol, rtol=rtol, device=device)
+                except Mismatch as e:
+                    better = _explain(explain, got, expected, args)
+                    if better:
+                        raise Mismatch(f"{e.message}\n→ {better}", e.detail) from None
+                    raise
+                if grad:
+                    self._compare_grads(fn, args, kwargs, ref, device, atol, rtol)
+        if "cuda" not in self.devices:
+            self.device_check(name, fn, args, kwargs)
+
+    def _compare_grads(self, fn, args, kwargs, ref, device, atol, rtol):
+        leaves = lambda tree: [x for x in tree_leaves(tree)
+                               if isinstance(x, torch.Tensor) and x.dtype.is_floating_point]
+        ref_args = to_device(args, "cpu")
+        for x in leaves(ref_args):
+            x.requires_grad_(True)
+        ref_out = ref(*ref_args, **kwargs)
+        weight = self.randn(*ref_out.shape, dtype=ref_out.dtype)  # a random upstream gradient
+        ref_grads = torch.autograd.grad((ref_out * weight).sum(), leaves(ref_args), allow_unused=True)
+
+        dargs = to_device(args, device)
+        for x in leaves(dargs):
+            x.requires_grad_(True)
+        got = self.call(fn, *dargs, **kwargs)
+        if not got.requires_grad:
+            raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), .item() "
+                           "or a round trip through numpy cut the graph")
+        upstream = weight.to(device)
+        got_grads = self.call(torch.autograd.grad, (got * upstream).sum(), leaves(dargs), allow_unused=True)
+        for i, (g, r) in enumerate(zip(got_grads, ref_grads)):
+            r = torch.zeros_like(leaves(ref_args)[i]) if r is None else r
+            g = torch.zeros_like(leaves(dargs)[i]) if g is None else g
+            expect_tensor(g, r, atol=atol * 10, rtol=rtol * 10, device=device,
+                          what=f"the gradient of input {i}")
+
+    def device_check(self, name: str, fn, args: tuple, kwargs: dict | None = None) -> None:
+        """Without CUDA, rerun with inputs on the `meta` device: tensors made on the CPU show up as mixed
+        devices or as a CPU result, which on a GPU would be an error. Inconclusive runs are skipped."""
+        if not any(isinstance(x, torch.Tensor) for x in tree_leaves((args, kwargs))):
+            return
+        with self.case(f"device check: {name}"):
+            margs = to_device(args, "meta")
+            try:
+                got = self.call(fn, *margs, watch_devices=True, **(kwargs or {}))
+            except MixedDevices as e:
+                raise Mismatch(f"`{e.name}` combines a CPU tensor with a tensor on the input's device: on a GPU "
+                               "this fails — create new tensors with device=x.device (or x.new_*/*_like)")
+            except (LearnerError, Mismatch) as e:
+                raise Inconclusive(f"could not run on the meta device: {e}") from None
+            expect_on_device(got, "meta", "the input's device")
+
+
+def expect_on_device(result, device: str, device_words: str) -> None:
+    """Every tensor in `result` must be on `device`."""
+    for x in tree_leaves(result):
+        if isinstance(x, torch.Tensor) and x.device.type != device:
+            raise Mismatch(f"the result is on {x.device.type}, not on {device_words}: on a GPU it would stay on "
+                           "the CPU — create it with device=x.device (or use *_like / x.new_*)")
+
+
+def _explain(explain, got, expected, args) -> str | None:
+    """The check's own diagnosis of wrong values, when it has one and the result is comparable at all."""
+    if explain is None or not isinstance(got, torch.Tensor) or got.shape != expected.shape \
+            or got.dtype != expected.dtype:
+        return None
+    try:
+        return explain(got.detach().cpu(), expected, args)
+    except Exception:
+        return None
+
+
+def _expect_unchanged(args, before) -> None:
+    for i, (now, then) in enumerate(zip(tree_leaves(args), tree_leaves(before))):
+        if isinstance(now, torch.Tensor) and (now.shape != then.shape or not torch.equal(
+                now.detach().cpu(), then.cpu())):
+            raise Mismatch(f"your code modified input {i} in place — work on a copy or use out-of-place ops "
+                           "(x = x + 1, not x += 1 or x.add_(1))")
+
+
+def seeds() -> list[tuple[int, bool]]:
+    """The public round, then a hidden round when the instructor sets TORCHDOJO_HIDDEN_SEED."""
+    rounds = [(PUBLIC_SEED, False)]
+    hidden = os.environ.get(HIDDEN_SEED_ENV, "").strip()
+    if hidden:
+        rounds.append((int(hidden), True))
+    return rounds
