@@ -30,8 +30,3 @@ def _move(x, device):
 def to_device(tree, device: str):
     """A copy of every tensor in `tree` (tuples, lists, dicts) on `device`; other values unchanged."""
     return tree_map(lambda x: _move(x, device), tree)
-
-
-def snapshot(tree):
-    """Detached copies of every tensor in `tree`, to detect in-place modification later."""
-    return tree_map(lambda x: x.detach().clone() if isinstance(x, torch.Tensor) else x, tree)

@@ -11,7 +11,7 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from grader.compare import Mismatch, expect_tensor, shape_str
-from grader.devices import available_devices, snapshot, to_device
+from grader.devices import available_devices, to_device
 from grader.registry import Exercise
 from grader.tracing import ForbiddenCall, MixedDevices, Tracer
 
@@ -124,7 +124,11 @@ class Tester:
             self.results.append(CaseResult(name, True, hidden=self.hidden))
 
     def call(self, fn, *args, watch_devices: bool = False, **kwargs):
-        """Call learner code with forbidden functions traced; its exceptions become LearnerError."""
+        """Run learner code with forbidden functions traced; its exceptions become LearnerError.
+
+        `fn` is the learner's object itself or a driver (see run_case) that gets it as first argument. Learner
+        code runs only through here, on plain data, so that the grader can move it into a sandbox process.
+        """
         tracer = Tracer(self.exercise.forbidden, watch_devices=watch_devices)
         try:
             with tracer:
@@ -161,12 +165,16 @@ class Tester:
         """
         kwargs = kwargs or {}
         expected = ref(*args, **kwargs)
+        upstream = self.randn(*expected.shape, dtype=expected.dtype) if grad else None  # a random dL/d(out)
+        ref_grads = run_case(ref, to_device(args, "cpu"), kwargs, upstream)["grads"] if grad else None
         for device in self.devices:
             with self.case(f"{device}: {name}"):
-                dargs = to_device(args, device)
-                before = snapshot(dargs)
-                got = self.call(fn, *dargs, **kwargs)
-                _expect_unchanged(dargs, before)
+                run = self.call(run_case, fn, to_device(args, device), kwargs,
+                                None if upstream is None else upstream.to(device))
+                if run["mutated"]:
+                    raise Mismatch(f"your code modified input {run['mutated'][0]} in place — work on a copy or "
+                                   "use out-of-place ops (x = x + 1, not x += 1 or x.add_(1))")
+                got = run["out"]
                 try:
                     expect_tensor(got, expected, atol=atol, rtol=rtol, device=device)
                 except Mismatch as e:
@@ -175,34 +183,14 @@ class Tester:
                         raise Mismatch(f"{e.message}\n→ {better}", e.detail) from None
                     raise
                 if grad:
-                    self._compare_grads(fn, args, kwargs, ref, device, atol, rtol)
+                    if run["grads"] is None:
+                        raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), "
+                                       ".item() or a round trip through numpy cut the graph")
+                    for i, (g, r) in enumerate(zip(run["grads"], ref_grads)):
+                        expect_tensor(g, r, atol=atol * 10, rtol=rtol * 10, device=device,
+                                      what=f"the gradient of input {i}")
         if "cuda" not in self.devices:
             self.device_check(name, fn, args, kwargs)
-
-    def _compare_grads(self, fn, args, kwargs, ref, device, atol, rtol):
-        leaves = lambda tree: [x for x in tree_leaves(tree)
-                               if isinstance(x, torch.Tensor) and x.dtype.is_floating_point]
-        ref_args = to_device(args, "cpu")
-        for x in leaves(ref_args):
-            x.requires_grad_(True)
-        ref_out = ref(*ref_args, **kwargs)
-        weight = self.randn(*ref_out.shape, dtype=ref_out.dtype)  # a random upstream gradient
-        ref_grads = torch.autograd.grad((ref_out * weight).sum(), leaves(ref_args), allow_unused=True)
-
-        dargs = to_device(args, device)
-        for x in leaves(dargs):
-            x.requires_grad_(True)
-        got = self.call(fn, *dargs, **kwargs)
-        if not got.requires_grad:
-            raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), .item() "
-                           "or a round trip through numpy cut the graph")
-        upstream = weight.to(device)
-        got_grads = self.call(torch.autograd.grad, (got * upstream).sum(), leaves(dargs), allow_unused=True)
-        for i, (g, r) in enumerate(zip(got_grads, ref_grads)):
-            r = torch.zeros_like(leaves(ref_args)[i]) if r is None else r
-            g = torch.zeros_like(leaves(dargs)[i]) if g is None else g
-            expect_tensor(g, r, atol=atol * 10, rtol=rtol * 10, device=device,
-                          what=f"the gradient of input {i}")
 
     def device_check(self, name: str, fn, args: tuple, kwargs: dict | None = None) -> None:
         """Without CUDA, rerun with inputs on the `meta` device: tensors made on the CPU show up as mixed
@@ -219,6 +207,42 @@ class Tester:
             except (LearnerError, Mismatch) as e:
                 raise Inconclusive(f"could not run on the meta device: {e}") from None
             expect_on_device(got, "meta", "the input's device")
+
+
+@contextmanager
+def untraced():
+    """Inside a driver: torch calls made here are the check's bookkeeping, not the learner's."""
+    if torch._C._len_torch_function_stack() == 0:
+        yield
+    else:
+        with torch.overrides._pop_mode_temporarily():
+            yield
+
+
+def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None) -> dict:
+    """Driver: fn(*args, **kwargs), the indices of tensor inputs it modified and, given an upstream gradient,
+    the gradients of (out * upstream).sum() for every float tensor input (None when out has no graph).
+
+    Drivers are module-level functions whose first argument is the learner's object; they take and return
+    plain data (tensors, numbers, strings, devices, and lists/tuples/dicts of them), so that a grader can run
+    them in another process than the one that judges the result.
+    """
+    with untraced():
+        inputs = [x for x in tree_leaves(args) if isinstance(x, torch.Tensor)]
+        wrt = [x.requires_grad_(True) for x in inputs if x.dtype.is_floating_point] if upstream is not None else []
+        before = [x.detach().clone() for x in inputs]
+    out = fn(*args, **kwargs)
+    with untraced():
+        mutated = [i for i, (x, b) in enumerate(zip(inputs, before))
+                   if x.shape != b.shape or not torch.equal(x.detach(), b)]
+        tracks = isinstance(out, torch.Tensor) and out.requires_grad and upstream is not None \
+            and out.shape == upstream.shape
+    grads = None
+    if tracks:  # the learner's own backward (a custom autograd.Function) runs here, traced
+        grads = torch.autograd.grad((out * upstream).sum(), wrt, allow_unused=True)
+        with untraced():
+            grads = [torch.zeros_like(x) if g is None else g.detach() for x, g in zip(wrt, grads)]
+    return {"out": out.detach() if isinstance(out, torch.Tensor) else out, "mutated": mutated, "grads": grads}
 
 
 def expect_on_device(result, device: str, device_words: str) -> None:
@@ -238,14 +262,6 @@ def _explain(explain, got, expected, args) -> str | None:
         return explain(got.detach().cpu(), expected, args)
     except Exception:
         return None
-
-
-def _expect_unchanged(args, before) -> None:
-    for i, (now, then) in enumerate(zip(tree_leaves(args), tree_leaves(before))):
-        if isinstance(now, torch.Tensor) and (now.shape != then.shape or not torch.equal(
-                now.detach().cpu(), then.cpu())):
-            raise Mismatch(f"your code modified input {i} in place — work on a copy or use out-of-place ops "
-                           "(x = x + 1, not x += 1 or x.add_(1))")
 
 
 def seeds() -> list[tuple[int, bool]]:

@@ -24,6 +24,12 @@ def simulated(cuda: int = 0, mps: bool = False):
         yield
 
 
+def pick_on(fn, machine: dict, *args):
+    """Driver: call the learner's pick_device on a simulated machine."""
+    with simulated(**machine):
+        return fn(*args)
+
+
 def _expect_device(got, want: str) -> None:
     if not isinstance(got, torch.device):
         raise Mismatch(f"should return a torch.device, got {type(got).__name__} {got!r} — wrap it: torch.device(...)")
@@ -54,23 +60,22 @@ def pick_device(t, fn):
         cuda, mps = kind.get("cuda", 0), kind.get("mps", False)
         default = "cuda" if cuda else "mps" if mps else "cpu"
         available = ["cpu"] + [f"cuda:{i}" for i in range(cuda)] + (["mps"] if mps else [])
-        with simulated(cuda, mps):
-            with t.case(f"{machine}: pick_device() → {default}"):
-                _expect_device(t.call(fn), default)
-            with t.case(f"{machine}: pick_device(None) → {default}"):
-                _expect_device(t.call(fn, None), default)
-            for prefer in available + (["cuda"] if cuda else []):
-                with t.case(f"{machine}: pick_device({prefer!r})"):
-                    _expect_device(t.call(fn, prefer), prefer)
-            unavailable = ["tpu", "gpu", ""] + ([] if cuda else ["cuda", "cuda:0"]) + \
-                          ([f"cuda:{cuda}"] if cuda else []) + ([] if mps else ["mps"])
-            for prefer in unavailable:
-                with t.case(f"{machine}: pick_device({prefer!r}) raises ValueError listing {available}"):
-                    error = str(t.raises(ValueError, fn, prefer))
-                    missing = [d.split(":")[0] for d in available if d.split(":")[0] not in error]
-                    if missing:
-                        raise Mismatch(f"the ValueError should list the available devices; {missing[0]!r} "
-                                       "is not in its message")
+        with t.case(f"{machine}: pick_device() → {default}"):
+            _expect_device(t.call(pick_on, fn, kind), default)
+        with t.case(f"{machine}: pick_device(None) → {default}"):
+            _expect_device(t.call(pick_on, fn, kind, None), default)
+        for prefer in available + (["cuda"] if cuda else []):
+            with t.case(f"{machine}: pick_device({prefer!r})"):
+                _expect_device(t.call(pick_on, fn, kind, prefer), prefer)
+        unavailable = ["tpu", "gpu", ""] + ([] if cuda else ["cuda", "cuda:0"]) + \
+                      ([f"cuda:{cuda}"] if cuda else []) + ([] if mps else ["mps"])
+        for prefer in unavailable:
+            with t.case(f"{machine}: pick_device({prefer!r}) raises ValueError listing {available}"):
+                error = str(t.raises(ValueError, pick_on, fn, kind, prefer))
+                missing = [d.split(":")[0] for d in available if d.split(":")[0] not in error]
+                if missing:
+                    raise Mismatch(f"the ValueError should list the available devices; {missing[0]!r} "
+                                   "is not in its message")
     with t.case("this machine: pick_device() returns a torch.device you can use"):
         got = t.call(fn)
         expect_value(isinstance(got, torch.device), True, what="isinstance(pick_device(), torch.device)")
