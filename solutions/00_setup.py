@@ -149,10 +149,11 @@ def pick_device(prefer: str | None = None) -> torch.device:
 check(pick_device)
 
 # %% [markdown]
-# Use it: everything that follows creates its tensors on the device you picked.
+# From now on, pick the device once and create tensors directly on it. In your own scripts, `pick_device()`
+# does exactly this job.
 
 # %%
-device = pick_device()
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 x = torch.arange(6, device=device).reshape(2, 3)
 print(x, x.device)
 
