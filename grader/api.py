@@ -1,12 +1,10 @@
 """The check API: evaluate (a Report), check (for notebook cells), hint and progress."""
 from __future__ import annotations
 
-import torch
-
 from grader import progress as store
 from grader.registry import exercises, get
 from grader.report import Report
-from grader.runner import NotAttempted, Tester, describe_error, seeds
+from grader.runner import run_exercise
 
 
 def _name_of(obj, name: str | None) -> str:
@@ -22,25 +20,7 @@ def _name_of(obj, name: str | None) -> str:
 
 def evaluate(obj, name: str | None = None) -> Report:
     """Run the exercise's cases against `obj` and return a Report, without printing or raising."""
-    exercise = get(_name_of(obj, name))
-    results = []
-    try:
-        # Checks draw from their own generator; fork_rng keeps the learner's global RNG state as it was.
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.enable_grad():
-            for seed, hidden in seeds():
-                tester = Tester(exercise, seed, hidden)
-                try:
-                    exercise.check(tester, obj)
-                finally:
-                    results += tester.results
-    except NotAttempted:
-        return Report(exercise.name, "not_attempted", exercise.points)
-    except Exception as e:  # the learner's object broke the check outside any case (e.g. a bad constructor)
-        return Report(exercise.name, "failed", exercise.points, results, error=describe_error(e))
-    ran = [r for r in results if not r.skipped]
-    ok = bool(ran) and all(r.passed for r in ran)
-    return Report(exercise.name, "passed" if ok else "failed", exercise.points, results,
-                  error="" if ran else "no case could run")
+    return run_exercise(get(_name_of(obj, name)), obj)
 
 
 def check(obj, name: str | None = None) -> None:

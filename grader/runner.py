@@ -82,11 +82,33 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
+def invoke_here(forbidden: dict[str, str], fn, args: tuple, kwargs: dict, watch_devices: bool = False):
+    """Call learner code in this process under the tracer; map what it raises to the check's exceptions:
+    NotAttempted (the stub), Mismatch (a forbidden call), MixedDevices, or LearnerError (anything else)."""
+    tracer = Tracer(forbidden, watch_devices=watch_devices)
+    try:
+        with tracer:
+            result = fn(*args, **kwargs)
+    except NotImplementedError as e:
+        if is_stub(e):
+            raise NotAttempted() from None
+        raise LearnerError(describe_error(e)) from None
+    except ForbiddenCall as e:
+        raise Mismatch(f"called `{e.name}`, which this exercise forbids — {e.advice}") from None
+    except Exception as e:
+        raise LearnerError(describe_error(e)) from None
+    if tracer.violation is not None:  # caught by the learner's own code, still a violation
+        v = tracer.violation
+        raise Mismatch(f"called `{v.name}`, which this exercise forbids — {v.advice}")
+    return result
+
+
 class Tester:
     """Hands a check its random inputs, runs the learner's code and records each case's verdict."""
 
-    def __init__(self, exercise: Exercise, seed: int = PUBLIC_SEED, hidden: bool = False):
+    def __init__(self, exercise: Exercise, seed: int = PUBLIC_SEED, hidden: bool = False, invoke=None):
         self.exercise, self.hidden = exercise, hidden
+        self.invoke = invoke or invoke_here
         self.gen = torch.Generator().manual_seed(seed)
         self.devices = available_devices()
         self.results: list = []
@@ -127,24 +149,10 @@ class Tester:
         """Run learner code with forbidden functions traced; its exceptions become LearnerError.
 
         `fn` is the learner's object itself or a driver (see run_case) that gets it as first argument. Learner
-        code runs only through here, on plain data, so that the grader can move it into a sandbox process.
+        code runs only through here, on plain data, so that the grader can move it into a sandbox process
+        (by handing the Tester another `invoke`).
         """
-        tracer = Tracer(self.exercise.forbidden, watch_devices=watch_devices)
-        try:
-            with tracer:
-                result = fn(*args, **kwargs)
-        except NotImplementedError as e:
-            if is_stub(e):
-                raise NotAttempted() from None
-            raise LearnerError(describe_error(e)) from None
-        except ForbiddenCall as e:
-            raise Mismatch(f"called `{e.name}`, which this exercise forbids — {e.advice}") from None
-        except Exception as e:
-            raise LearnerError(describe_error(e)) from None
-        if tracer.violation is not None:  # caught by the learner's own code, still a violation
-            v = tracer.violation
-            raise Mismatch(f"called `{v.name}`, which this exercise forbids — {v.advice}")
-        return result
+        return self.invoke(self.exercise.forbidden, fn, args, kwargs, watch_devices)
 
     def raises(self, exc_type: type[BaseException], fn, *args, **kwargs) -> BaseException:
         """Expect learner code to raise `exc_type` (the message is returned for further checks)."""
@@ -271,3 +279,26 @@ def seeds() -> list[tuple[int, bool]]:
     if hidden:
         rounds.append((int(hidden), True))
     return rounds
+
+
+def run_exercise(exercise: Exercise, obj, invoke=None) -> "Report":
+    """Every round of the exercise's check against `obj` (learner code run through `invoke`) as a Report."""
+    from grader.report import Report
+    results = []
+    try:
+        # Checks draw from their own generator; fork_rng keeps the learner's global RNG state as it was.
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.enable_grad():
+            for seed, hidden in seeds():
+                tester = Tester(exercise, seed, hidden, invoke)
+                try:
+                    exercise.check(tester, obj)
+                finally:
+                    results += tester.results
+    except NotAttempted:
+        return Report(exercise.name, "not_attempted", exercise.points)
+    except Exception as e:  # the learner's object broke the check outside any case
+        return Report(exercise.name, "failed", exercise.points, results, error=describe_error(e))
+    ran = [r for r in results if not r.skipped]
+    ok = bool(ran) and all(r.passed for r in ran)
+    return Report(exercise.name, "passed" if ok else "failed", exercise.points, results,
+                  error="" if ran else "no case could run")
