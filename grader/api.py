@@ -1,7 +1,7 @@
 """The check API: evaluate (a Report), check (for notebook cells), hint and progress."""
 from __future__ import annotations
 
-from grader import progress as store
+from grader import store
 from grader.registry import exercises, get
 from grader.report import Report
 from grader.runner import run_exercise

@@ -17,13 +17,14 @@ class Exercise:
     minutes: int               # time estimate for a learner
     hints: tuple[str, ...]
     forbidden: dict[str, str] = field(default_factory=dict)  # canonical torch name -> what to do instead
+    budget_s: float = 0.3      # the check's median time budget on 2 CPU cores (training checks state more)
 
 
 _EXERCISES: dict[str, Exercise] = {}
 
 
 def exercise(lesson: str, *, points: int, difficulty: int, minutes: int, hints: list[str],
-             forbidden: dict[str, str] | None = None):
+             forbidden: dict[str, str] | None = None, budget_s: float = 0.3):
     """Register the decorated check function as the check of the exercise with the same name."""
     if not 1 <= difficulty <= 3:
         raise ValueError("difficulty is 1, 2 or 3")
@@ -33,7 +34,7 @@ def exercise(lesson: str, *, points: int, difficulty: int, minutes: int, hints: 
         if name in _EXERCISES:
             raise ValueError(f"exercise {name!r} is registered twice")
         _EXERCISES[name] = Exercise(name, lesson, check, points, difficulty, minutes, tuple(hints),
-                                    dict(forbidden or {}))
+                                    dict(forbidden or {}), budget_s)
         return check
 
     return register

@@ -250,7 +250,8 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
         grads = torch.autograd.grad((out * upstream).sum(), wrt, allow_unused=True)
         with untraced():
             grads = [torch.zeros_like(x) if g is None else g.detach() for x, g in zip(wrt, grads)]
-    return {"out": out.detach() if isinstance(out, torch.Tensor) else out, "mutated": mutated, "grads": grads}
+    # plain tensors come back without their graph; anything else (a Parameter, a subclass) as it is, to be judged
+    return {"out": out.detach() if type(out) is torch.Tensor else out, "mutated": mutated, "grads": grads}
 
 
 def expect_on_device(result, device: str, device_words: str) -> None:
