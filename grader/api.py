@@ -1,6 +1,8 @@
 """The check API: evaluate (a Report), check (for notebook cells), hint and progress."""
 from __future__ import annotations
 
+import sys
+
 from grader import store
 from grader.registry import exercises, get
 from grader.report import Report
@@ -23,16 +25,34 @@ def evaluate(obj, name: str | None = None) -> Report:
     return run_exercise(get(_name_of(obj, name)), obj)
 
 
+class CheckFailed(AssertionError):
+    """Raised by check(); in IPython it shows as one line under the report instead of a traceback."""
+
+
+def _short_traceback(shell, etype, value, tb, tb_offset=None):
+    stb = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)  # still an error output: Run All stops, nbgrader scores 0
+    return stb
+
+
+def _quiet_tracebacks_in_ipython() -> None:
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython else None
+    if shell is not None and CheckFailed not in shell.custom_exceptions:
+        shell.set_custom_exc((CheckFailed,), _short_traceback)
+
+
 def check(obj, name: str | None = None) -> None:
     """Check an exercise in a notebook: print a short report; raise AssertionError unless it passed."""
-    __tracebackhide__ = True  # IPython and pytest hide this frame from the traceback
+    __tracebackhide__ = True  # pytest hides this frame from the traceback
     report = evaluate(obj, name)
     print(report.text())
     store.update(report.name, status=report.status)
+    _quiet_tracebacks_in_ipython()
     if report.status == "not_attempted":
-        raise AssertionError(f"{report.name} is not attempted yet")
+        raise CheckFailed(f"{report.name} is not attempted yet")
     if not report.passed:
-        raise AssertionError(f"{report.name} did not pass — see the report above")
+        raise CheckFailed(f"{report.name} did not pass — see the report above")
 
 
 def hint(obj, name: str | None = None) -> None:

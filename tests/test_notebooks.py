@@ -45,7 +45,7 @@ def test_lesson_notebook_as_shipped_is_not_attempted(lesson, tmp_path):
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
         if cell in check_cells(nb):
             text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-            assert errors and errors[0].ename == "AssertionError" and "not attempted" in text, cell.source
+            assert errors and errors[0].ename == "CheckFailed" and "not attempted" in text, cell.source
         else:
             assert not errors, f"a teaching cell fails in the learner's notebook:\n{cell.source}\n{errors}"
     progress = json.loads((tmp_path / "progress.json").read_text())
