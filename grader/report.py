@@ -42,8 +42,9 @@ class Report:
                     "then run this check again.")
         if self.passed:
             return f"✓ {self.name}: all {len(ran)} cases passed · {score}"
-        lines = [f"✗ {self.name}: " + (self.error if not ran else f"{len(failed)} of {len(ran)} cases failed")
-                 + f" · {score}"]
+        problems = ([f"{len(failed)} of {len(ran)} cases failed"] if failed else []) + \
+                   ([f"the check stopped: {self.error}" if ran else self.error] if self.error else [])
+        lines = [f"✗ {self.name}: {'; '.join(problems)} · {score}"]
         for case in failed[:MAX_SHOWN_FAILURES]:
             lines.append(f"  ✗ {case.name}")
             lines.extend(f"      {line}" for line in case.message.splitlines())

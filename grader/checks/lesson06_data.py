@@ -1,0 +1,608 @@
+"""Checks for 06_data: datasets, collate functions, splits, streaming statistics, worker sharding, samplers.
+
+Every learner object is exercised by a driver below with a real DataLoader (and, for CSVImageDataset, real PNG
+files written into a temporary folder); drivers return plain data only.
+"""
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, Subset, TensorDataset, WeightedRandomSampler, \
+    random_split
+
+from grader.compare import Mismatch, expect_tensor, expect_value
+from grader.registry import exercise
+from grader.runner import Inconclusive, LearnerError, untraced
+from grader.tracing import MixedDevices
+
+# ----------------------------------------------------------------------------------------------------------
+# CSVImageDataset
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _image_to_float(img):
+    """A transform the check hands in: uint8 (C, H, W) -> float32 in [-1, 1], mirrored left-right."""
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"transform received a {type(img).__name__}, expected the uint8 tensor that "
+                        "torchvision.io.read_image returns")
+    return img.flip(-1).to(torch.float32) / 127.5 - 1.0
+
+
+def _one_hot_label(label):
+    """A target transform the check hands in: int label -> one-hot float32 (10,), made with scatter_."""
+    if type(label) is not int:
+        raise TypeError(f"target_transform received a {type(label).__name__} ({label!r}), expected the label "
+                        "as a Python int")
+    return torch.zeros(10).scatter_(0, torch.tensor([label]), 1.0)
+
+
+TRANSFORMS = {None: None, "to_float": _image_to_float, "one_hot": _one_hot_label}
+
+
+def _write_files(root: Path, images, filenames, labels) -> None:
+    """PNG files under root/images and root/labels.csv (header filename,label), rows in the given order."""
+    for img, name in zip(images, filenames):
+        path = root / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = img.permute(1, 2, 0).numpy()  # (H, W, C)
+        Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(path)
+    with open(root / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["filename", "label"])
+        writer.writerows(zip(filenames, labels))
+
+
+def csv_dataset_run(cls, images, filenames, labels, transform, target_transform, what):
+    """Driver: write the files, build cls(csv, dir, ...); return its len (what='len') or every item."""
+    with untraced():
+        root = Path(tempfile.mkdtemp(prefix="torchdojo-csv-"))
+        _write_files(root, images, filenames, labels)
+    try:
+        kwargs = {}
+        if transform is not None:
+            kwargs["transform"] = TRANSFORMS[transform]
+        if target_transform is not None:
+            kwargs["target_transform"] = TRANSFORMS[target_transform]
+        dataset = cls(str(root / "labels.csv"), str(root / "images"), **kwargs)
+        if what == "len":
+            return len(dataset)
+        return [dataset[i] for i in range(len(labels))]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _expected_items(images, labels, transform, target_transform):
+    tf, ttf = TRANSFORMS[transform], TRANSFORMS[target_transform]
+    return [((tf(img) if tf else img), (ttf(int(y)) if ttf else int(y))) for img, y in zip(images, labels)]
+
+
+def _expect_item(got, exp, i: int, gray: bool) -> None:
+    what = f"dataset[{i}]"
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise Mismatch(f"{what} should be a pair (image, label), got {type(got).__name__}"
+                       + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
+    image, label = got
+    if isinstance(image, torch.Tensor) and image.is_floating_point() and not exp[0].is_floating_point():
+        raise Mismatch(f"{what}: the image is {image.dtype}, expected uint8 — read it with "
+                       "torchvision.io.read_image(path) and leave the conversion to the transform "
+                       "(PIL + ToTensor scales to floats in [0, 1])")
+    if isinstance(image, torch.Tensor) and gray and image.ndim == 3 and image.shape[0] == 3 \
+            and exp[0].shape[0] == 1:
+        raise Mismatch(f"{what}: a grayscale PNG gave 3 channels, expected 1 — call read_image in its default "
+                       "mode (ImageReadMode.UNCHANGED), not mode=RGB")
+    if isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape != exp[0].shape \
+            and image.shape == exp[0].shape[1:] + exp[0].shape[:1]:
+        raise Mismatch(f"{what}: the image has shape {tuple(image.shape)}, expected (C, H, W) "
+                       f"{tuple(exp[0].shape)} — read_image already returns channels first")
+    expect_tensor(image, exp[0], atol=1e-6, rtol=1e-6, what=f"the image of {what}")
+    if isinstance(exp[1], int):
+        if isinstance(label, str):
+            raise Mismatch(f"the label of {what} is the string {label!r} — convert the CSV field with int()")
+        if isinstance(label, np.integer):
+            raise Mismatch(f"the label of {what} is a numpy {type(label).__name__} — convert it with int()")
+        expect_value(label, exp[1], what=f"the label of {what}")
+    else:
+        expect_tensor(label, exp[1], what=f"the label of {what} (after target_transform)")
+
+
+def _random_images(t, sizes_channels):
+    return [t.randint(0, 256, (c, h, w)).to(torch.uint8) for c, h, w in sizes_channels]
+
+
+@exercise("06_data", points=2, difficulty=2, minutes=20, hints=[
+    "__init__ reads the CSV once (csv.DictReader, or csv.reader and skip the header) into a list of "
+    "(filename, int(label)) rows; __len__ is the number of rows.",
+    "__getitem__(i): path = os.path.join(img_dir, filename); image = torchvision.io.read_image(path) gives a "
+    "uint8 (C, H, W) tensor; keep the label a Python int.",
+    "Apply the optional transforms last: `if self.transform: image = self.transform(image)` and the same for "
+    "target_transform on the label; return (image, label).",
+])
+def CSVImageDataset(t, cls):
+    h, w = t.integer(3, 9), t.integer(10, 16)
+    cases = [
+        ("4 grayscale PNGs, no transforms", [(1, h + i, w - i) for i in range(4)],
+         ["a.png", "b.png", "c.png", "d.png"], None, None),
+        ("5 RGB PNGs in sub-folders, rows not in file order", [(3, h, w), (3, 1, 7), (3, w, h), (3, 5, 5),
+                                                                (3, 2, 9)],
+         ["zebra/img_9.png", "apple/img_1.png", "mango/img_5.png", "zebra/img_2.png", "b.png"], None, None),
+        ("grayscale and RGB, transform and target_transform", [(1, h, w), (3, w, h), (1, 6, 1), (3, 4, 11)],
+         ["x/p0.png", "x/p1.png", "y/p2.png", "p3.png"], "to_float", "one_hot"),
+        ("target_transform only", [(3, h, h), (1, w, w), (3, 3, 2)], ["q.png", "r.png", "s.png"], None, "one_hot"),
+        ("transform only", [(1, 7, 5), (3, 5, 7)], ["m.png", "n.png"], "to_float", None),
+    ]
+    for name, shapes, filenames, tf, ttf in cases:
+        images = _random_images(t, shapes)
+        labels = [t.integer(0, 10) for _ in shapes]
+        gray = any(c == 1 for c, _, _ in shapes)
+        with t.case(f"{name}: len"):
+            n = t.call(csv_dataset_run, cls, images, filenames, labels, tf, ttf, "len")
+            if n == len(labels) + 1:
+                raise Mismatch(f"len(dataset) is {n} for a CSV of {len(labels)} rows — the header line "
+                               "`filename,label` was counted as a sample")
+            expect_value(n, len(labels), what="len(dataset)")
+        with t.case(f"{name}: items (image, label)"):
+            got = t.call(csv_dataset_run, cls, images, filenames, labels, tf, ttf, "items")
+            with untraced():
+                expected = _expected_items(images, labels, tf, ttf)
+            for i, (g, e) in enumerate(zip(got, expected)):
+                _expect_item(g, e, i, gray)
+    with t.case("a CSV with only its header: len 0"):
+        expect_value(t.call(csv_dataset_run, cls, [], [], [], None, None, "len"), 0, what="len(dataset)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pad_collate
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _pad_by_hand(batch, pad_value=0):
+    """Oracle: a loop that copies each sequence into a tensor filled with pad_value."""
+    seqs = [s for s, _ in batch]
+    longest = max(s.shape[0] for s in seqs)
+    padded = torch.full((len(seqs), longest, *seqs[0].shape[1:]), pad_value, dtype=seqs[0].dtype,
+                        device=seqs[0].device)
+    for i, s in enumerate(seqs):
+        padded[i, :s.shape[0]] = s
+    lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.int64)
+    labels = torch.tensor([y for _, y in batch], dtype=torch.int64)
+    return padded, lengths, labels
+
+
+def pad_collate_run(fn, batch, kwargs):
+    """Driver: fn(batch, **kwargs), and whether it modified a sequence of the batch."""
+    with untraced():
+        before = [s.clone() for s, _ in batch]
+    out = fn(batch, **kwargs)
+    with untraced():
+        mutated = any(s.shape != b.shape or not torch.equal(s, b) for (s, _), b in zip(batch, before))
+    return {"out": out, "mutated": mutated}
+
+
+def collate_in_loader(fn, sequences, labels, batch_size):
+    """Driver: a real DataLoader over (sequence, label) pairs with collate_fn=fn; every batch it yields."""
+    data = list(zip(sequences, labels))
+    return [tuple(b) for b in DataLoader(data, batch_size=batch_size, collate_fn=fn)]
+
+
+def _expect_collated(got, expected, device, batch) -> None:
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        raise Mismatch("should return a tuple (padded, lengths, labels), got "
+                       + (f"{type(got).__name__} of length {len(got)}" if isinstance(got, (tuple, list))
+                          else type(got).__name__))
+    padded, lengths, labels = got
+    exp_p, exp_len, exp_lab = expected
+    if isinstance(padded, torch.Tensor) and padded.ndim >= 2 and padded.shape != exp_p.shape \
+            and padded.shape == (exp_p.shape[1], exp_p.shape[0], *exp_p.shape[2:]):
+        raise Mismatch(f"padded has shape {tuple(padded.shape)}, expected (B, L_max, ...) = {tuple(exp_p.shape)} "
+                       "— pad_sequence puts time first unless batch_first=True")
+    for name, g, e in (("lengths", lengths, exp_len), ("labels", labels, exp_lab)):
+        if isinstance(g, (list, tuple)):
+            raise Mismatch(f"{name} should be an int64 tensor, got a Python {type(g).__name__} — "
+                           f"torch.tensor({name}, dtype=torch.int64)")
+        if isinstance(g, torch.Tensor) and g.dtype != torch.int64:
+            raise Mismatch(f"{name} should be int64, got {g.dtype} — torch.tensor(..., dtype=torch.int64) "
+                           "(cross-entropy wants int64 class indices; pack_padded_sequence int64 lengths)")
+    if isinstance(lengths, torch.Tensor) and lengths.shape == exp_len.shape and \
+            not torch.equal(lengths.cpu(), exp_len) and \
+            torch.equal(lengths.cpu().sort(descending=True).values, exp_len.sort(descending=True).values):
+        raise Mismatch("the batch came back in another order (sorted by length?) — keep the input order: "
+                       "labels and lengths must line up with the samples as given")
+    expect_tensor(padded, exp_p, device=device, what="padded")
+    expect_tensor(lengths.cpu() if isinstance(lengths, torch.Tensor) else lengths, exp_len, what="lengths")
+    expect_tensor(labels.cpu() if isinstance(labels, torch.Tensor) else labels, exp_lab, what="labels")
+
+
+def _padding_advice(got, exp_p, pad_value, batch) -> str | None:
+    """When only the padded positions are wrong: pad_value ignored?"""
+    mask = torch.zeros(exp_p.shape[:2], dtype=torch.bool)
+    for i, (s, _) in enumerate(batch):
+        mask[i, :s.shape[0]] = True
+    g = got.cpu()
+    if torch.equal(g[mask], exp_p.cpu()[mask]) and not torch.equal(g[~mask], exp_p.cpu()[~mask]):
+        return f"the real values are right but the padding is not {pad_value!r} — fill with pad_value " \
+               "(pad_sequence(..., padding_value=pad_value))"
+    return None
+
+
+@exercise("06_data", points=2, difficulty=2, minutes=15, hints=[
+    "Split the batch first: seqs = [s for s, _ in batch], labels = [y for _, y in batch]. The lengths are "
+    "s.shape[0] (or len(s)).",
+    "Make the padded tensor with torch.full((B, L_max, *seqs[0].shape[1:]), pad_value, dtype=..., "
+    "device=...) and copy each sequence in: padded[i, :len(s)] = s — or use "
+    "torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_value).",
+    "Return torch.tensor(lengths, dtype=torch.int64) and torch.tensor(labels, dtype=torch.int64), in the "
+    "input order: no sorting.",
+])
+def pad_collate(t, fn):
+    d = t.integer(2, 5)
+    cases = [
+        ("4 float64 sequences of lengths 3, 7, 1, 5 (1-D), default pad_value", [3, 7, 1, 5], (), torch.float64, {}),
+        (f"3 sequences (L_i, {d}, 2), pad_value=-1.5", [4, 2, 6], (d, 2), torch.float32, {"pad_value": -1.5}),
+        ("token ids (int64), pad_value=-1, one empty sequence", [5, 0, 2, 5, 3], (), torch.int64,
+         {"pad_value": -1}),
+        ("a batch of one (B=1), pad_value=9", [4], (3,), torch.float64, {"pad_value": 9}),
+    ]
+    for name, lengths, trailing, dtype, kwargs in cases:
+        if dtype == torch.int64:
+            seqs = [t.randint(0, 50, (n, *trailing)) for n in lengths]
+        else:
+            seqs = [t.randn(n, *trailing, dtype=dtype) for n in lengths]
+        batch = [(s, t.integer(0, 10)) for s in seqs]
+        expected = _pad_by_hand(batch, **kwargs)
+        for device in t.devices:
+            with t.case(f"{device}: {name}"):
+                dev_batch = [(s.to(device), y) for s, y in batch]
+                run = t.call(pad_collate_run, fn, dev_batch, kwargs)
+                if run["mutated"]:
+                    raise Mismatch("your code modified a sequence of the batch in place — build a new tensor")
+                try:
+                    _expect_collated(run["out"], expected, device, batch)
+                except Mismatch as e:
+                    got = run["out"][0] if isinstance(run["out"], (tuple, list)) and run["out"] else None
+                    if isinstance(got, torch.Tensor) and got.shape == expected[0].shape \
+                            and got.dtype == expected[0].dtype:
+                        advice = _padding_advice(got, expected[0], kwargs.get("pad_value", 0), batch)
+                        if advice:
+                            raise Mismatch(f"{e.message}\n→ {advice}", e.detail) from None
+                    raise
+        if "cuda" not in t.devices:
+            with t.case(f"device check: {name}"):
+                meta_batch = [(s.to("meta"), y) for s, y in batch]
+                try:
+                    out = t.call(fn, meta_batch, watch_devices=True, **kwargs)
+                except MixedDevices as e:
+                    raise Mismatch(f"`{e.name}` mixes a CPU tensor with the sequences' device: on a GPU this fails "
+                                   "— create padded with device=seqs[0].device") from None
+                except (LearnerError, Mismatch) as e:
+                    raise Inconclusive(f"could not run on the meta device: {e}") from None
+                padded = out[0] if isinstance(out, (tuple, list)) and out else out
+                if isinstance(padded, torch.Tensor) and padded.device.type != "meta":
+                    raise Mismatch("padded stays on the CPU when the sequences are on another device (a GPU) — "
+                                   "create it with device=seqs[0].device")
+    with t.case("as collate_fn of a DataLoader (batch_size=3, 7 samples: batches of 3, 3, 1)"):
+        seqs = [t.randn(n, 2, dtype=torch.float32) for n in (2, 5, 1, 3, 3, 6, 4)]
+        labels = [t.integer(0, 5) for _ in seqs]
+        got = t.call(collate_in_loader, fn, seqs, labels, 3)
+        expect_value(len(got), 3, what="the number of batches")
+        for k, start in enumerate((0, 3, 6)):
+            batch = list(zip(seqs[start:start + 3], labels[start:start + 3]))
+            _expect_collated(got[k], _pad_by_hand(batch), "cpu", batch)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# split_dataset
+# ----------------------------------------------------------------------------------------------------------
+
+
+def split_run(fn, n, fractions, seed):
+    """Driver: split a TensorDataset of n items; describe each part, and say if the global RNG was touched."""
+    with untraced():
+        dataset = TensorDataset(torch.arange(n))
+        state = torch.get_rng_state()
+    with warnings.catch_warnings():  # an empty part is part of the test
+        warnings.filterwarnings("ignore", message="Length of split at index")
+        parts = fn(dataset, fractions, seed)
+    with untraced():
+        reseeded = not torch.equal(state, torch.get_rng_state())
+    if not isinstance(parts, (list, tuple)):
+        return {"kind": type(parts).__name__, "parts": None, "reseeded": reseeded}
+    described = []
+    for p in parts:
+        ok = isinstance(p, Subset)
+        described.append({"type": type(p).__name__, "subset": ok,
+                          "same_dataset": ok and p.dataset is dataset,
+                          "indices": [int(i) for i in p.indices] if ok else None})
+    return {"kind": type(parts).__name__, "parts": described, "reseeded": reseeded}
+
+
+@exercise("06_data", points=1, difficulty=1, minutes=10, hints=[
+    "torch.utils.data.random_split accepts fractions that sum to 1 as well as lengths.",
+    "Make the randomness explicit and local: generator = torch.Generator().manual_seed(seed).",
+    "return random_split(dataset, fractions, generator=torch.Generator().manual_seed(seed)) — and do not call "
+    "torch.manual_seed, which would reset everyone else's randomness too.",
+])
+def split_dataset(t, fn):
+    cases = [(10, [0.8, 0.2]), (7, [0.5, 0.3, 0.2]), (23, [0.1, 0.2, 0.3, 0.4]), (1, [0.5, 0.5]),
+             (100, [0.7, 0.15, 0.15])]
+    for n, fractions in cases:
+        seed = t.integer(0, 10_000)
+        with t.case(f"{n} items into {fractions}, seed {seed}"):
+            got = t.call(split_run, fn, n, fractions, seed)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Length of split at index")
+                expected = [list(s.indices) for s in
+                            random_split(range(n), fractions, generator=torch.Generator().manual_seed(seed))]
+            if got["parts"] is None:
+                raise Mismatch(f"should return a list of Subset, got {got['kind']}")
+            if got["reseeded"]:
+                raise Mismatch("your function changed the global random state (torch.manual_seed?) — seed a "
+                               "private torch.Generator().manual_seed(seed) instead and pass it as generator=")
+            expect_value(len(got["parts"]), len(expected), what="the number of parts")
+            for k, (part, exp) in enumerate(zip(got["parts"], expected)):
+                if not part["subset"]:
+                    raise Mismatch(f"part {k} is a {part['type']}, expected a torch.utils.data.Subset "
+                                   "(random_split returns them)")
+                if not part["same_dataset"]:
+                    raise Mismatch(f"part {k} is a Subset of another dataset — wrap the dataset you were given")
+            sizes, exp_sizes = [len(p["indices"]) for p in got["parts"]], [len(e) for e in expected]
+            if sum(sizes) < n:
+                raise Mismatch(f"the parts have sizes {sizes}, which leave out {n - sum(sizes)} of the {n} items — "
+                               "flooring n * fraction loses the remainder; random_split hands it out one by one")
+            if sizes != exp_sizes:
+                raise Mismatch(f"the parts have sizes {sizes}, expected {exp_sizes} — random_split floors "
+                               "n * fraction and gives the remainder to the first parts, one item each")
+            if [p["indices"] for p in got["parts"]] != expected:
+                raise Mismatch("the sizes are right but the indices differ from random_split with "
+                               "torch.Generator().manual_seed(seed) — a different shuffle (Python's random, "
+                               "numpy, or the global generator)?",
+                               f"expected {expected}, got {[p['indices'] for p in got['parts']]}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# channel_mean_std
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _CountingLoader(DataLoader):
+    """A DataLoader that counts how many times it is iterated."""
+
+    passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        return super().__iter__()
+
+
+def mean_std_run(fn, images, labels, batch_size):
+    """Driver: fn(loader) for a DataLoader over (images, labels); its result and how many passes it made."""
+    loader = _CountingLoader(TensorDataset(images, labels), batch_size=batch_size)
+    out = fn(loader)
+    return {"out": tuple(out) if isinstance(out, (tuple, list)) else out, "passes": loader.passes}
+
+
+def _mean_std_oracle(images):
+    x = images.double().transpose(0, 1).reshape(images.shape[1], -1)  # (C, N*H*W)
+    return x.mean(1).float(), x.std(1, correction=0).float()
+
+
+def _mean_std_advice(mean, std, images, batch_size) -> str | None:
+    x = images.double()
+    batch_means = torch.stack([b.transpose(0, 1).reshape(x.shape[1], -1).mean(1) for b in x.split(batch_size)])
+    if mean is not None and torch.allclose(mean.double(), batch_means.mean(0), rtol=1e-5, atol=1e-6) and \
+            not torch.allclose(batch_means.mean(0), x.mean((0, 2, 3)), rtol=1e-5, atol=1e-6):
+        return "the mean of the batch means weights the short last batch like a full one — sum the pixels and " \
+               "count them, then divide once at the end"
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+    if std is not None and torch.allclose(std.double(), flat.std(1, correction=1), rtol=1e-5, atol=1e-6):
+        return "that is the sample std (divides by n - 1); the population std divides by n (correction=0)"
+    per_image = x.std((2, 3), correction=0).mean(0)
+    if std is not None and torch.allclose(std.double(), per_image, rtol=1e-4, atol=1e-6):
+        return "that is the average of per-image stds; the std of all pixels together also counts how " \
+               "image means differ — accumulate sum(x) and sum(x**2) over everything"
+    return None
+
+
+@exercise("06_data", points=2, difficulty=2, minutes=20, hints=[
+    "Keep three running totals per channel while you loop over the loader once: the pixel count, the sum of "
+    "x and the sum of x**2 (sum over dims (0, 2, 3) gives a (C,) tensor).",
+    "Accumulate in float64 (x = images.double()): with float32, sum(x**2) of large values loses the digits "
+    "that the variance lives in.",
+    "At the end: mean = s / n, var = s2 / n - mean**2, std = var.clamp(min=0).sqrt(); return "
+    "(mean.float(), std.float()).",
+])
+def channel_mean_std(t, fn):
+    cases = [
+        ("10 RGB images (3, 5, 4) in [0, 1), batch_size 4 (last batch 2)", (10, 3, 5, 4), 4, 0.0, 1.0),
+        ("7 one-channel images (1, 3, 6), batch_size 3 (last batch 1)", (7, 1, 3, 6), 3, 0.5, 2.0),
+        ("24 images (2, 16, 16) around 4000, batch_size 10 — float32 sums lose precision", (24, 2, 16, 16), 10,
+         4000.0, 1.0),
+        ("5 images (4, 2, 3) in one batch", (5, 4, 2, 3), 5, -3.0, 10.0),
+    ]
+    for name, shape, batch_size, offset, scale in cases:
+        images = (offset + scale * t.rand(*shape)).float()  # (N, C, H, W)
+        images[:, 0] += 2.0 * scale  # channels differ
+        labels = t.randint(0, 10, (shape[0],))
+        exp_mean, exp_std = _mean_std_oracle(images)
+        with t.case(name):
+            run = t.call(mean_std_run, fn, images, labels, batch_size)
+            out = run["out"]
+            if not isinstance(out, tuple) or len(out) != 2:
+                raise Mismatch(f"should return a tuple (mean, std), got {type(out).__name__}")
+            mean, std = out
+            if run["passes"] > 1:
+                raise Mismatch(f"your code iterated over the loader {run['passes']} times — compute both in one "
+                               "streaming pass (running sums of x and x**2)")
+            for what, got, exp in (("mean", mean, exp_mean), ("std", std, exp_std)):
+                try:
+                    expect_tensor(got, exp, atol=1e-4 * scale, rtol=1e-5, what=what)
+                except Mismatch as e:
+                    with untraced():
+                        advice = _mean_std_advice(mean if isinstance(mean, torch.Tensor) else None,
+                                                  std if isinstance(std, torch.Tensor) else None,
+                                                  images, batch_size)
+                    if advice is None and offset > 1000 and e.message.startswith(f"{what}: wrong values"):
+                        advice = "with values this large, float32 accumulation of x**2 has no digits left for " \
+                                 "the variance — accumulate in float64 (images.double())"
+                    if advice:
+                        raise Mismatch(f"{e.message}\n→ {advice}", e.detail) from None
+                    raise
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ShardedRange
+# ----------------------------------------------------------------------------------------------------------
+
+
+def sharded_run(cls, start, end, num_workers):
+    """Driver: every value a DataLoader(cls(start, end), num_workers=...) yields, in order."""
+    dataset = cls(start, end)
+    if not isinstance(dataset, IterableDataset):
+        return {"iterable": False, "values": None}
+    with warnings.catch_warnings():  # more workers than this machine's cores is the point here
+        warnings.filterwarnings("ignore", message=".*worker processes in total")
+        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, timeout=30 if num_workers else 0)
+        values = [int(v) for v in loader]
+    return {"iterable": True, "values": values}
+
+
+@exercise("06_data", points=3, difficulty=3, minutes=25, hints=[
+    "Subclass torch.utils.data.IterableDataset and yield from range(...) in __iter__. Without workers that is "
+    "already right; with workers, every worker process runs __iter__ on its own copy.",
+    "Inside __iter__, info = torch.utils.data.get_worker_info() is None in the main process; in a worker it has "
+    "info.id and info.num_workers. Give each worker its own part of [start, end).",
+    "A chunk per worker: per = math.ceil((end - start) / info.num_workers); lo = start + info.id * per; "
+    "hi = min(lo + per, end); yield from range(lo, hi). (Or stride: range(start + info.id, end, "
+    "info.num_workers).)",
+])
+def ShardedRange(t, cls):
+    a = t.integer(-5, 5)
+    cases = [(0, a, a + 9), (0, a, a), (1, a, a + 6), (2, a + 10, a + 21), (3, a, a + 23)]  # workers are slow
+    for num_workers, start, end in cases:
+        with t.case(f"num_workers={num_workers}: ShardedRange({start}, {end})"):
+            try:
+                run = t.call(sharded_run, cls, start, end, num_workers)
+            except LearnerError as e:
+                if "NoneType" in str(e) and num_workers == 0:
+                    raise Mismatch(f"{e}\n→ without workers get_worker_info() returns None: yield the whole "
+                                   "range in that case") from None
+                raise
+            if not run["iterable"]:
+                raise Mismatch("ShardedRange should subclass torch.utils.data.IterableDataset")
+            values, want = run["values"], list(range(start, end))
+            counts = Counter(values)
+            extra = sorted(v for v in counts if v not in set(want))
+            missing = [v for v in want if v not in counts]
+            dup = sorted(v for v, c in counts.items() if c > 1)
+            if dup and num_workers > 1 and all(counts[v] == num_workers for v in want):
+                raise Mismatch(f"each integer came {num_workers} times — every worker iterates over the whole "
+                               "range: use torch.utils.data.get_worker_info() to give each worker its share")
+            if dup:
+                raise Mismatch(f"some integers came more than once: {dup[:5]} — the workers' shares overlap")
+            if extra:
+                raise Mismatch(f"integers outside [start, end) came out: {extra[:5]} — end is exclusive")
+            if missing:
+                raise Mismatch(f"integers missing: {missing[:5]} — when {end - start} is not a multiple of "
+                               f"{num_workers} workers, the remainder must go to some worker (round up the "
+                               "chunk size, or clamp the last chunk to end)"
+                               if num_workers > 1 else f"integers missing: {missing[:5]}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# make_balanced_sampler
+# ----------------------------------------------------------------------------------------------------------
+
+
+def sampler_run(fn, labels, num_samples, seed):
+    """Driver: fn(labels, [num_samples=], [generator=]) and what the sampler holds and draws."""
+    kwargs = {}
+    if num_samples is not None:
+        kwargs["num_samples"] = num_samples
+    if seed is not None:
+        kwargs["generator"] = torch.Generator().manual_seed(seed)
+    sampler = fn(labels, **kwargs)
+    if not isinstance(sampler, WeightedRandomSampler):
+        return {"type": type(sampler).__name__, "ok": False}
+    draws = [int(i) for i in sampler]
+    with untraced():
+        weights = torch.as_tensor(sampler.weights).detach().clone()
+    return {"type": type(sampler).__name__, "ok": True, "weights": weights, "replacement": bool(sampler.replacement),
+            "num_samples": int(sampler.num_samples), "draws": draws}
+
+
+def _oracle_weights(labels) -> torch.Tensor:
+    labels = [int(y) for y in labels]
+    counts = Counter(labels)
+    return torch.tensor([1.0 / counts[y] for y in labels], dtype=torch.float64)
+
+
+@exercise("06_data", points=2, difficulty=2, minutes=15, hints=[
+    "Count each class (collections.Counter, or torch.bincount on a tensor), then give every sample the weight "
+    "1 / count(its label): rare classes get large weights.",
+    "labels may be a list or a tensor: torch.as_tensor(labels) makes both a tensor; counts[labels] then gives "
+    "one count per sample.",
+    "return WeightedRandomSampler(weights, num_samples=len(labels) if num_samples is None else num_samples, "
+    "replacement=True, generator=generator)",
+])
+def make_balanced_sampler(t, fn):
+    n1 = t.integer(5, 9)
+    cases = [
+        ("a list of labels, 3 classes (counts {0}, 3, 2), default num_samples".format(n1),
+         [0] * n1 + [1] * 3 + [2] * 2, None, "list"),
+        ("an int64 tensor of labels with classes 0, 4, 9, num_samples=50", [4, 9, 4, 0, 4, 4, 9, 4, 0, 4, 4],
+         50, "tensor"),
+        ("one class only, num_samples=5", [3] * 7, 5, "list"),
+        ("a tensor of 40 random labels in 0..5", None, None, "tensor"),
+    ]
+    for name, labels, num_samples, kind in cases:
+        if labels is None:
+            labels = t.randint(0, 6, (40,)).tolist()
+        order = torch.randperm(len(labels), generator=t.gen).tolist()
+        labels = [labels[i] for i in order]  # classes interleaved, not in blocks
+        arg = torch.tensor(labels, dtype=torch.int64) if kind == "tensor" else list(labels)
+        seed = t.integer(0, 10_000)
+        n = len(labels) if num_samples is None else num_samples
+        with t.case(f"{name}, generator seeded with {seed}"):
+            got = t.call(sampler_run, fn, arg, num_samples, seed)
+            if not got["ok"]:
+                raise Mismatch(f"should return a torch.utils.data.WeightedRandomSampler, got {got['type']}")
+            w, exp_w = got["weights"].double(), _oracle_weights(labels)
+            if w.shape != exp_w.shape:
+                raise Mismatch(f"the sampler has {w.numel()} weights, expected one per sample ({exp_w.numel()})"
+                               + (" — those look like per-class weights: index them with the labels, "
+                                  "weights = class_weight[labels]" if w.numel() == len(set(labels)) else ""))
+            if not got["replacement"]:
+                raise Mismatch("replacement=False: each sample can then be drawn once only, so rare classes "
+                               "cannot be repeated — use replacement=True")
+            scaled = w / w.sum()
+            if not torch.allclose(scaled, exp_w / exp_w.sum(), rtol=1e-9, atol=1e-12):
+                c = torch.tensor([Counter(labels)[y] for y in labels], dtype=torch.float64)
+                advice = " — they grow with the class count; use 1 / count" if torch.allclose(
+                    scaled, c / c.sum(), rtol=1e-9) else ""
+                raise Mismatch(f"the weights are not proportional to 1 / count(label){advice}",
+                               f"expected (normalised) {(exp_w / exp_w.sum()).tolist()[:8]}…, "
+                               f"got {scaled.tolist()[:8]}…")
+            if got["num_samples"] != n:
+                raise Mismatch(f"num_samples is {got['num_samples']}, expected {n}"
+                               + (" — it defaults to len(labels)" if num_samples is None else
+                                  " — pass num_samples on to the sampler"))
+            reference = WeightedRandomSampler(exp_w, n, replacement=True,
+                                              generator=torch.Generator().manual_seed(seed))
+            if got["draws"] != list(reference):
+                raise Mismatch("the indices drawn differ from a sampler using the given generator — pass "
+                               "generator=generator to WeightedRandomSampler")
+    with t.case("generator=None: draws len(labels) valid indices"):
+        labels = [1, 0, 1, 1, 2, 1]
+        got = t.call(sampler_run, fn, list(labels), None, None)
+        if not got["ok"]:
+            raise Mismatch(f"should return a torch.utils.data.WeightedRandomSampler, got {got['type']}")
+        expect_value(len(got["draws"]), len(labels), what="the number of indices drawn")
+        if not all(0 <= i < len(labels) for i in got["draws"]):
+            raise Mismatch("drew indices outside range(len(labels))")
