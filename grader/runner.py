@@ -82,6 +82,10 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
+def _shape(shape: tuple) -> tuple[int, ...]:
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)) else tuple(shape)
+
+
 def invoke_here(forbidden: dict[str, str], fn, args: tuple, kwargs: dict, watch_devices: bool = False):
     """Call learner code in this process under the tracer; map what it raises to the check's exceptions:
     NotAttempted (the stub), Mismatch (a forbidden call), MixedDevices, or LearnerError (anything else)."""
@@ -115,10 +119,11 @@ class Tester:
 
     # --- random inputs, all from this Tester's own generator -------------------------------------------
     def randn(self, *shape, dtype=torch.float64) -> torch.Tensor:
-        return torch.randn(*shape, generator=self.gen, dtype=dtype)
+        """Standard normal of `shape` (given as t.randn(2, 3), t.randn((2, 3)) or t.randn() for a scalar)."""
+        return torch.randn(_shape(shape), generator=self.gen, dtype=dtype)
 
     def rand(self, *shape, dtype=torch.float64) -> torch.Tensor:
-        return torch.rand(*shape, generator=self.gen, dtype=dtype)
+        return torch.rand(_shape(shape), generator=self.gen, dtype=dtype)
 
     def randint(self, low: int, high: int, shape) -> torch.Tensor:
         return torch.randint(low, high, tuple(shape), generator=self.gen)
@@ -165,23 +170,25 @@ class Tester:
         raise Mismatch(f"should raise {exc_type.__name__}, but returned normally")
 
     def compare(self, name: str, fn, args: tuple, ref, *, kwargs: dict | None = None, atol: float = 1e-6,
-                rtol: float = 1e-5, grad: bool = False, explain=None) -> None:
+                rtol: float = 1e-5, grad: bool = False, wrt: tuple[int, ...] | None = None,
+                explain=None) -> None:
         """One case per device: fn(*args) must match ref(*args) exactly in type, shape, dtype and device,
-        leave its inputs unchanged, and (grad=True) give the reference's gradients for every float input.
+        leave its inputs unchanged, and (grad=True) give the reference's gradients for every float tensor in
+        args (or only in args[i] for i in `wrt`).
 
         `explain(got, expected, args)` may return a more specific diagnosis of wrong values.
         """
         kwargs = kwargs or {}
         expected = ref(*args, **kwargs)
         upstream = self.randn(*expected.shape, dtype=expected.dtype) if grad else None  # a random dL/d(out)
-        ref_grads = run_case(ref, to_device(args, "cpu"), kwargs, upstream)["grads"] if grad else None
+        ref_grads = run_case(ref, to_device(args, "cpu"), kwargs, upstream, wrt)["grads"] if grad else None
         for device in self.devices:
             with self.case(f"{device}: {name}"):
                 if device == "mps" and any(isinstance(x, torch.Tensor) and x.dtype == torch.float64
                                            for x in tree_leaves(args)):
                     raise Inconclusive("mps has no float64")
-                run = self.call(run_case, fn, to_device(args, device), kwargs,
-                                None if upstream is None else upstream.to(device))
+                run = self.call(run_case, fn, to_device(args, device), to_device(kwargs, device),
+                                None if upstream is None else upstream.to(device), wrt)
                 if run["mutated"]:
                     raise Mismatch(f"your code modified input {run['mutated'][0]} in place — work on a copy or "
                                    "use out-of-place ops (x = x + 1, not x += 1 or x.add_(1))")
@@ -211,7 +218,7 @@ class Tester:
         with self.case(f"device check: {name}"):
             margs = to_device(args, "meta")
             try:
-                got = self.call(fn, *margs, watch_devices=True, **(kwargs or {}))
+                got = self.call(fn, *margs, watch_devices=True, **to_device(kwargs or {}, "meta"))
             except MixedDevices as e:
                 raise Mismatch(f"`{e.name}` combines a CPU tensor with a tensor on the input's device: on a GPU "
                                "this fails — create new tensors with device=x.device (or x.new_*/*_like)")
@@ -230,9 +237,11 @@ def untraced():
             yield
 
 
-def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None) -> dict:
+def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None,
+             wrt: tuple[int, ...] | None = None) -> dict:
     """Driver: fn(*args, **kwargs), the indices of tensor inputs it modified and, given an upstream gradient,
-    the gradients of (out * upstream).sum() for every float tensor input (None when out has no graph).
+    the gradients of (out * upstream).sum() for the float tensors in args (only args[i] for i in `wrt`, if
+    given), None when out has no graph.
 
     Drivers are module-level functions whose first argument is the learner's object; they take and return
     plain data (tensors, numbers, strings, devices, and lists/tuples/dicts of them), so that a grader can run
@@ -240,7 +249,9 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
     """
     with untraced():
         inputs = [x for x in tree_leaves(args) if isinstance(x, torch.Tensor)]
-        wrt = [x.requires_grad_(True) for x in inputs if x.dtype.is_floating_point] if upstream is not None else []
+        chosen = inputs if wrt is None else [x for i in wrt for x in tree_leaves(args[i])
+                                             if isinstance(x, torch.Tensor)]
+        wrt = [x.requires_grad_(True) for x in chosen if x.dtype.is_floating_point] if upstream is not None else []
         before = [x.detach().clone() for x in inputs]
     out = fn(*args, **kwargs)
     with untraced():
@@ -249,7 +260,7 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
         tracks = isinstance(out, torch.Tensor) and out.requires_grad and upstream is not None \
             and out.shape == upstream.shape
     grads = None
-    if tracks:  # the learner's own backward (a custom autograd.Function) runs here, traced
+    if tracks:  # note: the autograd engine runs a custom Function's backward outside the tracer
         grads = torch.autograd.grad((out * upstream).sum(), wrt, allow_unused=True)
         with untraced():
             grads = [torch.zeros_like(x) if g is None else g.detach() for x, g in zip(wrt, grads)]

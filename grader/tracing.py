@@ -13,7 +13,8 @@ from torch.utils._pytree import tree_leaves
 _ALIASES = {"rmatmul": "matmul", "imatmul": "matmul"}
 
 # Ops that legitimately take tensors from several devices (CUDA accepts CPU index tensors, copies, moves).
-_MIXED_DEVICE_OK = {"to", "copy", "getitem", "setitem", "index_put", "get", "type_as", "new_tensor", "set"}
+_MIXED_DEVICE_OK = {"to", "copy", "getitem", "setitem", "index_put", "get", "type_as", "new_tensor", "set",
+                    "has_compatible_shallow_copy_type"}  # the last: Module.to() asking how to move a parameter
 
 
 # In-place fills of a tensor from another device's data (x[:] = y, x.copy_(y)).

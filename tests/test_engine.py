@@ -206,3 +206,24 @@ def test_cases_run_on_cuda_when_present(demo):
     def cpu_only(x, y):
         return sq_dists_ref(x.cpu(), y.cpu())
     assert_rejects(cpu_only, demo, "is on cpu")
+
+
+def test_scalar_results_and_gradients_for_chosen_inputs_only():
+    @exercise("99_demo", points=1, difficulty=1, minutes=1, hints=["h", "h2"])
+    def demo_weighted_mean(t, fn):
+        x, w = t.randn(4, 3), t.rand(3)
+        # PyTorch's own weighted losses cannot differentiate their weights: only x is differentiated.
+        t.compare("x (4, 3), w (3,)", fn, (x, w), lambda x, w, scale: (x * w).mean() * scale / 2,
+                  grad=True, wrt=(0,),
+                  kwargs={"scale": torch.tensor(2.0, dtype=torch.float64)})
+
+    def right_one(x, w, scale):
+        return (x * w).mean() * scale / 2
+
+    try:
+        assert evaluate(right_one, name="demo_weighted_mean").passed
+        assert_rejects(lambda x, w, scale: (x * w).sum(), "demo_weighted_mean", "wrong values")
+        assert_rejects(lambda x, w, scale: (x * w.detach()).mean().detach(), "demo_weighted_mean",
+                       "does not track gradients")
+    finally:
+        del _EXERCISES["demo_weighted_mean"]

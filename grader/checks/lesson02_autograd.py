@@ -1,0 +1,578 @@
+"""Checks for 02_autograd."""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from unittest import mock
+
+import torch
+from torch.autograd.gradcheck import GradcheckError
+
+from grader.compare import Mismatch, expect_tensor
+from grader.devices import to_device
+from grader.registry import exercise
+from grader.runner import LearnerError, untraced
+from grader.tracing import ForbiddenCall, Tracer
+
+LESSON = "02_autograd"
+
+
+# --- functions the checks hand to learner code (module level: the batch grader sends them by name) -------
+def cubic_sum(x):
+    """Scalar: sum of x³."""
+    return (x ** 3).sum()
+
+
+def sin_x_squared(x):
+    """Scalar: sum of sin(x)·x²."""
+    return (torch.sin(x) * x ** 2).sum()
+
+
+def wavy_sum(x):
+    """Scalar with a large second derivative (a forward difference is visibly wrong): sum of 4·cos(3x) + x."""
+    return (4 * torch.cos(3 * x) + x).sum()
+
+
+def _fixed_matrix(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """A fixed, non-symmetric matrix, made on x's device and dtype."""
+    k = torch.arange(rows * cols, dtype=like.dtype, device=like.device).reshape(rows, cols)
+    return torch.cos(0.7 * k + 0.3)
+
+
+def quadratic_form(x):
+    """Scalar: ½ xᵀAx + bᵀx with a fixed A (2I plus a small non-symmetric part) and b, for x of any shape."""
+    flat = x.reshape(-1)  # (n,)
+    n = flat.shape[0]
+    a = 2 * torch.eye(n, dtype=x.dtype, device=x.device) + 0.3 * _fixed_matrix(n, n, x)  # (n, n)
+    b = torch.linspace(-1, 1, n, dtype=x.dtype, device=x.device)  # (n,)
+    return 0.5 * flat @ a @ flat + b @ flat
+
+
+def ew_cubic(x):
+    """Element-wise: x³ - 2x."""
+    return x ** 3 - 2 * x
+
+
+def ew_sin_sq(x):
+    """Element-wise: sin(x)·x²."""
+    return torch.sin(x) * x ** 2
+
+
+def ew_linear(x):
+    """Element-wise and linear in x: 3x - 1 (its second derivative is 0 everywhere)."""
+    return 3 * x - 1
+
+
+def ew_kink(x):
+    """Element-wise: x³ where x > 0, 2x elsewhere."""
+    return torch.where(x > 0, x ** 3, 2 * x)
+
+
+def tanh_linear(x):
+    """(n,) -> (3,): tanh(W x) with a fixed W of shape (3, n)."""
+    return torch.tanh(_fixed_matrix(3, x.shape[0], x) @ x)
+
+
+def column_cubes(x):
+    """(r, c) -> (c,): the sum of each column's cubes."""
+    return (x ** 3).sum(dim=0)
+
+
+# Exact second derivatives of the element-wise functions: the plain-formula oracle of second_derivative.
+SECOND = {
+    ew_cubic: lambda x: 6 * x,
+    ew_sin_sq: lambda x: (2 - x ** 2) * torch.sin(x) + 4 * x * torch.cos(x),
+    ew_linear: lambda x: torch.zeros_like(x),
+    ew_kink: lambda x: torch.where(x > 0, 6 * x, torch.zeros_like(x)),
+}
+
+
+# --- drivers: run the learner's object on plain data, return plain data ----------------------------------
+def _block_functional(stack: ExitStack) -> None:
+    """Make the ready-made vector-Jacobian products raise ForbiddenCall while the learner's vjp runs."""
+    def forbidden(*args, **kwargs):
+        raise ForbiddenCall("vjp", "build it from torch.autograd.grad with grad_outputs=v")
+    stack.enter_context(mock.patch.object(torch.autograd.functional, "vjp", forbidden))
+    stack.enter_context(mock.patch.object(torch.func, "vjp", forbidden))
+
+
+def call_with_x(fn, f, x, rest: tuple, requires_grad: bool, set_grad: bool, grad, block: bool = False):
+    """Driver: give x the requires_grad flag (and, with set_grad, the existing .grad) the case asks for, call
+    fn(f, x, *rest), and return the result with the state x is left in."""
+    with untraced():
+        x = x.detach().clone().requires_grad_(requires_grad)
+        if set_grad:
+            x.grad = grad.detach().clone()
+        before = x.detach().clone()
+    with ExitStack() as stack:
+        if block:
+            _block_functional(stack)
+        out = fn(f, x, *rest)
+    with untraced():
+        real = x.device.type != "meta"  # meta tensors hold no values to compare
+        is_tensor = isinstance(out, torch.Tensor)
+        return {
+            "out": out.detach() if is_tensor else out,
+            "out_requires_grad": bool(is_tensor and out.requires_grad),
+            "out_shares_x": bool(is_tensor and real and out.numel() > 0
+                                 and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()),
+            "x_changed": bool(real and (x.shape != before.shape or not torch.equal(x.detach(), before))),
+            "x_requires_grad": x.requires_grad,
+            "x_has_grad": x.grad is not None,
+            "x_grad": x.grad.detach().clone() if x.grad is not None else x.new_zeros(0),
+        }
+
+
+def _new_leaf(x):
+    return x.detach().clone().requires_grad_(True)
+
+
+def sigmoid_run(cls, x, upstream):
+    """Driver: y = cls.apply(x) and dL/dx for L = (y * upstream).sum(), through the autograd engine."""
+    with untraced():
+        x = _new_leaf(x)
+    y = cls.apply(x)
+    with untraced():
+        if not isinstance(y, torch.Tensor) or not y.requires_grad:
+            return {"out": y.detach() if isinstance(y, torch.Tensor) else y, "tracks": False, "grad": x.new_zeros(0)}
+    (grad,) = torch.autograd.grad(y, x, upstream)
+    return {"out": y.detach(), "tracks": True, "grad": grad.detach()}
+
+
+def sigmoid_saved(cls, x):
+    """Driver: what forward saved with ctx.save_for_backward: how many tensors, and which equal the output or
+    the input."""
+    with untraced():
+        x = _new_leaf(x)
+    y = cls.apply(x)
+    with untraced():
+        node = getattr(y, "grad_fn", None)
+        saved = tuple(getattr(node, "saved_tensors", ()) or ()) if node is not None else ()
+        return {"n": len(saved),
+                "is_output": [s.shape == y.shape and torch.equal(s.detach(), y.detach()) for s in saved],
+                "is_input": [s.shape == x.shape and torch.equal(s.detach(), x.detach()) for s in saved]}
+
+
+BACKWARD_FORBIDDEN = {
+    "sigmoid": "backward gets σ(x) from the saved output y: dσ/dx = y * (1 - y), no need to recompute it",
+    "expit": "backward gets σ(x) from the saved output y: dσ/dx = y * (1 - y), no need to recompute it",
+    "grad": "no autograd inside backward: write the derivative by hand, grad_output * y * (1 - y)",
+    "backward": "no autograd inside backward: write the derivative by hand, grad_output * y * (1 - y)",
+}
+
+
+def sigmoid_backward_traced(cls, x, upstream):
+    """Driver: run the learner's backward directly (ctx is the output's grad_fn) under a tracer that forbids
+    torch.sigmoid and autograd; return the output and what backward returns.
+
+    Called directly rather than through the autograd engine, because the engine runs backward outside the
+    torch-function modes that trace the learner's calls (forbidden functions, mixed devices)."""
+    with untraced():
+        x = _new_leaf(x)
+    y = cls.apply(x)
+    with untraced():
+        node = y.grad_fn
+    tracer = Tracer(BACKWARD_FORBIDDEN)
+    with torch.no_grad(), tracer:
+        grad = node.apply(upstream)
+    if tracer.violation is not None:  # caught inside backward: still a violation
+        raise tracer.violation
+    if isinstance(grad, (tuple, list)):
+        grad = grad[0]
+    return {"out": y.detach(), "grad": grad.detach() if isinstance(grad, torch.Tensor) else grad}
+
+
+def sigmoid_gradcheck(cls, x):
+    """Driver: torch.autograd.gradcheck on cls.apply at x (float64); '' when it passes, else its complaint."""
+    with untraced():
+        x = _new_leaf(x)
+        try:
+            ok = torch.autograd.gradcheck(cls.apply, (x,), eps=1e-6, atol=1e-5)
+        except GradcheckError as e:
+            return " ".join(str(e).split())[:300]
+        return "" if ok else "gradcheck returned False"
+
+
+# --- shared pieces of the checks ---------------------------------------------------------------------------
+def _expect(got, expected, device, *, atol, rtol, explain=None, what="the result", dtype_advice=None):
+    """expect_tensor, with the check's own diagnosis (explain(got) -> str | None) added to value mismatches."""
+    if dtype_advice and isinstance(got, torch.Tensor) and got.dtype != expected.dtype:
+        raise Mismatch(f"{what}: expected dtype {expected.dtype}, got {got.dtype} — {dtype_advice}")
+    try:
+        expect_tensor(got, expected, atol=atol, rtol=rtol, device=device, what=what)
+    except Mismatch as e:
+        better = None
+        if explain is not None and isinstance(got, torch.Tensor) and got.shape == expected.shape \
+                and got.dtype == expected.dtype and device != "meta":
+            try:
+                better = explain(got.detach().cpu())
+            except Exception:
+                better = None
+        if better:
+            raise Mismatch(f"{e.message}\n→ {better}", e.detail) from None
+        raise
+
+
+def _expect_x_kept(run: dict, requires_grad: bool, set_grad: bool, grad, device: str, x: str = "x") -> None:
+    """x's values, requires_grad flag and .grad must be as they were before the call."""
+    if run["x_changed"]:
+        raise Mismatch(f"your code changed {x} in place (its values differ after the call) — work on a copy "
+                       f"({x}.detach().clone()), or restore every element you perturb exactly")
+    if run["x_requires_grad"] != requires_grad:
+        raise Mismatch(f"{x}.requires_grad was {requires_grad} before the call and {run['x_requires_grad']} "
+                       f"after — don't flip the caller's flag: work on {x}.detach().requires_grad_(True)")
+    if not set_grad and run["x_has_grad"]:
+        raise Mismatch(f"{x}.grad was None before the call and is set after it — backward() accumulates into "
+                       f".grad; torch.autograd.grad returns the gradient and leaves {x}.grad alone")
+    if set_grad and not run["x_has_grad"]:
+        raise Mismatch(f"{x} already had a .grad and your code set it to None — leave the caller's {x}.grad alone")
+    if set_grad and device != "meta":
+        expect_tensor(run["x_grad"], grad.to(device), atol=0, rtol=0, device=device,
+                      what=f"{x}.grad after the call (it was already set before)")
+
+
+def _run_cases(t, fn, name: str, f, x, rest: tuple, expected, *, requires_grad=False, grad=None, atol=1e-7,
+               rtol=1e-7, explain=None, block=False, more=None, on_error=None, dtype_advice=None, arg="x",
+               meta=True) -> None:
+    """One case per device (plus the meta device check without CUDA): value, x left as it was, `more(run)`."""
+    set_grad = grad is not None
+    grad = grad if set_grad else torch.zeros(0, dtype=x.dtype)
+    for device in t.devices:
+        with t.case(f"{device}: {name}"):
+            args = to_device((f, x, rest, requires_grad, set_grad, grad, block), device)
+            try:
+                run = t.call(call_with_x, fn, *args)
+            except LearnerError as e:
+                better = on_error(str(e)) if on_error else None
+                if better:
+                    raise Mismatch(f"{e}\n→ {better}") from None
+                raise
+            _expect(run["out"], expected.to(device), device, atol=atol, rtol=rtol, explain=explain,
+                    dtype_advice=dtype_advice)
+            _expect_x_kept(run, requires_grad, set_grad, args[5], device, arg)
+            if more is not None:
+                more(run)
+    if meta and "cuda" not in t.devices:
+        t.device_check(name, call_with_x, (fn, f, x, rest, requires_grad, set_grad, grad, block))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol))
+
+
+# --- numerical_grad ------------------------------------------------------------------------------------------
+def central_differences(f, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """The oracle: a plain loop of central differences, in float64."""
+    x = x.detach().to(torch.float64)
+    flat = x.reshape(-1)
+    g = torch.zeros(flat.shape[0], dtype=torch.float64)
+    for i in range(flat.shape[0]):
+        step = torch.zeros_like(flat)
+        step[i] = eps
+        g[i] = (f((flat + step).reshape(x.shape)) - f((flat - step).reshape(x.shape))) / (2 * eps)
+    return g.reshape(x.shape)
+
+
+def _forward_differences(f, x: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.detach().to(torch.float64)
+    flat = x.reshape(-1)
+    g = torch.zeros(flat.shape[0], dtype=torch.float64)
+    for i in range(flat.shape[0]):
+        step = torch.zeros_like(flat)
+        step[i] = eps
+        g[i] = (f((flat + step).reshape(x.shape)) - f(x)) / eps
+    return g.reshape(x.shape)
+
+
+def _explain_numerical(f, x, eps):
+    def explain(got):
+        expected = central_differences(f, x, eps)
+        if _close(got, _forward_differences(f, x, eps), rtol=1e-5, atol=1e-7):
+            return "this is a forward difference (f(x+eps) - f(x)) / eps — use the central one, " \
+                   "(f(x+eps) - f(x-eps)) / (2*eps), whose error is far smaller"
+        if _close(got, 2 * expected, rtol=1e-5, atol=1e-7):
+            return "exactly twice the answer — divide by 2*eps, not by eps"
+        if _close(got, expected / 2, rtol=1e-5, atol=1e-7):
+            return "exactly half the answer — the step is eps each way, so the distance is 2*eps (not 4*eps)"
+        xd = x.detach().double()
+        noise32 = 1.2e-7 * (f(xd).abs() + (xd * autograd_gradient(f, xd)).abs().max()) / eps
+        if x.dtype == torch.float64 and (got - expected).abs().max() <= 30 * noise32:
+            return "errors of the size float32 rounding makes — compute in float64 (x.detach().to(torch.float64))"
+        if x.dtype != torch.float64:
+            return f"x is {x.dtype} here: convert it to float64 before perturbing — in float32, x + eps rounds " \
+                   "away most of eps"
+        return None
+    return explain
+
+
+@exercise(LESSON, points=2, difficulty=1, minutes=15, hints=[
+    "Perturb one element at a time: for element i, evaluate f at x with eps added to element i, and at x with "
+    "eps subtracted; the slope between the two points is the i-th partial derivative.",
+    "Work on a float64 copy so x itself never changes: xd = x.detach().to(torch.float64).clone(), then "
+    "flat = xd.reshape(-1) is a view you can index with a single i.",
+    "g = torch.zeros_like(flat); for each i: keep old = flat[i].item(), set flat[i] = old + eps, fp = f(xd); "
+    "flat[i] = old - eps, fm = f(xd); flat[i] = old; g[i] = (fp - fm) / (2 * eps). Return g.reshape(x.shape).",
+])
+def numerical_grad(t, fn):
+    cases = [  # (what, f, x, extra args, requires_grad)
+        ("sum of x³ at x (3,), default eps", cubic_sum, t.randn(3), (), False),
+        ("4·cos(3x) + x at x (2, 3), eps=1e-3", wavy_sum, t.randn(2, 3), (1e-3,), False),
+        ("sum of sin(x)·x² at x (4, 1, 2), eps=1e-5", sin_x_squared, t.randn(4, 1, 2), (1e-5,), False),
+        ("a quadratic form at a float32 x (5,), eps=1e-4 (the result is float64)", quadratic_form,
+         t.randn(5, dtype=torch.float32), (1e-4,), False),
+        ("sum of x³ at x (1,), default eps", cubic_sum, 3 * t.randn(1), (), False),
+        ("4·cos(3x) + x at an x (4,) that requires grad, eps=1e-4", wavy_sum, t.randn(4), (1e-4,), True),
+    ]
+    for what, f, x, rest, requires_grad in cases:
+        eps = rest[0] if rest else 1e-6
+        _run_cases(t, fn, f"numerical_grad: {what}", f, x, rest, central_differences(f, x, eps),
+                   requires_grad=requires_grad, explain=_explain_numerical(f, x, eps), on_error=_numerical_error,
+                   dtype_advice="compute and return in float64: convert a copy of x with x.detach().to(torch.float64)")
+
+
+def _numerical_error(message: str) -> str | None:
+    if "leaf Variable that requires grad" in message:
+        return "x requires grad, so it cannot be changed in place — perturb a float64 copy, " \
+               "x.detach().to(torch.float64).clone(), never x itself"
+    return None
+
+
+# --- grad_of -------------------------------------------------------------------------------------------------
+def autograd_gradient(f, x: torch.Tensor) -> torch.Tensor:
+    """The oracle: PyTorch's gradient of scalar f at a fresh copy of x."""
+    leaf = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(leaf), leaf)
+    return g
+
+
+def _no_graph(what: str, advice: str):
+    def more(run):
+        if run["out_requires_grad"]:
+            raise Mismatch(f"{what} still requires grad (it is attached to a graph) — {advice}")
+    return more
+
+
+@exercise(LESSON, points=1, difficulty=1, minutes=10, hints=[
+    "torch.autograd.grad(outputs, inputs) returns a tuple with one gradient per input, and unlike backward() "
+    "it does not write into .grad.",
+    "Don't switch on requires_grad on the caller's x: make your own leaf, xg = x.detach().requires_grad_(True).",
+    "xg = x.detach().requires_grad_(True); (g,) = torch.autograd.grad(f(xg), xg); return g",
+], forbidden={"backward": "backward() accumulates into x.grad; torch.autograd.grad(f(xg), xg) returns the "
+                          "gradient and leaves every .grad alone"})
+def grad_of(t, fn):
+    cases = [  # (what, f, x, requires_grad, existing grad)
+        ("sum of x³ at x (4,)", cubic_sum, t.randn(4), False, None),
+        ("sum of sin(x)·x² at x (2, 3) that requires grad", sin_x_squared, t.randn(2, 3), True, None),
+        ("a quadratic form at x (5,) that requires grad and already has a .grad", quadratic_form, t.randn(5),
+         True, t.randn(5)),
+        ("sum of x³ at a float32 x (3, 1) with a .grad but requires_grad=False", cubic_sum,
+         t.randn(3, 1, dtype=torch.float32), False, t.randn(3, 1, dtype=torch.float32)),
+    ]
+    more = _no_graph("the gradient", "a first derivative needs no create_graph=True; return a plain tensor")
+    for what, f, x, requires_grad, grad in cases:
+        _run_cases(t, fn, f"grad_of: {what}", f, x, (), autograd_gradient(f, x), requires_grad=requires_grad,
+                   grad=grad, atol=1e-6, rtol=1e-6, more=more)
+
+
+# --- second_derivative ---------------------------------------------------------------------------------------
+def _explain_second(f, x):
+    def explain(got):
+        if _close(got, autograd_gradient(lambda z: f(z).sum(), x).to(got.dtype), rtol=1e-5, atol=1e-6):
+            return "this is the first derivative — differentiate it once more (the first grad needs " \
+                   "create_graph=True so that it has a graph of its own)"
+        if f is ew_linear and bool((got == 3).all()):
+            return "f is linear here, so d²f/dx² is 0 everywhere — return zeros, not the first derivative"
+        return None
+    return explain
+
+
+def _second_error(linear: bool):
+    def on_error(message: str) -> str | None:
+        if "does not require grad" not in message:
+            return None
+        if linear:
+            return "f is linear here, so its first derivative is a constant with no graph and cannot be " \
+                   "differentiated again: when it does not require grad, the answer is zeros_like(x)"
+        return "the first derivative has no graph — pass create_graph=True to the first torch.autograd.grad"
+    return on_error
+
+
+@exercise(LESSON, points=2, difficulty=2, minutes=15, hints=[
+    "Differentiate twice. Because f acts element by element, the gradient of f(x).sum() is the element-wise "
+    "first derivative — and the same trick works again for the second.",
+    "The first torch.autograd.grad must be called with create_graph=True, or its result has no graph to "
+    "differentiate. When f is linear, the first derivative does not depend on x: it has requires_grad False.",
+    "xg = x.detach().requires_grad_(True); (d1,) = torch.autograd.grad(f(xg).sum(), xg, create_graph=True); "
+    "if not d1.requires_grad: return torch.zeros_like(x); (d2,) = torch.autograd.grad(d1.sum(), xg); return d2",
+])
+def second_derivative(t, fn):
+    cases = [  # (what, f, x, requires_grad)
+        ("x³ - 2x at x (5,)", ew_cubic, t.randn(5), False),
+        ("sin(x)·x² at x (2, 3)", ew_sin_sq, 2 * t.randn(2, 3), False),
+        ("3x - 1 (linear: the answer is all zeros) at x (4,)", ew_linear, t.randn(4), False),
+        ("x³ where x > 0, else 2x (zeros where linear) at x (3, 2)", ew_kink, t.randn(3, 2), False),
+        ("sin(x)·x² at a float32 x (1,) that requires grad", ew_sin_sq, t.randn(1, dtype=torch.float32), True),
+    ]
+    for what, f, x, requires_grad in cases:
+        tol = 1e-4 if x.dtype == torch.float32 else 1e-9
+        _run_cases(t, fn, f"second_derivative: {what}", f, x, (), SECOND[f](x), requires_grad=requires_grad,
+                   atol=tol, rtol=tol, explain=_explain_second(f, x), on_error=_second_error(f is ew_linear))
+
+
+# --- vjp -----------------------------------------------------------------------------------------------------
+def _explain_vjp(f, x, v):
+    def explain(got):
+        ones = torch.autograd.functional.vjp(f, x, torch.ones_like(v))[1]
+        if _close(got, ones.to(got.dtype)):
+            return "this is vᵀJ for v = all ones — v was ignored: pass it as grad_outputs (or weight f(x) by it)"
+        return None
+    return explain
+
+
+def _vjp_error(message: str) -> str | None:
+    if "grad can be implicitly created only for scalar outputs" in message:
+        return "f(x) is not a scalar: give the upstream vector v as grad_outputs=v (or take (f(x) * v).sum())"
+    if "shape" in message or "size" in message:
+        return "v has f(x)'s shape, not x's: it weights the outputs — pass it as grad_outputs=v"
+    return None
+
+
+@exercise(LESSON, points=2, difficulty=2, minutes=15, hints=[
+    "vᵀJ is exactly what backward computes when v is the upstream gradient: it is the gradient of the scalar "
+    "(f(x) * v).sum() with respect to x.",
+    "torch.autograd.grad takes the upstream vector as grad_outputs: torch.autograd.grad(y, xg, grad_outputs=v).",
+    "xg = x.detach().requires_grad_(True); (g,) = torch.autograd.grad(f(xg), xg, grad_outputs=v); return g",
+])
+def vjp(t, fn):
+    cases = [  # (what, f, x, v, requires_grad, existing grad)
+        ("tanh(W x), (4,) -> (3,)", tanh_linear, t.randn(4), t.randn(3), False, None),
+        ("element-wise sin(x)·x², (2, 3) -> (2, 3)", ew_sin_sq, t.randn(2, 3), t.randn(2, 3), False, None),
+        ("column sums of x³, (5, 2) -> (2,)", column_cubes, t.randn(5, 2), t.randn(2), False, None),
+        ("scalar sum of x³, (3,) -> () with a 0-dim v", cubic_sum, t.randn(3), t.randn(()), False, None),
+        ("tanh(W x), (1,) -> (3,), x requires grad and has a .grad", tanh_linear, t.randn(1), t.randn(3), True,
+         t.randn(1)),
+    ]
+    for what, f, x, v, requires_grad, grad in cases:
+        expected = torch.autograd.functional.vjp(f, x, v)[1]
+        _run_cases(t, fn, f"vjp: {what}", f, x, (v,), expected, requires_grad=requires_grad, grad=grad,
+                   atol=1e-9, rtol=1e-7, explain=_explain_vjp(f, x, v), block=True, on_error=_vjp_error)
+
+
+# --- Sigmoid -------------------------------------------------------------------------------------------------
+@exercise(LESSON, points=3, difficulty=2, minutes=20, hints=[
+    "forward computes y = σ(x) and saves y (not x) with ctx.save_for_backward(y); backward reads it back with "
+    "(y,) = ctx.saved_tensors.",
+    "σ'(x) = σ(x)·(1 - σ(x)) = y·(1 - y): only the output is needed. backward returns dL/dx, the chain rule "
+    "applied to the incoming grad_output.",
+    "forward: y = torch.sigmoid(x); ctx.save_for_backward(y); return y.   "
+    "backward: (y,) = ctx.saved_tensors; return grad_output * y * (1 - y)",
+])
+def Sigmoid(t, cls):
+    inputs = [
+        ("x (7,)", 3 * t.randn(7)),
+        ("float32 x (2, 3)", t.randn(2, 3, dtype=torch.float32)),
+        ("large magnitudes ±30, ±800 and 0", torch.tensor([-800.0, -30.0, 0.0, 30.0, 800.0], dtype=torch.float64)),
+    ]
+    for what, x in inputs:
+        upstream = t.randn(*x.shape, dtype=x.dtype)
+        y = torch.sigmoid(x)
+        want_grad = upstream * y * (1 - y)
+        tol = 1e-6 if x.dtype == torch.float32 else 1e-10
+        for device in t.devices:
+            with t.case(f"{device}: Sigmoid.apply on {what}: value and gradient"):
+                run = t.call(sigmoid_run, cls, x.to(device), upstream.to(device))
+                _expect(run["out"], y.to(device), device, atol=tol, rtol=tol, what="Sigmoid.apply(x)")
+                if not run["tracks"]:
+                    raise Mismatch("Sigmoid.apply(x) does not require grad — call it through .apply (not "
+                                   "forward directly) and return the tensor forward computed")
+
+                def explain(got, y=y, upstream=upstream):
+                    if _close(got, (y * (1 - y)).to(got.dtype), rtol=1e-5):
+                        return "grad_output is missing: backward returns grad_output * y * (1 - y) (chain rule)"
+                    if _close(got, (upstream * y).to(got.dtype), rtol=1e-5):
+                        return "the factor (1 - y) is missing: σ'(x) = y * (1 - y)"
+                    return None
+                _expect(run["grad"], want_grad.to(device), device, atol=tol, rtol=tol, explain=explain,
+                        what="the gradient from your backward")
+        if "cuda" not in t.devices:
+            t.device_check(f"Sigmoid forward and backward on {what}", sigmoid_backward_traced, (cls, x, upstream))
+
+    x = t.randn(2, 3)
+    with t.case("gradcheck(Sigmoid.apply, float64 x (2, 3))"):
+        complaint = t.call(sigmoid_gradcheck, cls, x)
+        if complaint:
+            raise Mismatch("torch.autograd.gradcheck fails: your backward disagrees with finite differences of "
+                           "your forward", complaint)
+    with t.case("forward saves the output y with ctx.save_for_backward (not the input)"):
+        saved = t.call(sigmoid_saved, cls, x)
+        if saved["n"] == 0:
+            raise Mismatch("forward saved nothing with ctx.save_for_backward — save the output: "
+                           "ctx.save_for_backward(y) (tensors kept as ctx attributes are not checked by autograd)")
+        if any(saved["is_input"]):
+            raise Mismatch("forward saved the input x — save the output y instead: y * (1 - y) is all "
+                           "backward needs, and y has been computed already")
+        if not any(saved["is_output"]):
+            raise Mismatch("nothing forward saved equals its output y — ctx.save_for_backward(y) with the very "
+                           "tensor you return")
+    upstream = t.randn(2, 3)
+    with t.case("backward uses element-wise arithmetic only (no torch.sigmoid, no autograd)"):
+        got = t.call(sigmoid_backward_traced, cls, x, upstream)["grad"]
+        y = torch.sigmoid(x)
+        _expect(got, upstream * y * (1 - y), "cpu", atol=1e-10, rtol=1e-10, what="what backward returned")
+
+
+# --- gradient_descent ----------------------------------------------------------------------------------------
+def plain_descent(f, x0: torch.Tensor, lr: float, steps: int, accumulate: bool = False) -> torch.Tensor:
+    """The oracle: `steps` updates x <- x - lr * grad f(x), each gradient from torch.autograd.grad.
+    (accumulate=True is the classic bug, gradients summed over steps: for the diagnosis only.)"""
+    x = x0.detach().clone()
+    total = torch.zeros_like(x)
+    for _ in range(steps):
+        leaf = x.requires_grad_(True)
+        (g,) = torch.autograd.grad(f(leaf), leaf)
+        total = total + g if accumulate else g
+        x = (leaf - lr * total).detach()
+    return x
+
+
+def _explain_descent(f, x0, lr, steps):
+    def explain(got):
+        if _close(got, plain_descent(f, x0, lr, steps, accumulate=True).to(got.dtype), rtol=1e-5, atol=1e-6):
+            return "the gradients accumulated over the steps — .grad adds up across backward() calls: zero it " \
+                   "each step (x.grad.zero_() or x.grad = None), or use torch.autograd.grad"
+        for n in (steps - 1, steps + 1):
+            if n >= 0 and _close(got, plain_descent(f, x0, lr, n).to(got.dtype), rtol=1e-5, atol=1e-6):
+                return f"this is the result after {n} steps, not {steps} — an off-by-one in the loop?"
+        return None
+    return explain
+
+
+def _descent_more(run):
+    if run["out_requires_grad"]:
+        raise Mismatch("the result still requires grad (it is attached to the graph) — return x.detach()")
+    if run["out_shares_x"]:
+        raise Mismatch("the result shares memory with x0 — return a new tensor (x0.detach().clone() to start)")
+
+
+@exercise(LESSON, points=2, difficulty=2, minutes=15, hints=[
+    "Start from a copy, x = x0.detach().clone(), so x0 is never touched; then repeat `steps` times: compute the "
+    "gradient of f at x and step against it, x - lr * gradient.",
+    "Each step needs a fresh leaf that requires grad; torch.autograd.grad(f(x), x) gives the gradient without "
+    "any .grad to zero. With backward() instead, zero x.grad every step, or the gradients pile up.",
+    "x = x0.detach().clone(); for _ in range(steps): x.requires_grad_(True); (g,) = torch.autograd.grad(f(x), x); "
+    "x = (x - lr * g).detach(). Then return x.",
+])
+def gradient_descent(t, fn):
+    cases = [  # (what, f, x0, lr, steps, requires_grad, existing grad)
+        ("a quadratic form from x0 (4,), lr=0.1, 20 steps", quadratic_form, t.randn(4), 0.1, 20, False, None),
+        ("sum of sin(x)·x² from x0 (2, 3), lr=0.05, 7 steps", sin_x_squared, t.randn(2, 3), 0.05, 7, False, None),
+        ("sum of x³ from x0 (3,), lr=0.1, 1 step", cubic_sum, t.rand(3), 0.1, 1, False, None),
+        ("0 steps: a copy of x0 (3, 1)", quadratic_form, t.randn(3, 1), 0.1, 0, False, None),
+        ("a quadratic form from a float32 x0 (5,) that requires grad and has a .grad, lr=0.05, 3 steps",
+         quadratic_form, t.randn(5, dtype=torch.float32), 0.05, 3, True, t.randn(5, dtype=torch.float32)),
+    ]
+    for what, f, x0, lr, steps, requires_grad, grad in cases:
+        tol = 1e-5 if x0.dtype == torch.float32 else 1e-9
+        _run_cases(t, fn, f"gradient_descent: {what}", f, x0, (lr, steps), plain_descent(f, x0, lr, steps),
+                   requires_grad=requires_grad, grad=grad, atol=tol, rtol=tol,
+                   explain=_explain_descent(f, x0, lr, steps), more=_descent_more, arg="x0",
+                   meta=steps <= 3)  # the meta rerun is slow per step: a few steps show the same

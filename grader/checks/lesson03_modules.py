@@ -1,0 +1,848 @@
+"""Checks for 03_modules.
+
+Learner classes and functions run only inside the drivers below (module-level functions whose first argument is
+the learner's object): a driver builds the module, exercises it and returns plain data (tensors, numbers,
+strings, lists and dicts of them). The check then judges that data against PyTorch or a plain-loop oracle.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grader.compare import Mismatch, expect_tensor, expect_value, shape_str
+from grader.registry import exercise
+from grader.runner import Inconclusive, LearnerError, untraced
+from grader.tracing import MixedDevices
+
+
+def _type_name(obj) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _short(full: str) -> str:
+    """'torch.nn.modules.activation.ReLU' -> 'nn.ReLU'; other classes keep their qualified name."""
+    module, _, name = full.rpartition(".")
+    return f"nn.{name}" if module.startswith("torch.nn.modules") else full
+
+
+def _seed(seed: int) -> None:
+    """Seed the CPU generator that module constructors draw from (torch.manual_seed also walks every
+    accelerator, which costs milliseconds per call)."""
+    torch.default_generator.manual_seed(seed)
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+def _registration(m: nn.Module) -> dict:
+    """Plain data describing what a module registered: parameters, buffers, state_dict, stray tensors."""
+    with untraced():
+        return {
+            "params": [(n, tuple(p.shape)) for n, p in m.named_parameters()],
+            "buffers": [(n, tuple(b.shape)) for n, b in m.named_buffers()],
+            "state": {k: v.detach().clone() for k, v in m.state_dict().items()},
+            "plain_tensors": sorted(k for k, v in vars(m).items() if isinstance(v, torch.Tensor)),
+        }
+
+
+# ============================================================================================================
+# Linear
+# ============================================================================================================
+
+def linear_build(cls, in_features: int, out_features: int, bias, seed: int) -> dict:
+    """Driver: build cls(in, out[, bias=...]) from a seeded RNG and describe what it registered."""
+    _seed(seed)
+    m = cls(in_features, out_features) if bias is None else cls(in_features, out_features, bias=bias)
+    info = _registration(m)
+    with untraced():
+        info["is_module"] = isinstance(m, nn.Module)
+        info["nn_linear"] = [n or "the module itself" for n, s in m.named_modules() if isinstance(s, nn.Linear)]
+        info["bias_attr"] = ("missing" if "bias" not in dir(m) else
+                             "None" if getattr(m, "bias") is None else _type_name(getattr(m, "bias")))
+    return info
+
+
+def linear_forward(cls, in_features: int, out_features: int, bias, seed: int, x: torch.Tensor,
+                   upstream: torch.Tensor, load: dict | None = None) -> dict:
+    """Driver: build the module (optionally load_state_dict(load, strict=True)), move it to x's dtype and device,
+    run forward on x and backward of (out * upstream).sum(); return the output, its weights and gradients."""
+    _seed(seed)
+    m = cls(in_features, out_features) if bias is None else cls(in_features, out_features, bias=bias)
+    if load is not None:
+        try:
+            m.load_state_dict(load, strict=True)
+        except RuntimeError as e:
+            return {"load_error": _first_line(e)}
+    m.to(device=x.device, dtype=x.dtype)
+    with untraced():
+        x = x.detach().clone().requires_grad_(True)
+        state = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    out = m(x)
+    grads = None
+    with untraced():
+        tracks = isinstance(out, torch.Tensor) and out.requires_grad and out.shape == upstream.shape
+    if tracks:
+        (out * upstream).sum().backward()
+        with untraced():
+            grads = {"x": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
+            grads = {k: None if g is None else g.detach().clone() for k, g in grads.items()}
+    with untraced():
+        out = out.detach() if isinstance(out, torch.Tensor) else out
+    return {"out": out, "state": state, "grads": grads}
+
+
+def module_devices(cls, args: list, kwargs: dict, device: str) -> dict:
+    """Driver: build cls(*args, **kwargs), call .to(device) and report where its tensors are."""
+    m = cls(*args, **kwargs)
+    m.to(device)
+    with untraced():
+        return {
+            "params": {n: p.device.type for n, p in m.named_parameters()},
+            "buffers": {n: b.device.type for n, b in m.named_buffers()},
+            "plain": {k: v.device.type for k, v in vars(m).items() if isinstance(v, torch.Tensor)},
+        }
+
+
+def module_forward_on(cls, args: list, kwargs: dict, x: torch.Tensor, device: str, train: bool = True) -> dict:
+    """Driver for the meta-device check: build, move the module and x to `device`, run one forward in train
+    (or eval) mode; return where the output is and its shape (meta tensors themselves do not cross the wire)."""
+    m = cls(*args, **kwargs)
+    with untraced():  # moving is the driver's job; Module._apply's own checks would look like mixed devices
+        m.to(device)
+        x = x.to(device)
+    m.train(train)
+    out = m(x)
+    with untraced():
+        if not isinstance(out, torch.Tensor):
+            return {"device": None, "type": type(out).__name__}
+        return {"device": out.device.type, "shape": list(out.shape)}
+
+
+def _meta_forward(t, label: str, cls, args: list, kwargs: dict, x: torch.Tensor) -> None:
+    """Without CUDA: forward on the meta device, watching for CPU tensors made inside forward."""
+    if "cuda" in t.devices:
+        return
+    with t.case(f"device check: {label} on the meta device"):
+        try:
+            got = t.call(module_forward_on, cls, args, kwargs, x, "meta", watch_devices=True)
+        except MixedDevices as e:
+            raise Mismatch(f"`{e.name}` combines a CPU tensor with a tensor on the module's device: on a GPU this "
+                           "fails — create new tensors with device=x.device (or x.new_* / *_like), and register "
+                           "tensors the module owns as parameters or buffers so that .to() moves them") from None
+        except (LearnerError, Mismatch) as e:
+            raise Inconclusive(f"could not run on the meta device: {e}") from None
+        if got["device"] != "meta":
+            raise Mismatch(f"the output is on {got['device']}, not on the module's device — create it with "
+                           "device=x.device")
+
+
+def _expect_moved(got: dict, device: str, buffer_word: str = "register_buffer") -> None:
+    for kind in ("params", "buffers"):
+        for name, dev in got[kind].items():
+            if dev != device:
+                raise Mismatch(f"after .to('{device}') the {kind[:-1]} `{name}` is still on {dev}")
+    if got["plain"]:
+        name, dev = next(iter(got["plain"].items()))
+        raise Mismatch(f"`self.{name}` is a plain tensor attribute (on {dev} after .to('{device}')): "
+                       f".to(device) and state_dict only see registered tensors — use nn.Parameter "
+                       f"for learnable ones and {buffer_word} for the others")
+
+
+def _linear_structure(info: dict, i: int, o: int, bias: bool) -> None:
+    if not info["is_module"]:
+        raise Mismatch("Linear should be a subclass of nn.Module: class Linear(nn.Module)")
+    if info["nn_linear"]:
+        raise Mismatch(f"uses an nn.Linear ({info['nn_linear'][0]}), which this exercise forbids — "
+                       "create the parameters yourself with nn.Parameter")
+    params = dict(info["params"])
+    want = {"weight": (o, i), **({"bias": (o,)} if bias else {})}
+    for name, shape in want.items():
+        if name not in params:
+            if name in dict(info["buffers"]):
+                raise Mismatch(f"`{name}` is a buffer, not a parameter — wrap it in nn.Parameter so that "
+                               "the optimizer trains it")
+            if name in info["plain_tensors"]:
+                raise Mismatch(f"`self.{name}` is a plain tensor, so it is not registered: parameters() and "
+                               f"state_dict() miss it — wrap it: self.{name} = nn.Parameter(...)")
+            raise Mismatch(f"no parameter named `{name}` — found {sorted(params)}; name them weight and bias, "
+                           "like nn.Linear")
+        if params[name] != shape:
+            advice = " — nn.Linear stores weight as (out_features, in_features) and computes x @ weight.T" \
+                if name == "weight" and params[name] == (i, o) else ""
+            raise Mismatch(f"`{name}` should have shape {shape_str(shape)}, got {shape_str(params[name])}{advice}")
+    if not bias:
+        if "bias" in params or "bias" in info["state"]:
+            raise Mismatch("with bias=False there should be no bias parameter (and no 'bias' in state_dict) — "
+                           "nn.Linear registers it as None: self.register_parameter('bias', None)")
+        if info["bias_attr"] != "None":
+            raise Mismatch(f"with bias=False, `module.bias` should be None like nn.Linear's, got "
+                           f"{info['bias_attr']} — self.register_parameter('bias', None)")
+    extra = sorted(set(params) - set(want))
+    if extra:
+        raise Mismatch(f"unexpected parameter(s) {extra}: nn.Linear has only weight and bias")
+    if sorted(info["state"]) != sorted(want):
+        raise Mismatch(f"state_dict keys should be {sorted(want)}, got {sorted(info['state'])}")
+    for name, v in info["state"].items():
+        if v.dtype != torch.float32:
+            raise Mismatch(f"`{name}` has dtype {v.dtype}; create parameters in the default dtype "
+                           "(float32), like nn.Linear")
+
+
+def _uniform_stats(x: torch.Tensor, bound: float, what: str, fix: str) -> None:
+    """x should look like uniform(-bound, bound): inside the bounds, centred, variance bound² / 3 within 10%."""
+    x = x.detach().double().flatten()
+    if x.numel() == 0:
+        return
+    if bool((x == 0).all()):
+        raise Mismatch(f"{what} is all zeros — {fix}")
+    worst = x.abs().max().item()
+    if worst > bound * (1 + 1e-6):
+        raise Mismatch(f"{what} has values up to {worst:.4g}, outside ±{bound:.4g} — {fix}")
+    mean, var = x.mean().item(), x.var().item()
+    if abs(mean) > 0.05 * bound:
+        raise Mismatch(f"{what} is not centred on 0 (mean {mean:.3g}, bound ±{bound:.3g}) — {fix}")
+    want = bound ** 2 / 3
+    if abs(var / want - 1) > 0.1:
+        raise Mismatch(f"{what} has variance {var:.4g}, but uniform(-{bound:.4g}, {bound:.4g}) has {want:.4g} "
+                       f"— {fix}")
+
+
+LINEAR_FIX = "nn.Linear draws weight and bias from uniform(-1/sqrt(in_features), 1/sqrt(in_features)) " \
+             "(e.g. torch.empty(...).uniform_(-k, k) with k = in_features ** -0.5)"
+
+
+@exercise("03_modules", points=3, difficulty=2, minutes=25, hints=[
+    "In __init__ (after super().__init__()), create self.weight = nn.Parameter(...) of shape "
+    "(out_features, in_features) and self.bias of shape (out_features,). Wrapping in nn.Parameter is what "
+    "registers them.",
+    "Initialise both with k = 1 / math.sqrt(in_features): torch.empty(out_features, in_features).uniform_(-k, k). "
+    "Without a bias, follow nn.Linear: self.register_parameter('bias', None).",
+    "forward: y = x @ self.weight.T, then add self.bias when it is not None. The @ operator broadcasts over any "
+    "leading dimensions, so (in,), (N, in) and (A, B, in) all work; torch.mm would not.",
+], forbidden={"linear": "compute x @ self.weight.T + self.bias yourself"})
+def Linear(t, cls):
+    seed = t.integer(0, 10_000)
+    i, o = 7, 5
+    for bias in (None, True, False):
+        label = "Linear(7, 5)" if bias is None else f"Linear(7, 5, bias={bias})"
+        with t.case(f"{label}: parameters registered with nn.Linear's names, shapes and dtype"):
+            _linear_structure(t.call(linear_build, cls, i, o, bias, seed), i, o, bias is not False)
+        if not t.results[-1].passed:
+            return  # nothing below makes sense without the right parameters
+
+    # Sizes stay under 32768 elements, where torch runs element-wise ops on one thread: fast on a busy CPU.
+    with t.case("Linear(160, 200): weight initialised like nn.Linear (uniform in ±1/sqrt(160))"):
+        info = t.call(linear_build, cls, 160, 200, None, seed + 1)
+        _uniform_stats(info["state"]["weight"], 160 ** -0.5, "weight", LINEAR_FIX)
+    with t.case("Linear(16, 2000): bias initialised like nn.Linear (uniform in ±1/sqrt(16), not 1/sqrt(2000))"):
+        info = t.call(linear_build, cls, 16, 2000, None, seed + 2)
+        _uniform_stats(info["state"]["bias"], 16 ** -0.5, "bias", LINEAR_FIX)
+
+    for bias in (True, False):
+        with t.case(f"Linear(7, 5, bias={bias}).state_dict() loads into nn.Linear(7, 5, bias={bias}), strict"):
+            state = t.call(linear_build, cls, i, o, bias, seed)["state"]
+            ref = nn.Linear(i, o, bias=bias)
+            try:
+                ref.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise Mismatch(f"nn.Linear.load_state_dict(your state_dict) failed: {_first_line(e)}") from None
+
+    for bias in (True, False):
+        ref = nn.Linear(i, o, bias=bias)
+        with torch.no_grad():
+            ref.weight.copy_(t.randn(o, i))
+            if bias:
+                ref.bias.copy_(t.randn(o))
+        x, up = t.randn(3, i), t.randn(3, o)
+        with t.case(f"nn.Linear(7, 5, bias={bias}).state_dict() loads into your Linear, strict; same output"):
+            got = t.call(linear_forward, cls, i, o, bias, seed, x, up, dict(ref.state_dict()))
+            if "load_error" in got:
+                raise Mismatch(f"your Linear could not load nn.Linear's state_dict: {got['load_error']}")
+            expected = F.linear(x, ref.weight.double(), None if ref.bias is None else ref.bias.double())
+            expect_tensor(got["out"], expected, atol=1e-10, rtol=1e-9)
+
+    shapes = [(i,), (4, i), (2, 3, i), (1, i), (0, i)]
+    for device in t.devices:
+        for bias in (True, False):
+            for shape in shapes:
+                x = t.randn(*shape)
+                up = t.randn(*shape[:-1], o)
+                with t.case(f"{device}: Linear(7, 5, bias={bias}) on x of shape {shape_str(shape)}, with gradients"):
+                    try:
+                        got = t.call(linear_forward, cls, i, o, bias, seed, x.to(device), up.to(device))
+                    except LearnerError as e:  # add the leading-dims advice
+                        raise Mismatch(f"{e}\n→ forward must accept any leading dimensions: x @ self.weight.T "
+                                       "broadcasts over them (torch.mm and .t() tricks are 2-D only)") from None
+                    state = {k: v.cpu() for k, v in got["state"].items()}
+                    w, b = state["weight"], state.get("bias")
+                    expected = F.linear(x, w, b)
+                    if isinstance(got["out"], torch.Tensor) and got["out"].shape == expected.shape and \
+                            bias and x.numel() > 0 and torch.allclose(got["out"].cpu(), x @ w.T, atol=1e-9):
+                        raise Mismatch("the output ignores the bias — add self.bias")
+                    expect_tensor(got["out"], expected, atol=1e-10, rtol=1e-9, device=device)
+                    if got["grads"] is None:
+                        raise Mismatch("the output does not track gradients — did you use .data, .detach() or "
+                                       "torch.no_grad() in forward?")
+                    xr = x.clone().requires_grad_(True)
+                    wr, br = w.clone().requires_grad_(True), None if b is None else b.clone().requires_grad_(True)
+                    (F.linear(xr, wr, br) * up).sum().backward()
+                    for name, ref_t in (("x", xr), ("weight", wr), ("bias", br)):
+                        if ref_t is None:
+                            continue
+                        g = got["grads"].get(name)
+                        if g is None:
+                            raise Mismatch(f"no gradient reached `{name}` — is it used in forward?")
+                        expect_tensor(g, ref_t.grad, atol=1e-9, rtol=1e-8, device=device,
+                                      what=f"the gradient of {name}")
+
+    if "cuda" not in t.devices:
+        for bias in (True, False):
+            with t.case(f"Linear(7, 5, bias={bias}).to('meta') moves every parameter"):
+                _expect_moved(t.call(module_devices, cls, [i, o], {"bias": bias}, "meta"), "meta")
+            _meta_forward(t, f"Linear(7, 5, bias={bias}) forward on x (3, 7)", cls, [i, o], {"bias": bias},
+                          t.randn(3, i, dtype=torch.float32))
+
+
+# ============================================================================================================
+# MLP
+# ============================================================================================================
+
+def _leaves(model: nn.Module) -> list:
+    """Leaf modules in registration order, shared instances listed at every place they appear."""
+    return [m for _, m in model.named_modules(remove_duplicate=False) if next(m.children(), None) is None]
+
+
+def _describe(m: nn.Module) -> str:
+    if isinstance(m, nn.Linear):
+        return f"nn.Linear({m.in_features}, {m.out_features})"
+    if isinstance(m, nn.Dropout):
+        return f"nn.Dropout({m.p})"
+    return _short(_type_name(m))
+
+
+def mlp_layout(cls, sizes: list, kwargs: dict) -> dict:
+    """Driver: build cls(sizes, **kwargs); list its leaf modules in order and which of them are the same object."""
+    model = cls(list(sizes), **kwargs)
+    with untraced():
+        leaves = _leaves(model)
+        first = {}
+        same = [first.setdefault(id(m), k) for k, m in enumerate(leaves)]
+        return {"is_module": isinstance(model, nn.Module), "leaves": [_describe(m) for m in leaves],
+                "same": same, "n_params": sum(p.numel() for p in model.parameters())}
+
+
+def mlp_forward(cls, sizes: list, kwargs: dict, weights: list, x: torch.Tensor, seed: int) -> dict:
+    """Driver: build the MLP, copy `weights` [(W, b), ...] into its nn.Linear layers in order, then return its
+    output on x in eval mode and (after seeding the CPU generator with `seed`) in train mode."""
+    model = cls(list(sizes), **kwargs)
+    model.to(device=x.device, dtype=x.dtype)
+    with untraced():
+        linears = [m for m in _leaves(model) if isinstance(m, nn.Linear)]
+        if len(linears) != len(weights):
+            return {"error": f"found {len(linears)} nn.Linear layers, expected {len(weights)}"}
+        with torch.no_grad():
+            for lin, (w, b) in zip(linears, weights):
+                lin.weight.copy_(w)
+                lin.bias.copy_(b)
+    model.eval()
+    out_eval = model(x)
+    model.train()
+    with untraced():
+        _seed(seed)  # dropout masks on the CPU come from this generator
+    out_train = model(x)
+    with untraced():
+        return {"eval": out_eval.detach(), "train": out_train.detach()}
+
+
+def _expected_layout(sizes: list, act: str, dropout: float) -> list:
+    layout = []
+    for k in range(len(sizes) - 1):
+        layout.append(f"nn.Linear({sizes[k]}, {sizes[k + 1]})")
+        if k < len(sizes) - 2:
+            layout.append(act)
+            if dropout > 0:
+                layout.append(f"nn.Dropout({dropout})")
+    return layout
+
+
+def _layout_diagnosis(got: list, want: list, act: str) -> str:
+    k = next((k for k, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
+    g = got[k] if k < len(got) else None
+    w = want[k] if k < len(want) else None
+    if w is None and g == act:
+        return "an activation after the last layer — the last nn.Linear's output is the model's output"
+    if w == act and g is not None and g.startswith("nn.Dropout"):
+        return f"module {k} is {g} where {act} belongs — the order is Linear, activation, then Dropout"
+    if w is None and g is not None and g.startswith("nn.Dropout"):
+        return "a dropout after the last layer — dropout only follows the hidden layers"
+    if g == "nn.Dropout(0.0)" and (w is None or not w.startswith("nn.Dropout")):
+        return "an nn.Dropout with p=0 — add dropout layers only when dropout > 0"
+    if w is not None and w.startswith("nn.Dropout") and (g is None or not g.startswith("nn.Dropout")):
+        return f"no {w} at position {k} — after each hidden activation add nn.Dropout(dropout) when dropout > 0"
+    if w == act and (g is None or g.startswith("nn.Linear")):
+        return (f"no {act} module after {got[k - 1] if k else 'the first layer'} — create activation() and add it "
+                "to the model as a module (a call like torch.relu in forward is invisible to the model's modules), "
+                "in the order the layers run")
+    if w is not None and w.startswith("nn.Linear") and g is not None and g.startswith("nn.Linear"):
+        return f"layer sizes: expected {w}, got {g} — one nn.Linear(sizes[k], sizes[k + 1]) per consecutive pair"
+    if g is not None and w is not None and g != w and not g.startswith(("nn.Linear", "nn.Dropout")):
+        return f"expected {w} at position {k}, got {g} — use the `activation` class you were given"
+    return f"module {k}: expected {w}, got {g}"
+
+
+@exercise("03_modules", points=3, difficulty=2, minutes=20, hints=[
+    "Build a Python list of layers in a loop over consecutive pairs: zip(sizes[:-1], sizes[1:]). "
+    "Wrap the list in nn.Sequential(*layers) so that every layer is registered in order.",
+    "After every nn.Linear except the last, append activation() — with parentheses, a new instance each time — "
+    "and then nn.Dropout(dropout) if dropout > 0.",
+    "class MLP(nn.Module): __init__ builds self.net = nn.Sequential(*layers); forward returns self.net(x). "
+    "Subclassing nn.Sequential directly also works.",
+])
+def MLP(t, cls):
+    configs = [
+        ([3, 9, 4], {}, "nn.ReLU", 0.0),
+        ([5, 8, 6, 2], {"activation": nn.Tanh}, "nn.Tanh", 0.0),
+        ([4, 7, 7, 3], {"activation": nn.GELU, "dropout": 0.25}, "nn.GELU", 0.25),
+        ([6, 1, 5], {"dropout": 0.5}, "nn.ReLU", 0.5),
+        ([3, 2], {"activation": nn.Tanh, "dropout": 0.3}, "nn.Tanh", 0.3),
+    ]
+    seed = t.integer(0, 10_000)
+    for sizes, kwargs, act, p in configs:
+        args = ", ".join([str(sizes)] + [f"{k}={_short(_type_name(v)) if isinstance(v, type) else v}"
+                                         for k, v in kwargs.items()])
+        label = f"MLP({args})"
+        want = _expected_layout(sizes, act, p)
+        with t.case(f"{label}: modules in order {want}"):
+            got = t.call(mlp_layout, cls, sizes, kwargs)
+            if not got["is_module"]:
+                raise Mismatch("MLP should be an nn.Module (subclass nn.Module or nn.Sequential)")
+            if got["leaves"] != want:
+                raise Mismatch(_layout_diagnosis(got["leaves"], want, act),
+                               f"expected {want}\ngot      {got['leaves']}")
+            shared = [k for k, s in enumerate(got["same"]) if s != k]
+            if shared:
+                k = shared[0]
+                raise Mismatch(f"modules {got['same'][k]} and {k} are the same {got['leaves'][k]} object — call "
+                               "activation() once per layer so that each layer has its own instance")
+            n_want = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+            if got["n_params"] != n_want:
+                raise Mismatch(f"the model has {got['n_params']} parameters, an MLP of {sizes} has {n_want}")
+        if not t.results[-1].passed:
+            continue
+        ref_layers = []
+        for k in range(len(sizes) - 1):
+            ref_layers.append(nn.Linear(sizes[k], sizes[k + 1]))
+            if k < len(sizes) - 2:
+                ref_layers.append(kwargs.get("activation", nn.ReLU)())
+                if p > 0:
+                    ref_layers.append(nn.Dropout(p))
+        ref = nn.Sequential(*ref_layers).double()
+        linears = [m for m in ref if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for lin in linears:
+                lin.weight.copy_(t.randn(*lin.weight.shape))
+                lin.bias.copy_(t.randn(*lin.bias.shape))
+        weights = [(lin.weight.detach().clone(), lin.bias.detach().clone()) for lin in linears]
+        x = t.randn(11, sizes[0])
+        for device in t.devices:
+            with t.case(f"{device}: {label} gives nn.Sequential's output in eval and train mode"):
+                got = t.call(mlp_forward, cls, sizes, kwargs, [(w.to(device), b.to(device)) for w, b in weights],
+                             x.to(device), seed)
+                if "error" in got:
+                    raise Mismatch(got["error"])
+                with torch.no_grad():
+                    ref.eval()
+                    expected_eval = ref(x)
+                    expect_tensor(got["eval"], expected_eval, device=device, atol=1e-10, rtol=1e-9,
+                                  what="the output in eval mode")
+                    ref.train()
+                    _seed(seed)
+                    expected = ref(x)
+                if not torch.allclose(expected, expected_eval) and \
+                        torch.allclose(got["train"].cpu(), got["eval"].cpu()):
+                    raise Mismatch("train mode gives the same output as eval mode — dropout is not active "
+                                   "in training")
+                if device == "cpu":  # other devices draw their dropout masks from their own generators
+                    expect_tensor(got["train"], expected, device=device, atol=1e-10, rtol=1e-9,
+                                  what="the output in train mode (seeded dropout)")
+        _meta_forward(t, f"{label} forward", cls, [sizes], kwargs, t.randn(2, sizes[0], dtype=torch.float32))
+
+
+# ============================================================================================================
+# count_parameters
+# ============================================================================================================
+
+class TiedLM(nn.Module):
+    """A tiny language model whose output layer shares the embedding's weight."""
+
+    def __init__(self, vocab: int = 50, dim: int = 8):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.embed.weight  # tied: one Parameter, two owners
+
+    def forward(self, idx):
+        return self.head(self.norm(self.embed(idx)))
+
+
+class Scaled(nn.Module):
+    """A parameter registered on the module itself, next to a child module."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3))
+        self.inner = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.inner(x) * self.scale
+
+
+def _count_model(kind: str) -> nn.Module:
+    _seed(0)
+    if kind == "nn.Linear(7, 3)":
+        return nn.Linear(7, 3)
+    if kind == "MLP 5-11-2":
+        return nn.Sequential(nn.Linear(5, 11), nn.ReLU(), nn.Linear(11, 2))
+    if kind == "tied embedding/linear":
+        return TiedLM()
+    if kind == "module with its own parameter":
+        m = Scaled()
+        m.inner.bias.requires_grad_(False)
+        return m
+    if kind == "first layer frozen, with BatchNorm buffers":
+        m = nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Linear(10, 4))
+        m[0].requires_grad_(False)
+        return m
+    if kind == "tied and partly frozen":
+        m = TiedLM(30, 6)
+        m.norm.requires_grad_(False)
+        return m
+    if kind == "nn.ReLU (no parameters)":
+        return nn.ReLU()
+    raise KeyError(kind)
+
+
+def count_on(fn, kind: str, trainable_only) -> object:
+    """Driver: build one of the models above and call the learner's count_parameters on it."""
+    with untraced():
+        model = _count_model(kind)
+    return fn(model) if trainable_only is None else fn(model, trainable_only=trainable_only)
+
+
+def _count_mistakes(model: nn.Module, trainable_only: bool) -> dict:
+    """The answers of the usual mistakes on this model, each with its diagnosis."""
+    keep = (lambda p: p.requires_grad) if trainable_only else (lambda p: True)
+    everything = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    twice = sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False) if keep(p))
+    return {  # later entries win when two mistakes give the same number
+        sum(p.numel() for c in model.children() for p in c.parameters() if keep(p)): "parameters registered on "
+               "the module itself were missed — module.parameters() covers the module and all its descendants",
+        twice: "a shared (tied) weight was counted twice — count each Parameter once, as module.parameters() "
+               "yields them (it skips duplicates)",
+        (trainable if not trainable_only else everything): "trainable_only: count only parameters with "
+               "requires_grad=True when it is True, and all of them when it is False",
+        sum(v.numel() for v in model.state_dict().values()): "state_dict() also holds buffers (and tied weights "
+               "twice) — count module.parameters()",
+        len([p for p in model.parameters() if keep(p)]): "that is the number of parameter tensors — add up "
+               "p.numel(), the number of elements of each",
+    }
+
+
+@exercise("03_modules", points=1, difficulty=1, minutes=8, hints=[
+    "module.parameters() yields every parameter of the module and its submodules, each once.",
+    "p.numel() is the number of elements of a tensor; p.requires_grad tells whether it is trainable.",
+    "return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)",
+])
+def count_parameters(t, fn):
+    cases = [("nn.Linear(7, 3)", None), ("MLP 5-11-2", True), ("tied embedding/linear", None),
+             ("tied embedding/linear", False), ("module with its own parameter", True),
+             ("module with its own parameter", False), ("first layer frozen, with BatchNorm buffers", None),
+             ("first layer frozen, with BatchNorm buffers", False), ("tied and partly frozen", True),
+             ("tied and partly frozen", False), ("nn.ReLU (no parameters)", None)]
+    for kind, trainable_only in cases:
+        only = True if trainable_only is None else trainable_only
+        model = _count_model(kind)
+        want = sum(p.numel() for p in model.parameters() if p.requires_grad or not only)
+        call = "count_parameters(model)" if trainable_only is None else \
+            f"count_parameters(model, trainable_only={trainable_only})"
+        with t.case(f"{kind}: {call} == {want}"):
+            got = t.call(count_on, fn, kind, trainable_only)
+            if isinstance(got, int) and not isinstance(got, bool) and got != want:
+                advice = _count_mistakes(model, only).get(got)
+                if advice:
+                    raise Mismatch(f"expected {want}, got {got} — {advice}")
+            expect_value(got, want, what=call)
+
+
+# ============================================================================================================
+# init_weights
+# ============================================================================================================
+
+class InitNet(nn.Module):
+    """A bit of everything: only its nn.Linear layers should change under apply(init_weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.LayerNorm(6)
+        self.embed = nn.Embedding(10, 6)
+        self.big = nn.Linear(160, 200)  # 32000 weights: enough for the statistics, one thread
+        self.small = nn.Linear(7, 3, bias=False)
+        self.head = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+        with torch.no_grad():  # non-default values, so that "reset to the default" is visible
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.5, 0.5)
+
+
+def init_run(fn, seed: int, device: str) -> dict:
+    """Driver: build InitNet on `device`, call model.apply(fn); return the state before and after."""
+    with untraced():
+        _seed(seed)
+        model = InitNet().to(device)
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.apply(fn)
+    with untraced():
+        devices = {n: p.device.type for n, p in model.named_parameters()}
+        if device == "meta":  # meta tensors hold no values worth returning
+            return {"devices": devices}
+        after = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {"before": before, "after": after, "devices": devices}
+
+
+@exercise("03_modules", points=2, difficulty=2, minutes=12, hints=[
+    "model.apply(fn) calls fn on every submodule (and the model itself). Act only when "
+    "isinstance(module, nn.Linear); leave everything else alone.",
+    "nn.init.xavier_uniform_(module.weight) and nn.init.zeros_(module.bias) change the tensors in place "
+    "(without recording gradients).",
+    "A Linear built with bias=False has module.bias = None: check for that before zeroing it.",
+])
+def init_weights(t, fn):
+    seed = t.integer(0, 10_000)
+    with t.case("model.apply(init_weights) on a model with Conv2d, LayerNorm, Embedding and Linear layers"):
+        got = t.call(init_run, fn, seed, "cpu")
+        before, after = got["before"], got["after"]
+        for k in before:
+            if k.startswith(("conv", "norm", "embed")) and not torch.equal(before[k], after[k]):
+                raise Mismatch(f"`{k}` changed — only nn.Linear layers should be touched: test "
+                               "isinstance(module, nn.Linear), not hasattr(module, 'weight')")
+        for k in ("big.bias", "head.0.bias", "head.2.bias"):
+            if not bool((after[k] == 0).all()):
+                raise Mismatch(f"`{k}` is not zero — nn.init.zeros_(module.bias)")
+        for k in ("big.weight", "small.weight", "head.0.weight", "head.2.weight"):
+            if torch.equal(before[k], after[k]):
+                raise Mismatch(f"`{k}` is unchanged — every nn.Linear weight needs the Xavier-uniform init")
+            fan_out, fan_in = after[k].shape
+            bound = (6 / (fan_in + fan_out)) ** 0.5
+            worst = after[k].abs().max().item()
+            if worst > bound * (1 + 1e-6):
+                raise Mismatch(f"`{k}` has values up to {worst:.4g}, outside the Xavier-uniform bound "
+                               f"±sqrt(6 / (fan_in + fan_out)) = ±{bound:.4g} — nn.init.xavier_uniform_ "
+                               "(not xavier_normal_ or kaiming_*)")
+        _uniform_stats(after["big.weight"], (6 / 360) ** 0.5, "`big.weight` (a Linear(160, 200))",
+                       "Xavier-uniform draws from uniform(-a, a) with a = sqrt(6 / (fan_in + fan_out)): "
+                       "nn.init.xavier_uniform_(module.weight)")
+    if "cuda" not in t.devices:
+        with t.case("device check: apply(init_weights) on a model on the meta device keeps it there"):
+            got = t.call(init_run, fn, seed, "meta")
+            moved = [n for n, d in got["devices"].items() if d != "meta"]
+            if moved:
+                raise Mismatch(f"`{moved[0]}` ended up on {got['devices'][moved[0]]}: initialise the existing "
+                               "tensors in place (nn.init.*_ functions) instead of assigning new ones, which "
+                               "would land on the CPU and break a model on the GPU")
+
+
+# ============================================================================================================
+# RunningMean
+# ============================================================================================================
+
+def running_mean_run(cls, num_features: int, momentum, steps: list, load: dict | None = None) -> dict:
+    """Driver: build cls(num_features[, momentum]), optionally load a state_dict, then run `steps`
+    [(mode, x), ...] with mode 'train' or 'eval'; return what it registered, the outputs and the buffer."""
+    m = cls(num_features) if momentum is None else cls(num_features, momentum=momentum)
+    info = _registration(m)
+    with untraced():
+        info["non_persistent"] = sorted(getattr(m, "_non_persistent_buffers_set", set()))
+        mean = getattr(m, "mean", None)
+        info["initial"] = mean.detach().clone() if isinstance(mean, torch.Tensor) else None
+    if load is not None:
+        m.load_state_dict(load, strict=True)
+    outs, means, graph = [], [], []
+    for mode, x in steps:
+        m.train(mode == "train")
+        with untraced():
+            x = x.detach().clone().requires_grad_(True)
+        out = m(x)
+        with untraced():
+            mean = getattr(m, "mean", None)
+            outs.append(out.detach() if isinstance(out, torch.Tensor) else out)
+            means.append(mean.detach().clone() if isinstance(mean, torch.Tensor) else None)
+            graph.append(isinstance(mean, torch.Tensor) and mean.requires_grad)
+    info.update(outs=outs, means=means, graph=graph)
+    return info
+
+
+def _running_mean_reference(num_features: int, momentum: float, steps: list, start=None) -> tuple[list, list]:
+    mean = torch.zeros(num_features) if start is None else start.clone()
+    outs, means = [], []
+    for mode, x in steps:
+        if mode == "train":
+            mean = (1 - momentum) * mean + momentum * x.mean(0)
+        outs.append(x - mean)
+        means.append(mean.clone())
+    return outs, means
+
+
+@exercise("03_modules", points=2, difficulty=2, minutes=15, hints=[
+    "In __init__: self.momentum = momentum and self.register_buffer('mean', torch.zeros(num_features)). "
+    "A buffer is saved in state_dict and moved by .to(device), but the optimizer never sees it.",
+    "In forward, `if self.training:` update the buffer; nn.Module.train() and .eval() set self.training.",
+    "Update under torch.no_grad() (the buffer must not keep a graph), e.g. "
+    "self.mean.mul_(1 - self.momentum).add_(self.momentum * x.mean(0)); then return x - self.mean.",
+])
+def RunningMean(t, cls):
+    nf = 5
+    with t.case("RunningMean(5): `mean` is a persistent buffer of zeros, in state_dict, not in parameters()"):
+        info = t.call(running_mean_run, cls, nf, None, [])
+        if "mean" in dict(info["params"]):
+            raise Mismatch("`mean` is an nn.Parameter, so an optimizer would train it — register it as a "
+                           "buffer: self.register_buffer('mean', torch.zeros(num_features))")
+        if info["params"]:
+            raise Mismatch(f"RunningMean should have no parameters, found {[n for n, _ in info['params']]}")
+        if "mean" in info["non_persistent"]:
+            raise Mismatch("`mean` is registered with persistent=False, so it is missing from state_dict — "
+                           "it is state worth saving: leave persistent=True")
+        if "mean" not in dict(info["buffers"]):
+            if "mean" in info["plain_tensors"]:
+                raise Mismatch("`self.mean` is a plain tensor attribute: state_dict and .to(device) ignore it — "
+                               "use self.register_buffer('mean', ...)")
+            raise Mismatch(f"no buffer named `mean` — found buffers {[n for n, _ in info['buffers']]}")
+        if sorted(info["state"]) != ["mean"]:
+            raise Mismatch(f"state_dict keys should be ['mean'], got {sorted(info['state'])}")
+        expect_tensor(info["initial"], torch.zeros(nf), what="the initial `mean`")
+    if not t.results[-1].passed:
+        return
+
+    for momentum, n in [(None, 8), (0.3, 1), (0.05, 13)]:
+        mom = 0.1 if momentum is None else momentum
+        steps = [("train", t.randn(n, nf, dtype=torch.float32) * 3 + 1),
+                 ("train", t.randn(n + 2, nf, dtype=torch.float32) - 2),
+                 ("eval", t.randn(4, nf, dtype=torch.float32)),
+                 ("train", t.randn(n, nf, dtype=torch.float32) * 0.5)]
+        label = f"RunningMean(5{'' if momentum is None else f', momentum={momentum}'})"
+        outs, means = _running_mean_reference(nf, mom, steps)
+        with t.case(f"{label}: train, train, eval, train steps (batches of {n}, {n + 2}, 4, {n})"):
+            got = t.call(running_mean_run, cls, nf, momentum, steps)
+            for k, (mode, x) in enumerate(steps):
+                step = f"step {k + 1} ({mode})"
+                if got["means"][k] is None:
+                    raise Mismatch(f"after {step} there is no tensor `mean` on the module")
+                if got["graph"][k]:
+                    raise Mismatch(f"after {step} the buffer `mean` requires grad: it keeps the graph of every "
+                                   "batch — update it under torch.no_grad() (or from x.detach())")
+                prev = torch.zeros(nf) if k == 0 else means[k - 1]
+                gm = got["means"][k]
+                if mode == "eval" and gm.shape == prev.shape and not torch.allclose(gm, prev, atol=1e-6):
+                    raise Mismatch(f"{step}: the buffer changed in eval mode — update it only when self.training")
+                if mode == "train" and gm.shape == prev.shape and torch.allclose(gm, prev, atol=1e-7):
+                    raise Mismatch(f"{step}: the buffer did not change in train mode — update it when "
+                                   "self.training (and assign it back, or update it in place)")
+                swapped = mom * prev + (1 - mom) * x.mean(0)
+                if mode == "train" and gm.shape == prev.shape and abs(mom - 0.5) > 0.1 and \
+                        torch.allclose(gm, swapped, atol=1e-5):
+                    raise Mismatch(f"{step}: momentum is the weight of the new batch: "
+                                   "mean = (1 - momentum) * mean + momentum * x.mean(0)")
+                expect_tensor(gm, means[k], atol=1e-5, rtol=1e-5, what=f"`mean` after {step}")
+                o = got["outs"][k]
+                if isinstance(o, torch.Tensor) and o.shape == x.shape and mode == "train" and \
+                        torch.allclose(o, x - prev, atol=1e-5) and not torch.allclose(prev, means[k], atol=1e-5):
+                    raise Mismatch(f"{step}: returned x - (the old mean) — update the buffer first, "
+                                   "then subtract the updated mean")
+                expect_tensor(o, outs[k], atol=1e-5, rtol=1e-5, what=f"the output of {step}")
+
+    with t.case("load_state_dict({'mean': m}) into a fresh RunningMean(5), then eval: x - m"):
+        start = t.randn(nf, dtype=torch.float32)
+        steps = [("eval", t.randn(6, nf, dtype=torch.float32)), ("train", t.randn(3, nf, dtype=torch.float32))]
+        outs, means = _running_mean_reference(nf, 0.1, steps, start)
+        got = t.call(running_mean_run, cls, nf, None, steps, {"mean": start})
+        for k in range(2):
+            expect_tensor(got["outs"][k], outs[k], atol=1e-5, rtol=1e-5, what=f"the output of step {k + 1}")
+
+    if "cuda" not in t.devices:
+        with t.case("RunningMean(5).to('meta') moves the buffer"):
+            _expect_moved(t.call(module_devices, cls, [nf], {}, "meta"), "meta")
+    _meta_forward(t, "RunningMean(5) forward on (3, 5) in train mode", cls, [nf], {},
+                  t.randn(3, nf, dtype=torch.float32))
+
+
+# ============================================================================================================
+# freeze
+# ============================================================================================================
+
+def _freeze_model() -> nn.Module:
+    _seed(0)
+    model = nn.Sequential(OrderedDict([
+        ("layer1", nn.Linear(4, 4)),
+        ("layer10", nn.Linear(4, 4)),
+        ("layer1_norm", nn.LayerNorm(4)),
+        ("layer2", nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))),
+        ("head", nn.Linear(2, 2)),
+    ]))
+    model.head.bias.requires_grad_(False)  # already frozen before freeze() is called
+    return model
+
+
+def freeze_run(fn, prefixes: list) -> dict:
+    """Driver: build the model above, call fn(model, prefixes); report requires_grad per parameter."""
+    with untraced():
+        model = _freeze_model()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fn(model, prefixes)
+    with untraced():
+        params = dict(model.named_parameters())
+        return {"requires_grad": {n: p.requires_grad for n, p in params.items()},
+                "changed": [n for n, p in params.items() if n not in before or not torch.equal(p, before[n])],
+                "names": list(params)}
+
+
+@exercise("03_modules", points=2, difficulty=1, minutes=10, hints=[
+    "module.named_parameters() yields (qualified name, parameter) pairs such as ('layer2.0.weight', p).",
+    "A name matches a prefix when name == prefix or name.startswith(prefix + '.'); the dot is what keeps "
+    "'layer1' from matching 'layer10.weight'.",
+    "For a match set p.requires_grad = False (or p.requires_grad_(False)); do nothing to the other parameters.",
+])
+def freeze(t, fn):
+    model = _freeze_model()
+    names = [n for n, _ in model.named_parameters()]
+    initial = {n: p.requires_grad for n, p in model.named_parameters()}
+    for prefixes in (["layer1"], ["layer2"], ["layer2.0"], ["layer10.weight", "head"], ["layer1", "layer2.2"],
+                     [], ["nothing", "layer"]):
+        want = {n: initial[n] and not any(n == p or n.startswith(p + ".") for p in prefixes) for n in names}
+        frozen = sorted(n for n in names if initial[n] and not want[n])
+        with t.case(f"freeze(model, {prefixes}) freezes {frozen or 'nothing'}"):
+            got = t.call(freeze_run, fn, list(prefixes))
+            if got["names"] != names or got["changed"]:
+                which = got["changed"][0] if got["changed"] else "the list of parameters"
+                raise Mismatch(f"{which} changed — freeze should only set requires_grad, not replace or "
+                               "modify parameters")
+            rg = got["requires_grad"]
+            for n in names:
+                if rg[n] == want[n]:
+                    continue
+                if rg[n] and not initial[n]:
+                    raise Mismatch(f"`{n}` was frozen before and is trainable now — leave parameters that do "
+                                   "not match untouched (never set requires_grad=True)")
+                if not rg[n]:
+                    close = [p for p in prefixes if n.startswith(p)]
+                    if close:
+                        raise Mismatch(f"froze `{n}` for prefix {close[0]!r} — a prefix must match a whole name "
+                                       "part: name == prefix or name.startswith(prefix + '.')")
+                    raise Mismatch(f"froze `{n}`, which matches none of {prefixes}")
+                raise Mismatch(f"`{n}` should be frozen (requires_grad=False) for prefixes {prefixes} — "
+                               "match against the full names from module.named_parameters()")
