@@ -1,6 +1,7 @@
 """The exercise registry: every exercise, keyed by its curriculum name, with its check and metadata."""
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ def exercise(lesson: str, *, points: int, difficulty: int, minutes: int, hints: 
     return register
 
 
+@functools.cache
 def _load_checks() -> None:
+    """Import every check module once (a module imported earlier on its own registered only its part)."""
     from grader import checks
     for module in pkgutil.iter_modules(checks.__path__):
         importlib.import_module(f"grader.checks.{module.name}")
@@ -48,8 +51,7 @@ def _load_checks() -> None:
 
 def exercises() -> dict[str, Exercise]:
     """All registered exercises by name, in lesson order."""
-    if not _EXERCISES:
-        _load_checks()
+    _load_checks()
     return dict(sorted(_EXERCISES.items(), key=lambda kv: kv[1].lesson))
 
 

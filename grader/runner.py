@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils._pytree import tree_leaves
 
-from grader.compare import Mismatch, expect_tensor, shape_str
+from grader.compare import Mismatch, expect_tensor
 from grader.devices import available_devices, to_device
 from grader.registry import Exercise
 from grader.tracing import ForbiddenCall, MixedDevices, Tracer
@@ -296,13 +296,25 @@ def seeds() -> list[tuple[int, bool]]:
     return rounds
 
 
-def run_exercise(exercise: Exercise, obj, invoke=None) -> "Report":
+@contextmanager
+def one_thread():
+    """Check cases are tiny: with several intra-op threads, CPU kernels spend most of their time waiting for
+    each other (10x slower on a busy 2-core machine). The learner's setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_exercise(exercise: Exercise, obj, invoke=None):
     """Every round of the exercise's check against `obj` (learner code run through `invoke`) as a Report."""
     from grader.report import Report
     results = []
     try:
         # Checks draw from their own generator; fork_rng keeps the learner's global RNG state as it was.
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.enable_grad():
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.enable_grad(), one_thread():
             for seed, hidden in seeds():
                 tester = Tester(exercise, seed, hidden, invoke)
                 try:

@@ -1,5 +1,4 @@
 """Shared test helpers: run a check on an implementation and assert the verdict."""
-import os
 import sys
 from pathlib import Path
 

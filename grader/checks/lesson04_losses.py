@@ -1,6 +1,5 @@
 """Checks for 04_losses: softmax, log_softmax and four losses, each matched against torch.nn.functional
 in value and gradient, including logits with magnitudes up to 1e4."""
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -43,20 +42,6 @@ FORBIDDEN = {
 
 NONFINITE = ("exp() overflowed (exp(89) is already inf in float32, exp(710) in float64) — subtract the max "
              "along the dimension first: the log-sum-exp trick, m + log(sum(exp(x - m)))")
-
-
-def one_thread(check):
-    """Run a check with one intra-op thread. The cases are tiny, and CPU softmax kernels start a parallel
-    region whatever the size: on a busy 2-core machine each such call then waits ~30 ms for the thread pool."""
-    @functools.wraps(check)
-    def wrapper(t, fn):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return check(t, fn)
-        finally:
-            torch.set_num_threads(threads)
-    return wrapper
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -181,7 +166,6 @@ def _mse_explain(got, expected, args, reduction="mean"):
     "sq = (input - target) ** 2; return sq if reduction == 'none' else sq.sum() if reduction == 'sum' "
     "else sq.mean()",
 ], forbidden={**FORBIDDEN, "mse_loss": "square the difference and reduce it yourself"})
-@one_thread
 def mse_loss(t, fn):
     cases = [
         ("float64 (5, 3), reduction='mean'", (t.randn(5, 3), t.randn(5, 3)), {}),
@@ -236,7 +220,6 @@ def _huber_explain(got, expected, args, delta, reduction):
     "by delta.",
 ], forbidden={**FORBIDDEN, "huber_loss": "build it with torch.where from the two branches",
               "smooth_l1_loss": "build it with torch.where from the two branches (and it is not the same loss)"})
-@one_thread
 def huber_loss(t, fn):
     cases = [
         ("float64 (6, 4) errors on both sides of delta=1, defaults", (t.randn(6, 4) * 2, t.randn(6, 4)), {}),
@@ -331,7 +314,6 @@ def _check_softmax(t, fn, ref, log: bool):
     "max: m = x.amax(dim=dim, keepdim=True). Now the largest exponent is exp(0) = 1.",
     "e = (x - x.amax(dim=dim, keepdim=True)).exp(); return e / e.sum(dim=dim, keepdim=True)",
 ], forbidden=FORBIDDEN)
-@one_thread
 def softmax(t, fn):
     _check_softmax(t, fn, F.softmax, log=False)
 
@@ -343,7 +325,6 @@ def softmax(t, fn):
     "log(sum(exp(x))) = m + log(sum(exp(x - m))).",
     "z = x - x.amax(dim=dim, keepdim=True); return z - z.exp().sum(dim=dim, keepdim=True).log()",
 ], forbidden=FORBIDDEN)
-@one_thread
 def log_softmax(t, fn):
     _check_softmax(t, fn, F.log_softmax, log=True)
 
@@ -443,7 +424,6 @@ def _ce_explain(got, expected, args):
     "for ignored targets, and the 'mean' divides that total by the same sum(w). For (N, C, d1, ...) inputs "
     "everything happens along dim=1: gather with target.unsqueeze(1), and view the weight as (1, C, 1, ...).",
 ], forbidden=FORBIDDEN)
-@one_thread
 def cross_entropy(t, fn):
     def targets(n, c, *rest, ignore=None, share=0.3):
         y = t.randint(0, c, (n, *rest))
@@ -548,7 +528,6 @@ def _bce_explain(got, expected, args):
     "pos_weight (default 1) multiplies only the positive term and broadcasts over the last dimension. "
     "Then reduce.",
 ], forbidden=FORBIDDEN)
-@one_thread
 def binary_cross_entropy_with_logits(t, fn):
     def labels(*shape):
         return (t.rand(*shape) < 0.4).double()

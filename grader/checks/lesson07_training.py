@@ -1,0 +1,769 @@
+"""Checks for 07_training: seeding, one training epoch, accuracy, checkpoints, and a trained digits classifier.
+
+Every learner-made object stays inside a driver (a module-level function below whose first argument is the
+learner's code); drivers build small models from trusted nn pieces, run the learner's code and hand back plain
+data. The expected answers are computed here with the same loop written out in full.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.data import DataLoader, TensorDataset, default_collate
+
+from grader.compare import Mismatch, expect_tensor
+from grader.data import datasets_dir
+from grader.registry import exercise
+from grader.runner import Inconclusive, untraced
+from grader.tracing import canonical_name
+
+LESSON = "07_training"
+
+
+# --- shared helpers --------------------------------------------------------------------------------------------
+def _plain(value):
+    """What a learner's function returned, as plain data: the value itself, or its type's name."""
+    if isinstance(value, torch.Tensor):
+        return {"type": "Tensor", "value": value.detach().cpu().clone()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"type": type(value).__name__, "value": value}
+    return {"type": type(value).__name__, "value": None}
+
+
+def _expect_python(returned: dict, kind: type, what: str, advice: str) -> None:
+    """The learner returned a plain Python `kind` (bool is not an int here)."""
+    name = returned["type"]
+    if name == kind.__name__:
+        return
+    if name == "Tensor":
+        raise Mismatch(f"{what} should be a Python {kind.__name__}, got a tensor — {advice}")
+    if name == "NoneType":
+        raise Mismatch(f"{what} should be a Python {kind.__name__}, got None — a missing `return`?")
+    raise Mismatch(f"{what} should be a Python {kind.__name__}, got {name} — {advice}")
+
+
+def _close(a: float, b: float, rel: float = 1e-5) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-7)
+
+
+def _moves_to_device(name: str, args: tuple, kwargs: dict) -> bool:
+    """Does this .to(...) / .cuda() call name a device (and not only a dtype)?"""
+    if name == "cuda":
+        return True
+    return "device" in kwargs or any(isinstance(a, (str, torch.device, int, torch.Tensor)) for a in args)
+
+
+class BatchMoves(TorchFunctionMode):
+    """Watches the batches a DataLoader hands out: was each batch's x and y moved with .to(device)?
+
+    Use `collate` as the loader's collate_fn; while the mode is active it notes every .to / .cuda call made on
+    the latest batch's tensors (a move from the CPU to the CPU returns the same tensor, so it is only visible
+    here).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.moved: list[list[bool]] = []  # one [x moved, y moved] per batch
+        self._current: tuple = ()
+
+    def collate(self, samples):
+        x, y = default_collate(samples)
+        self._current = (x, y)
+        self.moved.append([False, False])
+        return [x, y]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = canonical_name(func)
+        if name in ("to", "cuda") and args and self.moved:
+            for i, batch_tensor in enumerate(self._current):
+                if args[0] is batch_tensor and _moves_to_device(name, args[1:], kwargs):
+                    self.moved[-1][i] = True
+        return func(*args, **kwargs)
+
+    def summary(self) -> dict:
+        return {"batches": len(self.moved), "x": all(m[0] for m in self.moved), "y": all(m[1] for m in self.moved)}
+
+
+def _expect_moved(moves: dict) -> None:
+    if moves["batches"] == 0:
+        raise Mismatch("your code never iterated over the loader — loop with `for x, y in loader:`")
+    if not moves["x"]:
+        raise Mismatch("the inputs of a batch were not moved to `device` — x = x.to(device) before the forward "
+                       "pass (on a GPU the model's weights and a CPU batch would not mix)")
+    if not moves["y"]:
+        raise Mismatch("the labels of a batch were not moved to `device` — y = y.to(device) too, or the loss "
+                       "mixes a GPU tensor with a CPU one")
+
+
+def _loader(x, y, batch_size, moves: BatchMoves | None = None) -> DataLoader:
+    """A loader in a fixed order that does not touch the global random generator."""
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False,
+                      collate_fn=moves.collate if moves else None, generator=torch.Generator().manual_seed(0))
+
+
+def _random_state(t, template: nn.Module) -> dict:
+    """Seeded weights (and batch-norm statistics) for a copy of `template`, drawn from the Tester."""
+    state = {}
+    for key, value in template.state_dict().items():
+        if not value.dtype.is_floating_point:
+            state[key] = value.clone()
+        elif key.endswith("running_var"):
+            state[key] = t.rand(*value.shape, dtype=value.dtype) + 0.5
+        else:
+            state[key] = t.randn(*value.shape, dtype=value.dtype) * 0.7
+    return state
+
+
+def _params(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().cpu().clone() for p in model.parameters()]
+
+
+def _same(got: list, expected: list) -> bool:
+    return len(got) == len(expected) and all(
+        g.shape == e.shape and torch.allclose(g, e, atol=1e-5, rtol=1e-4) for g, e in zip(got, expected))
+
+
+# --- set_seed --------------------------------------------------------------------------------------------------
+def seeded_draws(fn, seed: int) -> dict:
+    """Driver: scramble every generator, call set_seed(seed), then draw once from Python, NumPy and torch.
+
+    torch.cuda.manual_seed_all / manual_seed are wrapped to record their calls (torch.manual_seed calls
+    manual_seed_all itself, so either way of seeding every GPU shows up). The learner's global Python and
+    NumPy states are restored afterwards (torch's is restored by the runner).
+    """
+    with untraced():
+        saved = random.getstate(), np.random.get_state()
+        random.seed(seed + 7919), np.random.seed(seed + 7919), torch.manual_seed(seed + 7919)
+    calls: list[tuple[str, int]] = []
+    real_all, real_one = torch.cuda.manual_seed_all, torch.cuda.manual_seed
+
+    def record_all(s):
+        calls.append(("manual_seed_all", int(s)))
+        real_all(s)
+
+    def record_one(s):
+        calls.append(("manual_seed", int(s)))
+        real_one(s)
+
+    try:
+        with mock.patch("torch.cuda.manual_seed_all", record_all), mock.patch("torch.cuda.manual_seed", record_one):
+            out = fn(seed)
+        with untraced():
+            draws = {"random": random.random(), "numpy": float(np.random.rand()), "torch": torch.rand(3)}
+            if torch.cuda.is_available():
+                draws["cuda"] = torch.rand(3, device="cuda").cpu()
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+    return {"returned": _plain(out), "draws": draws, "cuda_calls": calls}
+
+
+def _expected_draws(seed: int) -> dict:
+    """What each generator gives first after being seeded with `seed`, computed on private generators."""
+    draws = {"random": random.Random(seed).random(), "numpy": float(np.random.RandomState(seed).rand()),
+             "torch": torch.rand(3, generator=torch.Generator().manual_seed(seed))}
+    if torch.cuda.is_available():
+        draws["cuda"] = torch.rand(3, device="cuda", generator=torch.Generator("cuda").manual_seed(seed)).cpu()
+    return draws
+
+
+_UNSEEDED = {
+    "random": "Python's `random` module is not seeded — random.seed(seed)",
+    "numpy": "NumPy's global generator is not seeded — np.random.seed(seed) (np.random.default_rng(seed) makes a "
+             "new generator and leaves the global one, which np.random.rand uses, alone)",
+    "torch": "torch's generator is not seeded — torch.manual_seed(seed) (a new torch.Generator() seeds only "
+             "itself, not the default generator)",
+    "cuda": "the GPU generators are not seeded — torch.cuda.manual_seed_all(seed) (or torch.manual_seed)",
+}
+
+
+@exercise(LESSON, points=1, difficulty=1, minutes=5, hints=[
+    "Three libraries keep three separate random generators, and each has its own seeding function.",
+    "random.seed(seed), np.random.seed(seed) and torch.manual_seed(seed).",
+    "torch.manual_seed already seeds every CUDA device; calling torch.cuda.manual_seed_all(seed) as well "
+    "is harmless and makes the intent explicit.",
+])
+def set_seed(t, fn):
+    seeds = [0, 1, 2024, t.integer(3, 2**31 - 1)]
+    results = {}
+    for seed in seeds:
+        with t.case(f"set_seed({seed}) then random.random(), np.random.rand(), torch.rand(3)"):
+            run = t.call(seeded_draws, fn, seed)
+            results[seed] = run["draws"]
+            expected = _expected_draws(seed)
+            for source in expected:
+                got, want = run["draws"][source], expected[source]
+                same = torch.equal(got, want) if isinstance(want, torch.Tensor) else got == want
+                if not same:
+                    raise Mismatch(_UNSEEDED[source], f"first draw after set_seed({seed}): expected {want}, "
+                                   f"got {got}")
+    with t.case("different seeds give different numbers"):
+        if 0 in results and 1 in results and torch.equal(results[0]["torch"], results[1]["torch"]):
+            raise Mismatch("set_seed(0) and set_seed(1) give the same torch numbers — is the seed hard-coded "
+                           "instead of using the `seed` argument?")
+    with t.case("every CUDA device is seeded (torch.manual_seed or torch.cuda.manual_seed_all)"):
+        calls = t.call(seeded_draws, fn, 5)["cuda_calls"]
+        if ("manual_seed_all", 5) not in calls:
+            if ("manual_seed", 5) in calls:
+                raise Mismatch("torch.cuda.manual_seed seeds only the current GPU — use "
+                               "torch.cuda.manual_seed_all(seed), or torch.manual_seed(seed), which seeds them all")
+            raise Mismatch(_UNSEEDED["cuda"] + " — seeding torch.default_generator alone leaves the GPUs unseeded")
+
+
+# --- train_one_epoch -------------------------------------------------------------------------------------------
+def _epoch_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))
+
+
+def _epoch_setup(state: dict, device: str):
+    model = _epoch_net()
+    model.load_state_dict(state)
+    model = model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    return model, optimizer
+
+
+def epoch_run(fn, state: dict, x, y, batch_size: int, start_in_eval: bool, device: str, dropout_seed: int) -> dict:
+    """Driver: train_one_epoch on a small classifier with dropout; its return value, the parameters after the
+    epoch, the mode it was left in and whether every batch was moved to the device."""
+    with untraced():
+        model, optimizer = _epoch_setup(state, device)
+        if start_in_eval:
+            model.eval()  # as if the model had just been evaluated
+        moves = BatchMoves()
+        loader = _loader(x, y, batch_size, moves)
+        loss_fn = nn.CrossEntropyLoss()
+        torch.manual_seed(dropout_seed)  # the dropout masks
+    with moves:
+        out = fn(model, loader, loss_fn, optimizer, torch.device(device))
+    with untraced():
+        return {"loss": _plain(out), "params": _params(model), "training": model.training,
+                "moves": moves.summary()}
+
+
+def _reference_epoch(state, x, y, batch_size, device, dropout_seed, variant="right"):
+    """The epoch written out: (parameters after it, each batch's loss, each batch's size).
+
+    Variants that reproduce learner mistakes, for the diagnosis: 'no_zero_grad' and 'eval' (dropout off).
+    """
+    model, optimizer = _epoch_setup(state, device)
+    torch.manual_seed(dropout_seed)
+    model.train(variant != "eval")
+    losses, sizes = [], []
+    for xb, yb in _loader(x, y, batch_size):
+        xb, yb = xb.to(device), yb.to(device)
+        loss = F.cross_entropy(model(xb), yb)
+        if variant != "no_zero_grad":
+            optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        sizes.append(len(xb))
+    return _params(model), losses, sizes
+
+
+def _explain_epoch_loss(got: float, losses: list, sizes: list) -> str:
+    n = sum(sizes)
+    guesses = [
+        (sum(losses) / len(losses), "the plain mean of the batch losses: the last batch is smaller, so weight each "
+         "batch by its size — total += loss.item() * len(x), then divide by len(loader.dataset)"),
+        (losses[-1], "the loss of the last batch only — accumulate over every batch"),
+        (sum(losses), "the sum of the batch losses — divide by the number of samples, weighting each batch by its "
+         "size"),
+        (sum(l * s for l, s in zip(losses, sizes)), "the sum over samples — divide by len(loader.dataset)"),
+        (sum(l * s for l, s in zip(losses, sizes)) / len(losses), "divided by the number of batches — divide by "
+         "the number of samples, len(loader.dataset)"),
+        (sum(losses) / n, "the sum of the batch means divided by the number of samples — multiply each batch's "
+         "mean loss by its batch size first"),
+    ]
+    for value, advice in guesses:
+        if _close(got, value):
+            return f"you returned {advice}"
+    return "return the sample-weighted mean: sum of loss.item() * len(x) over the batches, / len(loader.dataset)"
+
+
+@exercise(LESSON, points=3, difficulty=2, minutes=20, hints=[
+    "The epoch has a fixed shape: model.train(); then for each (x, y) in the loader: move x and y to device, "
+    "forward, loss, zero the gradients, backward, step.",
+    "loss_fn returns the mean over the batch. To get the mean over the whole epoch, add loss.item() * len(x) "
+    "for each batch and divide by the number of samples, len(loader.dataset) — the last batch can be smaller.",
+    "for x, y in loader:\n        x, y = x.to(device), y.to(device)\n        loss = loss_fn(model(x), y)\n"
+    "        optimizer.zero_grad(); loss.backward(); optimizer.step()\n        total += loss.item() * len(x)",
+])
+def train_one_epoch(t, fn):
+    cases = [(21, 8, False, "21 samples in batches of 8, 8, 5"),
+             (25, 6, True, "25 samples in batches of 6 (the last has 1), model handed over in eval mode"),
+             (7, 7, False, "one batch of 7")]
+    for device in t.devices:
+        for n, batch_size, start_in_eval, words in cases:
+            x, y = t.randn(n, 5, dtype=torch.float32), t.randint(0, 3, (n,))
+            state = _random_state(t, _epoch_net())
+            seed = t.integer(0, 10_000)
+            with t.case(f"{device}: {words}"):
+                run = t.call(epoch_run, fn, state, x, y, batch_size, start_in_eval, device, seed)
+                _expect_moved(run["moves"])
+                _expect_python(run["loss"], float, "the returned loss",
+                               "use loss.item() to turn each batch's loss into a number")
+                if not run["training"]:
+                    raise Mismatch("the model is in eval mode after the epoch — call model.train() at the start "
+                                   "(a model that was just evaluated is still in eval mode), and do not switch "
+                                   "to eval inside the training loop")
+                params, losses, sizes = _reference_epoch(state, x, y, batch_size, device, seed)
+                if not _same(run["params"], params):
+                    if _same(run["params"], _reference_epoch(state, x, y, batch_size, device, seed,
+                                                             "no_zero_grad")[0]):
+                        raise Mismatch("the gradients pile up from batch to batch — call optimizer.zero_grad() "
+                                       "before loss.backward() in every batch")
+                    if _same(run["params"], _reference_epoch(state, x, y, batch_size, device, seed, "eval")[0]):
+                        raise Mismatch("the model trained with dropout switched off — it must be in training "
+                                       "mode (model.train()) for the whole epoch")
+                    for i, (g, e) in enumerate(zip(run["params"], params)):
+                        expect_tensor(g, e, atol=1e-5, rtol=1e-4, what=f"parameter {i} after the epoch")
+                    raise Mismatch("the parameters after the epoch differ from one zero_grad → forward → loss → "
+                                   "backward → step per batch, in the loader's order")
+                got, want = run["loss"]["value"], sum(l * s for l, s in zip(losses, sizes)) / sum(sizes)
+                if not _close(got, want):
+                    raise Mismatch(f"wrong epoch loss — {_explain_epoch_loss(got, losses, sizes)}",
+                                   f"expected {want:.6f}, got {got:.6f}")
+
+
+# --- evaluate_accuracy -----------------------------------------------------------------------------------------
+class GradProbe(nn.Module):
+    """Passes its input through and records, at every forward, (autograd recording?, training mode?)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, x):
+        self.seen.append((torch.is_grad_enabled(), self.training))
+        return x
+
+
+def _accuracy_net() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5), GradProbe(),
+                         nn.Linear(16, 4))
+
+
+def accuracy_run(fn, state: dict, x, y, batch_size: int, device: str) -> dict:
+    """Driver: evaluate_accuracy on a net with batch norm and dropout, handed over in training mode; its return
+    value, what the probe saw during each forward, whether the batches were moved, whether anything changed."""
+    with untraced():
+        model = _accuracy_net()
+        model.load_state_dict(state)
+        model = model.to(device).train()
+        before = [v.detach().cpu().clone() for v in model.state_dict().values()]
+        moves = BatchMoves()
+        loader = _loader(x, y, batch_size, moves)
+    with moves:
+        out = fn(model, loader, torch.device(device))
+    with untraced():
+        after = [v.detach().cpu() for v in model.state_dict().values()]
+        return {"accuracy": _plain(out), "seen": list(model[4].seen), "moves": moves.summary(),
+                "changed": not all(torch.equal(a, b) for a, b in zip(after, before))}
+
+
+def _eval_predictions(state: dict, x) -> torch.Tensor:
+    model = _accuracy_net()
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def _explain_accuracy(got: float, correct: torch.Tensor, batch_size: int) -> str:
+    n = len(correct)
+    per_batch = [c.float().mean().item() for c in correct.split(batch_size)]
+    if got > 1:
+        return ("an accuracy above 1 — divide the number of correct predictions by the number of samples, "
+                "len(loader.dataset), not by the number of batches")
+    if _close(got, sum(per_batch) / len(per_batch)):
+        return ("you averaged the accuracies of the batches, but the last batch is smaller — count the correct "
+                "predictions over all batches and divide by the number of samples")
+    if _close(got, int(correct.sum()) / (len(per_batch) * batch_size)):
+        return "you divided by (number of batches × batch_size), but the last batch is smaller — divide by " \
+               "len(loader.dataset)"
+    if _close(got, 1 - int(correct.sum()) / n):
+        return "you returned the error rate — accuracy is the fraction of correct predictions"
+    return "the prediction of a sample is logits.argmax(dim=1) (the class with the largest logit), compared " \
+           "with its label"
+
+
+@exercise(LESSON, points=2, difficulty=2, minutes=15, hints=[
+    "Two switches before counting: model.eval() (dropout off, batch norm uses its running statistics) and "
+    "torch.no_grad() around the loop (no graph is built, which saves memory and time).",
+    "For each batch: preds = model(x).argmax(dim=1); correct += (preds == y).sum().item(). At the end divide by "
+    "the number of samples, len(loader.dataset) — not by the number of batches.",
+    "model.eval()\n    correct = 0\n    with torch.no_grad():\n        for x, y in loader:\n"
+    "            x, y = x.to(device), y.to(device)\n            correct += (model(x).argmax(dim=1) == y).sum().item()\n"
+    "    return correct / len(loader.dataset)",
+])
+def evaluate_accuracy(t, fn):
+    cases = [(21, 8, "21 samples in batches of 8, 8, 5"), (13, 4, "13 samples in batches of 4 (the last has 1)"),
+             (5, 10, "5 samples in one batch larger than the data")]
+    for device in t.devices:
+        for n, batch_size, words in cases:
+            x = t.randn(n, 6, dtype=torch.float32)
+            state = _random_state(t, _accuracy_net())
+            preds = _eval_predictions(state, x)
+            # About half right, and the whole (smaller) last batch right: averaging per-batch accuracies differs.
+            right = t.rand(n) < 0.45
+            right[-(n % batch_size or batch_size):] = True
+            right[0] = False
+            y = torch.where(right, preds, (preds + 1 + t.randint(0, 3, (n,))) % 4)
+            correct = y == preds
+            with t.case(f"{device}: {words}"):
+                run = t.call(accuracy_run, fn, state, x, y, batch_size, device)
+                _expect_moved(run["moves"])
+                if any(training for _, training in run["seen"]):
+                    raise Mismatch("the model was in training mode during evaluation, so dropout dropped units and "
+                                   "batch norm used the batch's statistics — call model.eval() first")
+                if any(grad for grad, _ in run["seen"]):
+                    raise Mismatch("a graph was built during evaluation — run the loop inside torch.no_grad() "
+                                   "(or torch.inference_mode()) to save memory and time")
+                if run["changed"]:
+                    raise Mismatch("evaluating changed the model's weights or batch-norm statistics — evaluation "
+                                   "must only read the model")
+                _expect_python(run["accuracy"], float, "the accuracy",
+                               "count with (preds == y).sum().item() and divide by the number of samples")
+                got, want = run["accuracy"]["value"], int(correct.sum()) / n
+                if not _close(got, want, rel=1e-9):
+                    raise Mismatch(f"wrong accuracy — {_explain_accuracy(got, correct, batch_size)}",
+                                   f"expected {want:.6f}, got {got:.6f}")
+
+
+# --- save_checkpoint / load_checkpoint ---------------------------------------------------------------------------
+def _ckpt_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def _ckpt_setup(state: dict):
+    model = _ckpt_net()
+    model.load_state_dict(state)
+    return model, torch.optim.Adam(model.parameters(), lr=0.05)
+
+
+def _ckpt_train(model, optimizer, x, y, steps: int) -> None:
+    """The first `steps` Adam steps."""
+    _ckpt_continue(model, optimizer, x, y, 0, steps)
+
+
+def _ckpt_reference(state, x, y, k: int, m: int) -> dict:
+    """Parameters after k steps; after k + m uninterrupted steps; after k steps and m more with a fresh Adam."""
+    model, optimizer = _ckpt_setup(state)
+    _ckpt_train(model, optimizer, x, y, k)
+    at_k = _params(model)
+    saved = {key: v.clone() for key, v in model.state_dict().items()}
+    _ckpt_continue(model, optimizer, x, y, k, m)
+    fresh, fresh_optimizer = _ckpt_setup(saved)
+    _ckpt_continue(fresh, fresh_optimizer, x, y, k, m)
+    return {"model_at_k": saved, "at_k": at_k, "uninterrupted": _params(model), "fresh_optimizer": _params(fresh)}
+
+
+def _ckpt_continue(model, optimizer, x, y, k: int, m: int) -> None:
+    """Steps k .. k + m - 1 (the data slice depends on the global step, so order is the same after resuming)."""
+    for i in range(k, k + m):
+        xb, yb = x[i % 3::3], y[i % 3::3]
+        loss = F.cross_entropy(model(xb), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def _read_back(path) -> dict:
+    """Load a checkpoint file the way the exercise promises it loads: torch.load(path, weights_only=True)."""
+    if not os.path.exists(path):
+        return {"exists": False}
+    try:
+        return {"exists": True, "checkpoint": torch.load(path, weights_only=True)}
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        return {"exists": True, "error": f"{type(e).__name__}: {first}"}
+
+
+def save_run(fn, state: dict, x, y, k: int, epoch: int, as_path: bool) -> dict:
+    """Driver: train k steps, call save_checkpoint into a fresh temporary folder, read the file back with
+    weights_only=True (plain data by construction) and return what it holds."""
+    with untraced():
+        model, optimizer = _ckpt_setup(state)
+        _ckpt_train(model, optimizer, x, y, k)
+    folder = tempfile.mkdtemp(prefix="torchdojo-ckpt-")
+    try:
+        path = os.path.join(folder, "checkpoint.pt")
+        out = fn(Path(path) if as_path else path, model, optimizer, epoch)
+        with untraced():
+            return {"returned": _plain(out), **_read_back(path)}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _resume(state, x, y, checkpoint: dict, k: int, m: int) -> list[torch.Tensor]:
+    """Trusted resume from a learner's checkpoint: fresh model and Adam, load both, continue m steps."""
+    model, optimizer = _ckpt_setup(state)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    _ckpt_continue(model, optimizer, x, y, k, m)
+    return _params(model)
+
+
+def _ckpt_data(t):
+    x, y = t.randn(18, 4, dtype=torch.float32), t.randint(0, 3, (18,))
+    return x, y, _random_state(t, _ckpt_net())
+
+
+@exercise(LESSON, points=2, difficulty=1, minutes=10, hints=[
+    "A checkpoint is one dict with three entries — the model's state_dict(), the optimizer's state_dict() and "
+    "the epoch — written with torch.save.",
+    "Save state dicts, not the objects: torch.save(model) pickles the class, and torch.load(path, "
+    "weights_only=True) refuses to load it.",
+    'torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, path)',
+])
+def save_checkpoint(t, fn):
+    for k, m, as_path in [(3, 4, False), (5, 2, True)]:
+        x, y, state = _ckpt_data(t)
+        epoch = t.integer(1, 50)
+        reference = _ckpt_reference(state, x, y, k, m)
+        kind = "a pathlib.Path" if as_path else "a str path"
+        run = {}
+        with t.case(f"Adam after {k} steps, epoch={epoch}, {kind}: the file loads with weights_only=True"):
+            run = t.call(save_run, fn, state, x, y, k, epoch, as_path)
+            if not run["exists"]:
+                raise Mismatch("no file was written at `path` — torch.save(checkpoint, path)")
+            if "error" in run:
+                raise Mismatch("torch.load(path, weights_only=True) cannot read the file — save plain state dicts "
+                               "(model.state_dict(), optimizer.state_dict()), not the model or optimizer "
+                               "objects", run["error"])
+            ckpt = run["checkpoint"]
+            if not isinstance(ckpt, dict):
+                raise Mismatch(f"the file should hold one dict with keys 'model', 'optimizer', 'epoch', got a "
+                               f"{type(ckpt).__name__}")
+            keys = sorted(map(str, ckpt))
+            if set(keys) != {"model", "optimizer", "epoch"}:
+                raise Mismatch(f"the checkpoint's keys should be exactly 'epoch', 'model', 'optimizer', got "
+                               f"{keys} — the names matter: load_checkpoint (and whoever resumes your run) looks "
+                               "them up")
+        readable = isinstance(run.get("checkpoint"), dict) and set(map(str, run["checkpoint"])) == {
+            "model", "optimizer", "epoch"}
+        with t.case(f"epoch={epoch} is stored as a Python int"):
+            if not readable:
+                raise Inconclusive("skipped: the file above is not a readable checkpoint yet")
+            got = run["checkpoint"]["epoch"]
+            if isinstance(got, torch.Tensor) or type(got) is not int:
+                raise Mismatch(f"the epoch should be stored as a Python int, got {type(got).__name__}")
+            if got != epoch:
+                raise Mismatch(f"stored epoch {got}, but save_checkpoint was given epoch={epoch} — store it as given")
+        with t.case("'model' and 'optimizer' are the state dicts, and resuming from them continues exactly"):
+            if not readable:
+                raise Inconclusive("skipped: the file above is not a readable checkpoint yet")
+            ckpt = run["checkpoint"]
+            if not isinstance(ckpt["model"], dict):
+                raise Mismatch("ckpt['model'] should be model.state_dict() (a dict from names to tensors)")
+            if sorted(ckpt["model"]) != sorted(reference["model_at_k"]):
+                raise Mismatch("ckpt['model'] should be model.state_dict()",
+                               f"keys {sorted(ckpt['model'])}, expected {sorted(reference['model_at_k'])}")
+            for key, want in reference["model_at_k"].items():
+                expect_tensor(ckpt["model"][key], want, what=f"ckpt['model'][{key!r}]")
+            opt = ckpt.get("optimizer")
+            if not isinstance(opt, dict) or set(opt) != {"state", "param_groups"}:
+                raise Mismatch("ckpt['optimizer'] should be optimizer.state_dict() (a dict with 'state' and "
+                               "'param_groups'), which holds Adam's running averages")
+            try:
+                resumed = _resume(state, x, y, ckpt, k, m)
+            except Exception as e:
+                raise Mismatch(f"the saved state dicts do not load back: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:160]}") from None
+            if not _same(resumed, reference["uninterrupted"]):
+                raise Mismatch(f"resuming from your checkpoint and training {m} more steps differs from training "
+                               "without interruption — the optimizer state saved is not the current one")
+
+
+def _recording_load(calls: list):
+    real = torch.load
+
+    def load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only", "default"))
+        return real(*args, **kwargs)
+    return load
+
+
+def load_run(fn, state: dict, x, y, k: int, m: int, epoch: int) -> dict:
+    """Driver: train k steps, save a checkpoint with a trusted torch.save, give load_checkpoint a fresh model
+    and Adam, then continue m steps; return what it returned, the weights right after loading and after
+    resuming, and how torch.load was called."""
+    with untraced():
+        model, optimizer = _ckpt_setup(state)
+        _ckpt_train(model, optimizer, x, y, k)
+        fresh, fresh_optimizer = _ckpt_setup(state)
+    folder = tempfile.mkdtemp(prefix="torchdojo-ckpt-")
+    loads: list = []
+    try:
+        path = os.path.join(folder, "checkpoint.pt")
+        with untraced():
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, path)
+        try:
+            with mock.patch("torch.load", _recording_load(loads)):
+                out = fn(path, fresh, fresh_optimizer)
+        except (RuntimeError, KeyError) as e:
+            if isinstance(e, KeyError) or "state_dict" in str(e):
+                return {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}",
+                        "loads": loads}
+            raise
+        with untraced():
+            loaded = _params(fresh)
+            _ckpt_continue(fresh, fresh_optimizer, x, y, k, m)
+            return {"returned": _plain(out), "loaded": loaded, "resumed": _params(fresh), "loads": loads}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@exercise(LESSON, points=2, difficulty=1, minutes=10, hints=[
+    "Load the dict back with torch.load(path, weights_only=True), then hand each part to the object it came from.",
+    "model.load_state_dict(ckpt['model']) and optimizer.load_state_dict(ckpt['optimizer']) restore in place; "
+    "return ckpt['epoch'].",
+    'ckpt = torch.load(path, weights_only=True)\n    model.load_state_dict(ckpt["model"])\n'
+    '    optimizer.load_state_dict(ckpt["optimizer"])\n    return ckpt["epoch"]',
+])
+def load_checkpoint(t, fn):
+    for k, m in [(3, 4), (6, 3)]:
+        x, y, state = _ckpt_data(t)
+        epoch = t.integer(1, 50)
+        reference = _ckpt_reference(state, x, y, k, m)
+        with t.case(f"checkpoint after {k} Adam steps, epoch={epoch}: load, then {m} more steps"):
+            run = t.call(load_run, fn, state, x, y, k, m, epoch)
+            if False in run["loads"]:
+                raise Mismatch("torch.load was called with weights_only=False: that unpickles arbitrary objects, "
+                               "and a checkpoint from someone else could run code on your machine — use "
+                               "weights_only=True")
+            if "error" in run:
+                raise Mismatch("loading failed — the checkpoint is a dict {'model': ..., 'optimizer': ..., "
+                               "'epoch': ...}: pass ckpt['model'] to model.load_state_dict and ckpt['optimizer'] "
+                               "to optimizer.load_state_dict", run["error"])
+            _expect_python(run["returned"], int, "the returned epoch", "return ckpt['epoch'] as it was saved")
+            if run["returned"]["value"] != epoch:
+                raise Mismatch(f"returned {run['returned']['value']}, but the checkpoint's epoch is {epoch} — "
+                               "return the saved epoch itself (the caller resumes at epoch + 1)")
+            if not _same(run["loaded"], reference["at_k"]):
+                raise Mismatch("the model's weights were not restored — model.load_state_dict(ckpt['model']) "
+                               "(it loads in place; assigning a new model to the local name `model` does not "
+                               "change the caller's model)")
+            if not _same(run["resumed"], reference["uninterrupted"]):
+                if _same(run["resumed"], reference["fresh_optimizer"]):
+                    raise Mismatch("the optimizer's state was not restored, so Adam restarted its running averages "
+                                   "and step count — optimizer.load_state_dict(ckpt['optimizer'])")
+                raise Mismatch(f"after loading, {m} more steps differ from uninterrupted training")
+
+
+# --- train_digits_classifier -----------------------------------------------------------------------------------
+TIME_BUDGET_S = 30   # what the exercise promises a learner: training fits in this on a 2-core CPU
+TIME_LIMIT_S = 60    # what the check enforces: the budget, with room for a slow or busy machine
+MIN_ACCURACY = 0.95
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_test() -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped test split: x (360, 1, 8, 8) float32 in [0, 1], y (360,) int64."""
+    from PIL import Image
+    root = datasets_dir() / "digits"
+    with open(root / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    images = [torch.from_numpy(np.array(Image.open(root / r["filename"]))) for r in rows]  # each (8, 8) uint8
+    x = torch.stack(images).unsqueeze(1)  # (N, 1, 8, 8)
+    return x.float() / 255, torch.tensor([int(r["label"]) for r in rows])
+
+
+def _logits_of(model, x):
+    try:
+        out = model(x)
+    except Exception as e:
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+    return out.detach().cpu().clone() if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+
+
+def digits_run(fn, x) -> dict:
+    """Driver: call train_digits_classifier() (it trains), time it, then evaluate the model it returns in eval
+    mode without gradients on `x` (the test images in [0, 1]), and on x * 255 and x * 16 for the diagnosis."""
+    start = time.perf_counter()
+    model = fn()
+    seconds = time.perf_counter() - start
+    if not isinstance(model, nn.Module):
+        return {"type": type(model).__name__, "seconds": seconds}
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    model.eval()
+    with torch.no_grad():
+        x = x.to(device)
+        return {"type": "Module", "seconds": seconds, "logits": _logits_of(model, x),
+                "raw": _logits_of(model, x * 255), "sixteenths": _logits_of(model, x * 16)}
+
+
+def _accuracy(logits, y) -> float:
+    if not isinstance(logits, torch.Tensor) or logits.shape != (len(y), 10):
+        return 0.0
+    return (logits.argmax(dim=1) == y).float().mean().item()
+
+
+@exercise(LESSON, points=3, difficulty=2, minutes=25, hints=[
+    "Put the lesson's pieces together: load the training images with load_digits_split('train') (values "
+    "already in [0, 1]), wrap them in a DataLoader with shuffle=True, and call train_one_epoch a few times.",
+    "A small MLP is plenty: nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), "
+    "nn.Linear(64, 10), with Adam at lr=2e-3, batch_size=64 and about 20 epochs — a few seconds on a CPU, well "
+    "inside the 30 s budget.",
+    "If the accuracy stays low: are the pixels divided by 255 (the check feeds values in [0, 1])? Do you "
+    "return the trained model itself? Print evaluate_accuracy on the training data after each epoch.",
+])
+def train_digits_classifier(t, fn):
+    if t.hidden:  # training is not about hidden inputs; one (slow) round is enough
+        return
+    x, y = _digits_test()
+    run = {"type": "nothing (the function failed)"}
+    with t.case(f"train_digits_classifier() returns a trained nn.Module within {TIME_BUDGET_S} s "
+                f"(the check allows {TIME_LIMIT_S} s)"):
+        run = t.call(digits_run, fn, x.clone())
+        if run["type"] != "Module":
+            raise Mismatch(f"should return the trained model (an nn.Module), got {run['type']}"
+                           + (" — return only the model, not a tuple with the history" if run["type"] == "tuple"
+                              else ""))
+        if run["seconds"] > TIME_LIMIT_S:
+            raise Mismatch(f"training took {run['seconds']:.0f} s, over the budget — fewer epochs, larger "
+                           "batches or a smaller model (a small MLP needs a few seconds)")
+    with t.case(f"accuracy on the {len(y)} shipped test images (B, 1, 8, 8) in [0, 1] is at least {MIN_ACCURACY}"):
+        if run["type"] != "Module":
+            raise Mismatch("no model to evaluate")
+        logits = run["logits"]
+        if isinstance(logits, str):
+            raise Mismatch("the model fails on a batch of test images of shape (360, 1, 8, 8), float32 in "
+                           "[0, 1] — feed your model that layout while training (nn.Flatten() first for an "
+                           "MLP; one grayscale channel, not RGB)", logits)
+        if logits.shape != (len(y), 10):
+            raise Mismatch(f"the model should return logits of shape (360, 10) for (360, 1, 8, 8) images, got "
+                           f"{tuple(logits.shape)}")
+        accuracy = _accuracy(logits, y)
+        if accuracy >= MIN_ACCURACY:
+            return
+        if _accuracy(run["raw"], y) >= 0.9:
+            advice = ("the model works on pixels in 0..255 but the check feeds values in [0, 1] — divide the "
+                      "pixels by 255 when you train")
+        elif _accuracy(run["sixteenths"], y) >= 0.9:
+            advice = ("the model works on pixels in 0..16 (scikit-learn's load_digits scale) — train on the "
+                      "shipped PNGs, divided by 255")
+        elif accuracy < 0.2:
+            advice = ("that is about chance (0.1): the model looks untrained — did the training loop run, and do "
+                      "you return the model you trained?")
+        else:
+            advice = ("train longer or with a larger learning rate, shuffle the training data, and check the "
+                      "training accuracy after each epoch")
+        raise Mismatch(f"test accuracy {accuracy:.3f} is below {MIN_ACCURACY} — {advice}")
