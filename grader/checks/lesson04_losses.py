@@ -3,12 +3,8 @@ in value and gradient, including logits with magnitudes up to 1e4."""
 
 import torch
 import torch.nn.functional as F
-from torch.utils._pytree import tree_leaves
 
-from grader.compare import Mismatch, expect_tensor
-from grader.devices import to_device
 from grader.registry import exercise
-from grader.runner import untraced
 
 # --- forbidden functions ---------------------------------------------------------------------------------
 # Canonical traced names (a function's __name__ without leading/trailing underscores). torch.special's
@@ -63,78 +59,6 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss
 
 
-# --- a compare that differentiates only some inputs --------------------------------------------------------
-def run_loss(fn, args: tuple, kwargs: dict, upstream: torch.Tensor, wrt: tuple) -> dict:
-    """Driver: out = fn(*args, **kwargs), which tensor inputs it modified, and the gradients of
-    (out * upstream).sum() with respect to args[i] for i in `wrt` (None when out has no graph).
-
-    Like grader.runner.run_case, but PyTorch's own losses are not differentiable with respect to `weight` or
-    `pos_weight`, so only the chosen inputs (logits, float targets) are differentiated.
-    """
-    with untraced():
-        inputs = [x for x in tree_leaves(args) if isinstance(x, torch.Tensor)]
-        before = [x.detach().clone() for x in inputs]
-        for i in wrt:
-            args[i].requires_grad_(True)
-    out = fn(*args, **kwargs)
-    with untraced():
-        mutated = [i for i, (x, b) in enumerate(zip(inputs, before))
-                   if x.shape != b.shape or not torch.equal(x.detach(), b)]
-        tracks = isinstance(out, torch.Tensor) and out.requires_grad and out.shape == upstream.shape
-    grads = None
-    if tracks:
-        grads = torch.autograd.grad((out * upstream).sum(), [args[i] for i in wrt], allow_unused=True)
-        with untraced():
-            grads = [torch.zeros_like(args[i]) if g is None else g.detach() for i, g in zip(wrt, grads)]
-    return {"out": out.detach() if isinstance(out, torch.Tensor) else out, "mutated": mutated, "grads": grads}
-
-
-def compare_loss(t, name, fn, args: tuple, ref, *, wrt=(0,), kwargs=None, atol=1e-6, rtol=1e-5, explain=None,
-                 meta=True):
-    """t.compare for losses: a case per device (strict type/shape/dtype/device, inputs unchanged, value and
-    gradient of the inputs in `wrt`), then (meta=True) the meta-device check. Tensors go in `args`, never in
-    kwargs. The meta rerun costs ~20 ms, so checks with many cases run it on a representative few."""
-    kwargs = kwargs or {}
-    expected = ref(*args, **kwargs)
-    # t.randn(*()) fails for a 0-dim loss, so draw a flat vector and reshape
-    upstream = t.randn(expected.numel(), dtype=expected.dtype).reshape(expected.shape)
-    ref_grads = run_loss(ref, to_device(args, "cpu"), kwargs, upstream, wrt)["grads"]
-    words = {0: "the first input (logits / input)", 1: "target"}
-    for device in t.devices:
-        with t.case(f"{device}: {name}"):
-            run = t.call(run_loss, fn, to_device(args, device), kwargs, upstream.to(device), wrt)
-            if run["mutated"]:
-                raise Mismatch(f"your code modified input {run['mutated'][0]} in place — work on a copy or "
-                               "use out-of-place ops (x = x - m, not x -= m)")
-            got = run["out"]
-            try:
-                expect_tensor(got, expected, atol=atol, rtol=rtol, device=device)
-            except Mismatch as e:
-                better = None
-                if explain is not None and isinstance(got, torch.Tensor) and got.shape == expected.shape \
-                        and got.dtype == expected.dtype:
-                    try:
-                        better = explain(got.detach().cpu(), expected, args)
-                    except Exception:
-                        better = None
-                raise Mismatch(f"{e.message}\n→ {better}" if better else e.message, e.detail) from None
-            if run["grads"] is None:
-                raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), .item() or "
-                               "a round trip through numpy cut the graph")
-            for i, g, r in zip(wrt, run["grads"], ref_grads):
-                try:
-                    expect_tensor(g, r, atol=atol * 10, rtol=rtol * 10, device=device,
-                                  what=f"the gradient of {words.get(i, f'input {i}')}")
-                except Mismatch as e:
-                    if isinstance(g, torch.Tensor) and not torch.isfinite(g).all() and torch.isfinite(r).all():
-                        raise Mismatch(f"{e.message}\n→ the value is finite but the gradient is not: an "
-                                       "overflowing branch of torch.where still back-propagates nan — make "
-                                       "both branches finite (use exp(-|x|), subtract the max)", e.detail) from None
-                    raise
-    if meta and "cuda" not in t.devices:
-        t.device_check(name, fn, args, kwargs)
-
-
 TOL32 = dict(atol=1e-5, rtol=1e-4)  # the reference computes in float32 too, in its own order
 
 # --- mse_loss --------------------------------------------------------------------------------------------
@@ -181,7 +105,7 @@ def mse_loss(t, fn):
     for name, args, kwargs in cases:
         tol = TOL32 if args[0].dtype == torch.float32 else {}
         explain = lambda got, exp, a, kw=kwargs: _mse_explain(got, exp, a, kw.get("reduction", "mean"))
-        compare_loss(t, name, fn, args, _mse_ref, wrt=(0, 1), kwargs=kwargs, explain=explain, **tol)
+        t.compare(name, fn, args, _mse_ref, grad=True, wrt=(0, 1), kwargs=kwargs, explain=explain, **tol)
 
 
 # --- huber_loss ------------------------------------------------------------------------------------------
@@ -241,7 +165,7 @@ def huber_loss(t, fn):
         ref = lambda x, y, dl=delta, r=reduction, **_: F.huber_loss(x, y, reduction=r, delta=dl)
         explain = lambda got, exp, a, dl=delta, r=reduction: _huber_explain(got, exp, a, dl, r)
         tol = TOL32 if args[0].dtype == torch.float32 else {}
-        compare_loss(t, name, fn, args, ref, wrt=(0, 1), kwargs=kwargs, explain=explain, **tol)
+        t.compare(name, fn, args, ref, grad=True, wrt=(0, 1), kwargs=kwargs, explain=explain, **tol)
 
 
 # --- softmax and log_softmax -----------------------------------------------------------------------------
@@ -478,7 +402,7 @@ def cross_entropy(t, fn):
                                    label_smoothing=label_smoothing)
 
         tol = TOL32 if args[0].dtype == torch.float32 else {}
-        compare_loss(t, name, fn, args, ref, wrt=(0,), kwargs=kwargs, meta=i in on_meta,
+        t.compare(name, fn, args, ref, grad=True, wrt=(0,), kwargs=kwargs, device_check=i in on_meta,
                      explain=lambda got, exp, a, full=full: _ce_explain(got, exp, full), **tol)
 
 
@@ -560,5 +484,5 @@ def binary_cross_entropy_with_logits(t, fn):
         tol = TOL32 if args[0].dtype == torch.float32 else {}
         full = args + (None, "mean")[len(args) - 2:]
         full = full[:3] + (kwargs.get("reduction", full[3]),)
-        compare_loss(t, name, fn, args, ref, wrt=(0, 1), kwargs=kwargs, meta=i in on_meta,
+        t.compare(name, fn, args, ref, grad=True, wrt=(0, 1), kwargs=kwargs, device_check=i in on_meta,
                      explain=lambda got, exp, a, full=full: _bce_explain(got, exp, full), **tol)
