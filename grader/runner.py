@@ -320,14 +320,15 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def run_exercise(exercise: Exercise, obj, invoke=None):
-    """Every round of the exercise's check against `obj` (learner code run through `invoke`) as a Report."""
+def run_exercise(exercise: Exercise, obj, invoke=None, rounds: list[tuple[int, bool]] | None = None):
+    """The rounds (default: seeds()) of the exercise's check against `obj`, learner code run through
+    `invoke`, as one Report."""
     from grader.report import Report
     results = []
     try:
         # Checks draw from their own generator; fork_rng keeps the learner's global RNG state as it was.
         with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.enable_grad(), one_thread():
-            for seed, hidden in seeds():
+            for seed, hidden in rounds or seeds():
                 tester = Tester(exercise, seed, hidden, invoke)
                 try:
                     exercise.check(tester, obj)

@@ -1,0 +1,342 @@
+"""The untrusted side: a zygote that forks one sandbox process per submission, and what runs inside it.
+
+The zygote is a fresh interpreter with a scrubbed environment (it never sees the hidden seed): it imports
+torch, the grader and the lesson's imports, runs the lesson's teaching cells once, then waits for the judges'
+requests. Each sandbox is a fork of it, so it starts in milliseconds with the lesson already executed; it
+isolates itself (new session, rlimits, no network, private /tmp, sensitive folders hidden, an unprivileged
+uid when the zygote runs as root), executes the submission's answer cells, then serves calls: the judge
+names a target (the learner's object or a driver) and plain arguments, the sandbox runs it with
+`invoke_here` and replies with plain data or the exception's kind and message.
+
+    python -m grader.grading.sandbox LESSON_NOTEBOOK FD [FD ...]
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 0x1000, 0x4000, 0x40000
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, arg: int) -> None:
+    _libc.prctl(option, arg, 0, 0, 0)
+
+
+# --- the zygote ----------------------------------------------------------------------------------------
+def zygote(lesson_path: str, fds: list[int]) -> None:
+    """Prepare once, then fork a sandbox for every "spawn" request from a judge."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)     # the grader died: so do we
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)            # orphans of sandboxes come to us to be reaped
+    judges = [socket.socket(fileno=fd) for fd in fds]
+    namespace, notes = prepare(lesson_path)
+    for s in judges:
+        s.sendall(json.dumps({"op": "ready", "notes": notes}).encode())
+    statuses: dict[int, int] = {}
+    while judges:
+        _reap(statuses)
+        ready, _, _ = select.select(judges, [], [], 0.2)
+        for s in ready:
+            try:
+                msg, fds_in, _, _ = socket.recv_fds(s, 65536, 1)
+            except OSError:
+                msg, fds_in = b"", []
+            if not msg:
+                judges.remove(s)
+                s.close()
+                continue
+            request = json.loads(msg)
+            if request["op"] == "spawn":
+                pid = os.fork()
+                if pid == 0:
+                    for other in judges:
+                        other.close()
+                    _child(fds_in[0], request, namespace)  # never returns
+                os.close(fds_in[0])
+                s.sendall(json.dumps({"pid": pid}).encode())
+            elif request["op"] == "wait":
+                s.sendall(json.dumps({"status": _wait(request["pid"], statuses)}).encode())
+    os._exit(0)
+
+
+def _reap(statuses: dict[int, int]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        statuses[pid] = status
+
+
+def _wait(pid: int, statuses: dict[int, int], timeout: float = 3.0):
+    end = time.monotonic() + timeout
+    while pid not in statuses and time.monotonic() < end:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+            if got == pid:
+                statuses[pid] = status
+                break
+        except ChildProcessError:
+            break
+        time.sleep(0.005)
+    return statuses.pop(pid, None)
+
+
+def prepare(lesson_path: str):
+    """Import what the lesson imports and run its teaching cells (trusted code) once; quiet, plots on Agg."""
+    import contextlib
+    import io
+    import warnings
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import torch
+    torch.set_num_threads(1)  # forked children must not inherit an OpenMP pool (and 1 core each is fair)
+    import grader.runner  # noqa: F401  (and the registry with every check)
+    from grader.registry import exercises
+    exercises()
+    from grader.grading.submission import Lesson
+    lesson = Lesson.load(os.path.basename(lesson_path).removesuffix(".ipynb"),
+                         lessons_dir=Path(os.path.dirname(os.path.abspath(lesson_path))))
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__, "get_ipython": _NoIPython}
+    notes = []
+    sink = io.StringIO()
+    for i, source in enumerate(lesson.teaching):
+        try:
+            code = compile(_python(source), f"<lesson cell {i}>", "exec")
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exec(code, namespace)
+        except BaseException as e:  # a teaching cell that fails here fails for every learner alike
+            notes.append(f"teaching cell {i} raised {type(e).__name__}: {str(e)[:120]}")
+        sink.seek(0)
+        sink.truncate()
+        import matplotlib.pyplot as plt
+        plt.close("all")
+    _warm_up()
+    import gc
+    gc.collect()
+    gc.freeze()  # the forked sandboxes' collections then leave the zygote's objects (and their pages) alone
+    return namespace, notes
+
+
+def _warm_up() -> None:
+    """Pay once, here, what torch does lazily on first use (the first meta-device op imports sympy: ~1 s)."""
+    import torch
+
+    from grader.tracing import Tracer
+    with Tracer({}, watch_devices=True):
+        for device in ("cpu", "meta"):
+            x = torch.randn(3, 4, dtype=torch.float64).to(device).requires_grad_(True)
+            y = ((x * x).sum(dim=1, keepdim=True) - 2 * x @ x.T[:, :1]).clamp_min(0) / x.norm()
+            if device == "cpu":
+                torch.autograd.grad(y.sum(), x)
+
+
+class _NoIPython:
+    """`get_ipython()` for cells with magics: every magic and shell escape is a no-op in grading."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _python(source: str) -> str:
+    """IPython syntax (magics, !shell) -> plain Python that calls get_ipython(), which ignores them."""
+    if "%" not in source and "!" not in source:
+        return source
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+        return TransformerManager().transform_cell(source)
+    except Exception:
+        return source
+
+
+# --- one sandbox ---------------------------------------------------------------------------------------
+def _child(fd: int, request: dict, namespace: dict) -> None:
+    """Isolate this freshly forked process, run the answer cells, serve calls. Always ends with os._exit."""
+    try:
+        sock = socket.socket(fileno=fd)
+        notes = isolate(request, keep=fd)
+        serve(sock, namespace, notes)
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+def isolate(config: dict, keep: int) -> list[str]:
+    """New session, quiet stdio, only our socket open, rlimits, no network, private /tmp, hidden folders,
+    no new privileges, an unprivileged uid (when root). Returns what could not be done."""
+    notes = []
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(devnull, std)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+    root = os.geteuid() == 0
+    if root:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            notes.append("no network namespace")
+        if _libc.unshare(CLONE_NEWNS) == 0 and _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
+            if config.get("uid"):
+                notes += _expose([os.path.realpath(p) for p in config.get("needed", [])])
+            needed = [os.path.realpath(p) for p in config.get("needed", [])]
+            for path in config.get("hide", []) + ["/tmp", "/dev/shm"]:
+                real = os.path.realpath(path)
+                if any(n == real or n.startswith(real.rstrip("/") + "/") for n in needed):
+                    notes.append(f"not hidden (the sandbox needs what is inside): {path}")
+                    continue
+                if os.path.isdir(path):
+                    opts = f"size={config.get('tmp_mb', 64)}m,mode=1777".encode()
+                    if _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) != 0:
+                        notes.append(f"could not hide {path}")
+        else:
+            notes.append("no mount namespace: folders are not hidden")
+    mem = int(config.get("memory_mb", 2048)) * 2**20
+    limits = {
+        resource.RLIMIT_AS: _vm_size() + mem,
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_FSIZE: int(config.get("tmp_mb", 64)) * 2**20,
+        resource.RLIMIT_CPU: int(config.get("cpu_s", 600)),
+        resource.RLIMIT_NOFILE: 256,
+    }
+    if root and config.get("uid"):
+        limits[resource.RLIMIT_NPROC] = int(config.get("nproc", 64))
+    for which, value in limits.items():
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            notes.append(f"rlimit {which} not set")
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if root and config.get("uid"):
+        uid = int(config["uid"])
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by setuid, so set after it
+    if os.getppid() == 1:
+        os._exit(0)
+    os.chdir("/tmp" if root else _private_dir())
+    os.environ["HOME"] = os.getcwd()
+    return notes
+
+
+def _expose(needed: list[str]) -> list[str]:
+    """The unprivileged uid must still read the interpreter: a needed folder under a closed one (/root/.pyenv
+    under /root, mode 700) is bound into an empty tmpfs laid over the closed folder, which hides the rest."""
+    notes, closed = [], {}
+    for path in needed:
+        parts = path.strip("/").split("/")
+        for k in range(1, len(parts)):
+            ancestor = "/" + "/".join(parts[:k])
+            try:
+                if not os.stat(ancestor).st_mode & 0o001:
+                    closed.setdefault(ancestor, []).append(path)
+                    break
+            except OSError:
+                break
+    for ancestor, paths in closed.items():
+        fds = [(p, os.open(p, os.O_PATH)) for p in paths if os.path.isdir(p)]
+        if _libc.mount(b"tmpfs", ancestor.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=755") != 0:
+            notes.append(f"could not open {ancestor} to the sandbox")
+            continue
+        for p, fd in fds:
+            os.makedirs(p, exist_ok=True)
+            if _libc.mount(f"/proc/self/fd/{fd}".encode(), p.encode(), None, MS_BIND | MS_REC, None) != 0:
+                notes.append(f"could not bind {p}")
+            os.close(fd)
+    return notes
+
+
+def _private_dir() -> str:
+    import tempfile
+    return tempfile.mkdtemp(prefix="torchdojo-sandbox-")
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 8 * 2**30
+
+
+def serve(sock: socket.socket, namespace: dict, notes: list[str]) -> None:
+    """Run the answer cells the judge sends, report which exercises exist, then answer calls until EOF."""
+    import random
+
+    import torch
+
+    from grader.grading import wire
+    from grader.runner import LearnerError, NotAttempted, describe_error, invoke_here
+    from grader.compare import Mismatch
+    from grader.tracing import MixedDevices
+
+    send, recv, encode, decode = wire.send, wire.recv, wire.encode, wire.decode  # before learner code runs
+    enable_grad = torch.enable_grad
+    program = recv(sock)
+    torch.manual_seed(0)
+    random.seed(0)
+    try:
+        import numpy
+        numpy.random.seed(0)
+    except ImportError:
+        pass
+    cells = []
+    for i, name, source in program["cells"]:
+        if i in program["skip"]:
+            continue
+        send(sock, {"op": "cell", "i": i})
+        error = ""
+        try:
+            exec(compile(_python(source), f"<answer cell {name}>", "exec"), namespace)
+        except BaseException as e:  # SystemExit, KeyboardInterrupt and the rest: this cell only
+            error = describe_error(e)
+        cells.append({"i": i, "error": error})
+    defined = {n: n in namespace for n in program["names"]}
+    send(sock, {"op": "ready", "cells": cells, "defined": defined, "notes": notes})
+
+    def resolve(tag):
+        if tag["__w"] == "learner":
+            return namespace[tag["name"]]
+        return wire.resolve_ref(str(tag["mod"]), str(tag["qual"]))
+
+    while True:
+        try:
+            request = recv(sock)
+        except wire.Closed:
+            return
+        try:
+            fn = decode(request["target"], resolve)
+            args = decode(request["args"], resolve)
+            kwargs = decode(request["kwargs"], resolve)
+            with enable_grad():
+                result = invoke_here(request["forbidden"], fn, args, kwargs, request["watch"])
+            reply = {"ok": True, "value": encode(result)}
+        except NotAttempted:
+            reply = {"ok": False, "kind": "NotAttempted"}
+        except Mismatch as e:
+            reply = {"ok": False, "kind": "Mismatch", "message": str(e.message)}
+        except MixedDevices as e:
+            reply = {"ok": False, "kind": "MixedDevices", "name": str(e.name), "devices": sorted(map(str, e.devices))}
+        except LearnerError as e:
+            reply = {"ok": False, "kind": "LearnerError", "message": str(e)}
+        except BaseException as e:  # SystemExit, KeyboardInterrupt, a result that cannot be sent
+            reply = {"ok": False, "kind": "LearnerError", "message": describe_error(e)}
+        send(sock, reply)
+
+
+if __name__ == "__main__":
+    zygote(sys.argv[1], [int(fd) for fd in sys.argv[2:]])

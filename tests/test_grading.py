@@ -1,0 +1,150 @@
+"""The batch grader: the wire format, picking answer cells, the outputs, and resuming after kill -9."""
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from adversarial.build import notebook, write
+from grader import evaluate
+from grader.build import ROOT
+from grader.grading import wire
+from grader.grading.batch import find_submissions, grade
+from grader.grading.submission import Lesson
+
+WRONG = "def pick_device(prefer=None):\n    return torch.device('cpu')\n"
+
+
+# --- the wire -----------------------------------------------------------------------------------------------
+def roundtrip(value, **kw):
+    a, b = socket.socketpair()
+    wire.send(a, wire.encode(value, **kw))
+    return wire.decode(wire.recv(b, time.monotonic() + 5))
+
+
+def test_plain_values_cross_unchanged():
+    value = {"out": torch.arange(6.0).reshape(2, 3).t(), "n": 3, "f": 0.5, "s": "x", "none": None,
+             "t": (torch.device("cpu"), torch.float64, torch.Size([2, 3]), [1, (2, 3)]), 4: True, "c": 1j}
+    got = roundtrip(value)
+    assert torch.equal(got["out"], value["out"]) and got["out"].stride() == (1, 3)
+    assert {k: v for k, v in got.items() if k != "out"} == {k: v for k, v in value.items() if k != "out"}
+    meta = roundtrip(torch.empty(2, 3, device="meta", requires_grad=True))
+    assert meta.device.type == "meta" and meta.shape == (2, 3) and meta.requires_grad
+
+
+def test_learner_objects_arrive_as_their_type_name_only():
+    import numpy as np
+
+    class Sneaky(torch.Tensor):
+        pass
+
+    class AlwaysEqual:
+        def __eq__(self, other):
+            return True
+
+    got = roundtrip([np.zeros(3), torch.zeros(2).as_subclass(Sneaky), AlwaysEqual(), torch.nn.Parameter(torch.ones(1))])
+    assert [type(x).__name__ for x in got] == ["ndarray", "Sneaky", "AlwaysEqual", "Parameter"]
+    assert isinstance(got[1], torch.Tensor) and type(got[1]) is not torch.Tensor
+    assert not (got[2] == got[2]) or type(got[2]).__eq__ is object.__eq__
+
+
+def test_the_judge_never_resolves_references_or_reads_oversized_frames():
+    with pytest.raises(wire.WireError):
+        wire.decode({wire.TAG: "ref", "mod": "os", "qual": "system"})
+    a, b = socket.socketpair()
+    a.sendall((wire.MAX_FRAME + 1).to_bytes(8, "big"))
+    with pytest.raises(wire.WireError, match="over the limit"):
+        wire.recv(b, time.monotonic() + 5)
+    buf = io.BytesIO()
+    import pickle
+    pickle.dump(os.system, buf)  # a pickle that would call a function: refused by weights_only loading
+    a.sendall(len(buf.getvalue()).to_bytes(8, "big") + buf.getvalue())
+    with pytest.raises(wire.WireError, match="unreadable"):
+        wire.recv(b, time.monotonic() + 5)
+
+
+# --- answer cells --------------------------------------------------------------------------------------------
+def test_answers_by_id_then_by_definition_else_the_stub():
+    lesson = Lesson.load("00_setup")
+    nb = notebook("00_setup", {"pick_device": WRONG}, correct=False)
+    answers, problem = lesson.answers(json.dumps(nb).encode())
+    assert not problem and answers[0].source == WRONG and answers[0].found == "id"
+    for cell in nb["cells"]:
+        cell.pop("id"), cell.pop("metadata")
+    answers, _ = lesson.answers(json.dumps(nb).encode())
+    assert answers[0].found == "definition" and answers[0].source == WRONG
+    nb["cells"] = [c for c in nb["cells"] if "def pick_device" not in "".join(c["source"])]
+    answers, _ = lesson.answers(json.dumps(nb).encode())
+    assert answers[0].found == "missing" and "NotImplementedError" in answers[0].source
+    answers, problem = lesson.answers(b"{not json")
+    assert "not valid JSON" in problem
+
+
+def test_nbgrader_layout_and_file_stems_name_the_students(tmp_path):
+    write(tmp_path / "submitted" / "ann" / "00_setup" / "00_setup.ipynb", notebook("00_setup"))
+    write(tmp_path / "submitted" / "ben" / "00_setup" / "whatever.ipynb", notebook("00_setup"))
+    write(tmp_path / "loose" / "cy d.ipynb", notebook("00_setup"))
+    found = find_submissions([str(tmp_path), str(tmp_path / "loose" / "cy d.ipynb")], "00_setup")
+    assert [s for s, _ in found] == ["ann", "ben", "cy_d"]
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "grader", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def test_grade_command_writes_gradebook_json_feedback_and_gradescope(tmp_path):
+    subs = tmp_path / "subs"
+    write(subs / "alice.ipynb", notebook("00_setup"))
+    write(subs / "bob.ipynb", notebook("00_setup", correct=False))
+    write(subs / "carol.ipynb", notebook("00_setup", {"pick_device": WRONG}))
+    write(tmp_path / "course" / "submitted" / "dave" / "00_setup" / "00_setup.ipynb", notebook("00_setup"))
+    out = tmp_path / "out"
+    done = run_cli("grade", "--lesson", "00_setup", str(subs / "alice.ipynb"), str(subs / "bob.ipynb"),
+                   str(subs / "carol.ipynb"), str(tmp_path / "course"), "--out", str(out), "--gradescope")
+    assert done.returncode == 0, done.stderr
+    rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
+    assert {s: (r["score"], r["max_score"], r["status"], r["pick_device"]) for s, r in rows.items()} == {
+        "alice": ("1", "1", "graded", "1"), "bob": ("0", "1", "graded", "0"),
+        "carol": ("0", "1", "graded", "0"), "dave": ("1", "1", "graded", "1")}
+    bob = json.loads((out / "bob.json").read_text())
+    assert bob["exercises"][0]["status"] == "not_attempted"
+    carol = json.loads((out / "carol.json").read_text())
+    namespace = {}
+    exec("import torch\n" + WRONG, namespace)
+    # the sandboxed verdict reads exactly like the learner's own check in a notebook
+    assert carol["exercises"][0]["message"] == evaluate(namespace["pick_device"], "pick_device").text()
+    assert "should raise ValueError" in (out / "feedback" / "carol.txt").read_text()
+    gs = json.loads((out / "gradescope" / "alice" / "results.json").read_text())
+    assert gs["score"] == 1 and gs["tests"][0]["status"] == "passed" and gs["tests"][0]["max_score"] == 1
+
+
+def test_a_killed_batch_resumes_without_regrading(tmp_path):
+    subs = tmp_path / "subs"
+    for i in range(6):
+        write(subs / f"s{i}.ipynb", notebook("00_setup", None if i % 2 else {"pick_device": WRONG}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "grader", "grade", "--lesson", "00_setup", str(subs),
+                             "--out", str(out), "--workers", "1"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 300
+    while time.monotonic() < end and not list(out.glob("s*.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the grader, its judges and the zygote's process group
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("s*.json")}
+    assert finished and not list(out.glob("*.tmp")), "nothing finished before the kill, or a torn write"
+    logged = []
+    records = grade("00_setup", [str(subs)], out, workers=1, log=logged.append)
+    assert f"grading {6 - len(finished)} submission(s) of 00_setup ({len(finished)} already graded)" in logged \
+        or len(finished) == 6
+    assert all(out.joinpath(name).stat().st_mtime_ns == t for name, t in finished.items())
+    assert {r["student"]: r["score"] for r in records} == {f"s{i}": i % 2 for i in range(6)}
