@@ -481,7 +481,7 @@ def sharded_run(cls, start, end, num_workers):
     "A chunk per worker: per = math.ceil((end - start) / info.num_workers); lo = start + info.id * per; "
     "hi = min(lo + per, end); yield from range(lo, hi). (Or stride: range(start + info.id, end, "
     "info.num_workers).)",
-])
+], budget_s=1.5)  # it starts real DataLoader worker processes
 def ShardedRange(t, cls):
     a = t.integer(-5, 5)
     cases = [(0, a, a + 9), (0, a, a), (1, a, a + 6), (2, a + 10, a + 21), (3, a, a + 23)]  # workers are slow

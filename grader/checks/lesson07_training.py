@@ -724,7 +724,7 @@ def _accuracy(logits, y) -> float:
     "inside the 30 s budget.",
     "If the accuracy stays low: are the pixels divided by 255 (the check feeds values in [0, 1])? Do you "
     "return the trained model itself? Print evaluate_accuracy on the training data after each epoch.",
-])
+], budget_s=30)
 def train_digits_classifier(t, fn):
     if t.hidden:  # training is not about hidden inputs; one (slow) round is enough
         return
