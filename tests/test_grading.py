@@ -55,6 +55,7 @@ def test_learner_objects_arrive_as_their_type_name_only():
     assert not (got[2] == got[2]) or type(got[2]).__eq__ is object.__eq__
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile pickle below is meant to be odd
 def test_the_judge_never_resolves_references_or_reads_oversized_frames():
     with pytest.raises(wire.WireError):
         wire.decode({wire.TAG: "ref", "mod": "os", "qual": "system"})
