@@ -110,3 +110,16 @@ def expect_value(got, exp, *, what: str = "the result") -> None:
             expect_value(g, e, what=f"{what}[{i}]")
     elif got != exp:
         raise Mismatch(f"{what} is wrong", f"expected {exp!r}, got {got!r}")
+
+
+def known_mistake(got: torch.Tensor, candidates, *, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
+    """The message of the first (message, make) candidate whose make() reproduces `got`: which known mistake
+    the learner made. A candidate that cannot be computed for these inputs is passed over."""
+    for message, make in candidates:
+        try:
+            value = make()
+            if value.shape == got.shape and torch.allclose(got.double(), value.double(), rtol=rtol, atol=atol):
+                return message
+        except Exception:
+            continue
+    return None

@@ -6,24 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from grader.compare import Mismatch, expect_tensor, expect_value
+from grader.compare import Mismatch, expect_tensor, expect_value, known_mistake
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError
 from grader.tracing import ForbiddenCall
 
 LESSON = "01_tensors"
-
-
-def _first_close(got: torch.Tensor, candidates) -> str | None:
-    """The message of the first (make_tensor, message) candidate whose tensor `got` matches, or None."""
-    for make, message in candidates:
-        try:
-            value = make().to(got.dtype)
-            if value.shape == got.shape and torch.allclose(got, value, atol=1e-6, rtol=1e-5):
-                return message
-        except Exception:  # a candidate that does not apply to these inputs
-            continue
-    return None
 
 
 # --- broadcast_shape ---------------------------------------------------------------------------------------
@@ -150,12 +138,16 @@ def _sq_dists(x, y):
 def _explain_sq_dists(got, expected, args):
     x, y = args
     xx, yy, xy = (x * x).sum(1)[:, None], (y * y).sum(1)[None, :], x @ y.T
-    return _first_close(got, [
-        (lambda: expected.sqrt(), "distances, not squared distances — drop the sqrt"),
-        (lambda: xx + yy - xy, "the cross term is -2 x·y, not -x·y: |x - y|² = |x|² - 2 x·y + |y|²"),
-        (lambda: xx + yy + 2 * xy, "the sign of the cross term: |x - y|² = |x|² - 2 x·y + |y|²"),
-        (lambda: (x[:, None] - y[None]).abs().sum(-1), "that is the L1 (Manhattan) distance — square the "
-                                               "differences instead of taking abs"),
+    return known_mistake(got, [
+        ("distances, not squared distances — drop the sqrt",
+         lambda: expected.sqrt()),
+        ("the cross term is -2 x·y, not -x·y: |x - y|² = |x|² - 2 x·y + |y|²",
+         lambda: xx + yy - xy),
+        ("the sign of the cross term: |x - y|² = |x|² - 2 x·y + |y|²",
+         lambda: xx + yy + 2 * xy),
+        ("that is the L1 (Manhattan) distance — square the "
+         "differences instead of taking abs",
+         lambda: (x[:, None] - y[None]).abs().sum(-1)),
     ])
 
 
@@ -248,11 +240,13 @@ def _expect_mask(got, n: int, device: str) -> None:
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape or got.dtype != torch.bool:
             raise
         got = got.cpu()
-        better = _first_close(got.long(), [
-            (lambda: (~expected).long(), "inverted: True marks what a query may NOT see (j > i); False what it may"),
-            (lambda: torch.triu(torch.ones(n, n, dtype=torch.long)),
-             "the diagonal is masked too — a position may look at itself: only j > i is True (triu with diagonal=1)"),
-            (lambda: expected.T.long(), "transposed: True where the column index j is greater than the row index i"),
+        better = known_mistake(got.long(), [
+            ("inverted: True marks what a query may NOT see (j > i); False what it may",
+             lambda: (~expected).long()),
+            ("the diagonal is masked too — a position may look at itself: only j > i is True (triu with diagonal=1)",
+             lambda: torch.triu(torch.ones(n, n, dtype=torch.long))),
+            ("transposed: True where the column index j is greater than the row index i",
+             lambda: expected.T.long()),
         ])
         raise Mismatch(e.message + (f"\n→ {better}" if better else ""), e.detail) from None
 
@@ -290,12 +284,15 @@ def causal_mask(t, fn):
 
 def _explain_bmm(got, expected, args):
     a, b = args
-    return _first_close(got, [
-        (lambda: torch.bmm(b, a), "the operands are swapped: a comes first, (B, n, k) @ (B, k, m)"),
-        (lambda: torch.bmm(a, b.mT), "b was transposed: out[:, i, j] sums a[:, i, k] * b[:, k, j] over k"),
-        (lambda: (a[:, :, :, None] * b[:, None, :, :]).sum(-1),
-         "summed over the wrong dimension — with a as (B, n, k, 1) and b as (B, 1, k, m), sum over dim=2 (k)"),
-        (lambda: a * b, "that is the element-wise product a * b, not the matrix product"),
+    return known_mistake(got, [
+        ("the operands are swapped: a comes first, (B, n, k) @ (B, k, m)",
+         lambda: torch.bmm(b, a)),
+        ("b was transposed: out[:, i, j] sums a[:, i, k] * b[:, k, j] over k",
+         lambda: torch.bmm(a, b.mT)),
+        ("summed over the wrong dimension — with a as (B, n, k, 1) and b as (B, 1, k, m), sum over dim=2 (k)",
+         lambda: (a[:, :, :, None] * b[:, None, :, :]).sum(-1)),
+        ("that is the element-wise product a * b, not the matrix product",
+         lambda: a * b),
     ])
 
 
@@ -331,12 +328,15 @@ def batched_matmul(t, fn):
 
 def _explain_gather(got, expected, args):
     x, idx = args
-    return _first_close(got, [
-        (lambda: x.gather(0, idx[:, None]).squeeze(1),
-         "gathered along dim 0 (rows) — idx picks a column in each row: x.gather(1, idx[:, None])"),
-        (lambda: x[idx, torch.arange(len(idx))], "rows and columns swapped: the element is x[i, idx[i]]"),
-        (lambda: x.max(1).values, "that is each row's maximum — use idx to pick the element"),
-        (lambda: x[:, 0], "that is the first column — use idx to pick the element of each row"),
+    return known_mistake(got, [
+        ("gathered along dim 0 (rows) — idx picks a column in each row: x.gather(1, idx[:, None])",
+         lambda: x.gather(0, idx[:, None]).squeeze(1)),
+        ("rows and columns swapped: the element is x[i, idx[i]]",
+         lambda: x[idx, torch.arange(len(idx))]),
+        ("that is each row's maximum — use idx to pick the element",
+         lambda: x.max(1).values),
+        ("that is the first column — use idx to pick the element of each row",
+         lambda: x[:, 0]),
     ])
 
 
@@ -370,17 +370,20 @@ def gather_rows(t, fn):
 def _explain_normalize(got, expected, args, dim=-1, eps=1e-12):
     x = args[0]
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
-    others = [(lambda d=d: F.normalize(x, dim=d), f"normalised along dim {d} — use dim={dim}")
+    others = [(f"normalised along dim {d} — use dim={dim}", lambda d=d: F.normalize(x, dim=d))
               for d in range(x.ndim) if d != dim % x.ndim]
-    return _first_close(got, [
-        (lambda: x / (norm + eps), "divided by norm + eps — F.normalize divides by max(norm, eps): "
-                           "norm.clamp_min(eps)"),
-        (lambda: x / norm.clamp_min(eps) ** 2, "divided by the squared norm — take the square root of the sum "
-                                               "of squares"),
-        (lambda: x / x.abs().sum(dim, keepdim=True).clamp_min(eps),
-         "that is the L1 norm (sum of |x|) — the L2 norm is sqrt(sum of squares)"),
-        (lambda: x / norm.squeeze(dim).clamp_min(eps), "the norms lost their dimension and broadcast along the wrong "
-                                               "axis — keepdim=True"),
+    return known_mistake(got, [
+        ("divided by norm + eps — F.normalize divides by max(norm, eps): "
+         "norm.clamp_min(eps)",
+         lambda: x / (norm + eps)),
+        ("divided by the squared norm — take the square root of the sum "
+         "of squares",
+         lambda: x / norm.clamp_min(eps) ** 2),
+        ("that is the L1 norm (sum of |x|) — the L2 norm is sqrt(sum of squares)",
+         lambda: x / x.abs().sum(dim, keepdim=True).clamp_min(eps)),
+        ("the norms lost their dimension and broadcast along the wrong "
+         "axis — keepdim=True",
+         lambda: x / norm.squeeze(dim).clamp_min(eps)),
     ] + others)
 
 

@@ -4,6 +4,7 @@ in value and gradient, including logits with magnitudes up to 1e4."""
 import torch
 import torch.nn.functional as F
 
+from grader.compare import known_mistake
 from grader.registry import exercise
 
 # --- forbidden functions ---------------------------------------------------------------------------------
@@ -40,21 +41,6 @@ NONFINITE = ("exp() overflowed (exp(89) is already inf in float32, exp(710) in f
              "along the dimension first: the log-sum-exp trick, m + log(sum(exp(x - m)))")
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-6))
-
-
-def _match(got, candidates) -> str | None:
-    """The message of the first known mistake whose result equals `got`."""
-    for message, make in candidates:
-        try:
-            if _close(got, make()):
-                return message
-        except Exception:
-            continue
-    return None
-
-
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss
 
@@ -72,7 +58,7 @@ def _mse_explain(got, expected, args, reduction="mean"):
     x, y = args[0].double(), args[1].double()
     r = args[2] if len(args) > 2 else reduction
     d = x - y
-    return _match(got.double(), [
+    return known_mistake(got.double(), [
         ("looks like you summed where the mean was asked for (or the other way round) — reduction='mean' "
          "divides by the number of elements", lambda: _reduce(d ** 2, {"mean": "sum", "sum": "mean"}.get(r, r))),
         ("looks like the absolute error (L1), not the squared error", lambda: _reduce(d.abs(), r)),
@@ -80,7 +66,7 @@ def _mse_explain(got, expected, args, reduction="mean"):
         ("looks like the error was not squared", lambda: _reduce(d, r)),
         ("looks like you squared the summed/averaged error instead of averaging the squares",
          lambda: _reduce(d, r) ** 2),
-    ])
+    ], rtol=1e-4)
 
 
 @exercise("04_losses", points=1, difficulty=1, minutes=5, hints=[
@@ -116,7 +102,7 @@ def _huber_explain(got, expected, args, delta, reduction):
     d = (x - y).abs()
     small = d < delta
     flip = {"mean": "sum", "sum": "mean"}.get(reduction, reduction)
-    return _match(got.double(), [
+    return known_mistake(got.double(), [
         ("looks like smooth_l1_loss (quadratic part divided by delta, linear part |d| - delta/2) — Huber keeps "
          "0.5*d**2 and scales the linear part: delta * (|d| - 0.5*delta); the two agree only for delta=1",
          lambda: _reduce(torch.where(small, 0.5 * d ** 2 / delta, d - 0.5 * delta), reduction)),
@@ -132,7 +118,7 @@ def _huber_explain(got, expected, args, delta, reduction):
          lambda: F.huber_loss(x, y, reduction=reduction, delta=1.0)),
         ("looks like you summed where the mean was asked for (or the other way round)",
          lambda: F.huber_loss(x, y, reduction=flip, delta=delta)),
-    ])
+    ], rtol=1e-4)
 
 
 @exercise("04_losses", points=2, difficulty=1, minutes=10, hints=[
@@ -220,7 +206,7 @@ def _softmax_explain(got, expected, args, log: bool):
              lambda: (x - x.max()).exp() / (x - x.max()).exp().sum()),
             ("looks like log_softmax, not softmax", lambda: F.log_softmax(x, dim=dim)),
         ]
-    return _match(g, candidates)
+    return known_mistake(g, candidates, rtol=1e-4)
 
 
 def _check_softmax(t, fn, ref, log: bool):
@@ -335,7 +321,7 @@ def _ce_explain(got, expected, args):
                 ("with weights, the smoothing term weighs each class's -log p by that class's weight: "
                  "sum_c weight[c] * -log p[c] * eps / C", v(smooth_weight="none")),
             ]
-    return _match(got.double(), candidates)
+    return known_mistake(got.double(), candidates, rtol=1e-4)
 
 
 @exercise("04_losses", points=3, difficulty=3, minutes=30, hints=[
@@ -439,7 +425,7 @@ def _bce_explain(got, expected, args):
         ("looks like you summed where the mean was asked for (or the other way round)",
          lambda: F.binary_cross_entropy_with_logits(x, y, reduction=flip, pos_weight=pw)),
     ]
-    return _match(got.double(), candidates)
+    return known_mistake(got.double(), candidates, rtol=1e-4)
 
 
 @exercise("04_losses", points=3, difficulty=2, minutes=20, hints=[
