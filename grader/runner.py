@@ -13,6 +13,7 @@ from torch.utils._pytree import tree_leaves
 from grader.compare import Mismatch, expect_tensor
 from grader.devices import available_devices, to_device
 from grader.registry import Exercise
+from grader.report import CaseResult, Report
 from grader.tracing import ForbiddenCall, MixedDevices, Tracer
 
 PUBLIC_SEED = 0
@@ -98,13 +99,16 @@ def invoke_here(forbidden: dict[str, str], fn, args: tuple, kwargs: dict, watch_
             raise NotAttempted() from None
         raise LearnerError(describe_error(e)) from None
     except ForbiddenCall as e:
-        raise Mismatch(f"called `{e.name}`, which this exercise forbids — {e.advice}") from None
+        raise _forbidden(e) from None
     except Exception as e:
         raise LearnerError(describe_error(e)) from None
     if tracer.violation is not None:  # caught by the learner's own code, still a violation
-        v = tracer.violation
-        raise Mismatch(f"called `{v.name}`, which this exercise forbids — {v.advice}")
+        raise _forbidden(tracer.violation)
     return result
+
+
+def _forbidden(call: ForbiddenCall) -> Mismatch:
+    return Mismatch(f"called `{call.name}`, which this exercise forbids — {call.advice}")
 
 
 class Tester:
@@ -136,7 +140,6 @@ class Tester:
     @contextmanager
     def case(self, name: str):
         """Record the block as one case: passed, failed with a diagnosis, or skipped when inconclusive."""
-        from grader.report import CaseResult
         name = f"hidden case: {name}" if self.hidden else name
         try:
             yield
@@ -224,7 +227,7 @@ class Tester:
                                "this fails — create new tensors with device=x.device (or x.new_*/*_like)")
             except (LearnerError, Mismatch) as e:
                 raise Inconclusive(f"could not run on the meta device: {e}") from None
-            expect_on_device(got, "meta", "the input's device")
+            _expect_on_meta(got)
 
 
 @contextmanager
@@ -268,12 +271,12 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
     return {"out": out.detach() if type(out) is torch.Tensor else out, "mutated": mutated, "grads": grads}
 
 
-def expect_on_device(result, device: str, device_words: str) -> None:
-    """Every tensor in `result` must be on `device`."""
+def _expect_on_meta(result) -> None:
+    """Every tensor of a meta-device rerun's result must be on meta, the inputs' device."""
     for x in tree_leaves(result):
-        if isinstance(x, torch.Tensor) and x.device.type != device:
-            raise Mismatch(f"the result is on {x.device.type}, not on {device_words}: on a GPU it would stay on "
-                           "the CPU — create it with device=x.device (or use *_like / x.new_*)")
+        if isinstance(x, torch.Tensor) and x.device.type != "meta":
+            raise Mismatch(f"the result is on {x.device.type}, not on the input's device: on a GPU it would stay "
+                           "on the CPU — create it with device=x.device (or use *_like / x.new_*)")
 
 
 def _expect_grad(got, expected, atol: float, rtol: float, device: str, index: int) -> None:
@@ -323,7 +326,6 @@ def one_thread():
 def run_exercise(exercise: Exercise, obj, invoke=None, rounds: list[tuple[int, bool]] | None = None):
     """The rounds (default: seeds()) of the exercise's check against `obj`, learner code run through
     `invoke`, as one Report."""
-    from grader.report import Report
     results = []
     try:
         # Checks draw from their own generator; fork_rng keeps the learner's global RNG state as it was.

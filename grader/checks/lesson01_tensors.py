@@ -4,12 +4,11 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from grader.compare import Mismatch, expect_tensor, expect_value, known_mistake
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError
-from grader.tracing import ForbiddenCall
+from grader.tracing import ForbiddenCall, Tracer
 
 LESSON = "01_tensors"
 
@@ -112,23 +111,11 @@ def broadcast_shape(t, fn):
 
 # --- pairwise_sq_dists -------------------------------------------------------------------------------------
 
-class _CallCounter(TorchFunctionMode):
-    """Counts the torch calls made while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
-
-
 def count_torch_calls(fn, *args) -> int:
     """Driver: how many torch functions and Tensor methods fn(*args) calls."""
-    with _CallCounter() as counter:
+    with Tracer() as tracer:
         fn(*args)
-    return counter.calls
+    return len(tracer.called)
 
 
 def _sq_dists(x, y):
