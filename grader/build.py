@@ -89,6 +89,11 @@ def sources() -> list[Path]:
     return sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
 
 
+def lessons() -> list[str]:
+    """The lessons a learner gets (and a grader grades): lessons/NN_topic.ipynb."""
+    return sorted(p.stem for p in (ROOT / "lessons").glob("*.ipynb"))
+
+
 def build_all(check_only: bool = False) -> list[Path]:
     """Write every generated notebook (or, with check_only, list those that are out of date)."""
     stale = []

@@ -1,8 +1,27 @@
-"""Command line: python -m grader build | list | grade | nbgrader-course."""
+"""Command line: python -m grader build | list | grade | nbgrader-course | gradescope-autograder.
+
+`grade` exits 0 when every submission was graded, 1 when some were not (their status in grades.csv says why:
+`unreadable`, `no_cells`, `error`), 2 on a usage error (nothing graded) and 130 when interrupted (rerun the
+same command to resume).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from grader.grading.judge import DEFAULT_TIMEOUT
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,30 +34,43 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--lesson", required=True, help="the lesson graded, e.g. 01_tensors (never read from a "
                    "submission)")
     g.add_argument("submissions", nargs="+", metavar="SUBMISSION",
-                   help="a notebook (student id = file stem) or a folder [submitted/]<student>/<lesson>/*.ipynb")
+                   help="a notebook (student id: the folder above <lesson>/, else the file stem) or a folder "
+                   "[submitted/]<student>/<lesson>/*.ipynb")
     g.add_argument("--out", required=True, help="folder for grades.csv, <student>.json, feedback/")
-    g.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: all cores)")
+    g.add_argument("--workers", type=_positive(int), default=None,
+                   help="submissions graded at once (default: all cores)")
     g.add_argument("--gradescope", action="store_true", help="also write gradescope/<student>/results.json")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds per exercise round (default 30)")
-    g.add_argument("--memory-mb", type=int, default=2048, help="memory per sandbox beyond the start (2048)")
+    g.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
+                   help=f"seconds per exercise round (default {DEFAULT_TIMEOUT:g}); exercises that state a "
+                   "longer limit of their own (training) get that")
+    g.add_argument("--memory-mb", type=_positive(int), default=2048,
+                   help="memory per sandbox beyond the start (2048)")
     g.add_argument("--hide", action="append", default=[], help="another folder the sandboxes must not see")
+    g.add_argument("--require-isolation", action="store_true",
+                   help="refuse to grade unless every protection is active (separate uid, no network, hidden "
+                   "folders, private /tmp: root with CAP_SYS_ADMIN)")
     n = sub.add_parser("nbgrader-course", help="export the course as an nbgrader course directory")
     n.add_argument("--out", required=True, help="the course directory to write")
     n.add_argument("--lesson", action="append", default=None, help="only this lesson (repeatable)")
+    ga = sub.add_parser("gradescope-autograder", help="write a Gradescope autograder (a zip) for one lesson")
+    ga.add_argument("--lesson", required=True, help="the lesson it grades, e.g. 01_tensors")
+    ga.add_argument("--out", required=True, help="folder for autograder-<lesson>.zip")
+    ga.add_argument("--hidden-seed", type=int, default=None, help="also grade on hidden cases drawn from this seed")
     args = parser.parse_args(argv)
 
-    if args.command == "grade":
+    if args.command == "gradescope-autograder":
         from pathlib import Path
 
-        from grader.grading.batch import grade
-        from grader.grading.judge import Limits
-        limits = Limits(timeout=args.timeout, memory_mb=args.memory_mb)
-        records = grade(args.lesson, args.submissions, Path(args.out), workers=args.workers,
-                        with_gradescope=args.gradescope, limits=limits, hide=args.hide,
-                        log=lambda m: print(m, file=sys.stderr))
-        for r in records:
-            print(f"{r['student']:<24} {r['score']}/{r['max_score']}  {r['status']}")
+        from grader.build import lessons
+        from grader.grading.gradescope import write_autograder
+        if args.lesson not in lessons():
+            parser.error(f"unknown lesson {args.lesson!r}; the lessons are: {', '.join(lessons())}")
+        path = write_autograder(args.lesson, Path(args.out), hidden_seed=args.hidden_seed)
+        print(f"wrote {path}: upload it on the assignment's Configure Autograder page")
         return 0
+
+    if args.command == "grade":
+        return _grade(args)
     if args.command == "nbgrader-course":
         from pathlib import Path
 
@@ -61,3 +93,29 @@ def main(argv: list[str] | None = None) -> int:
         for ex in exercises().values():
             print(f"{ex.lesson:<16} {ex.name:<28} {ex.points} pt  difficulty {ex.difficulty}  ~{ex.minutes} min")
     return 0
+
+
+def _grade(args) -> int:
+    from pathlib import Path
+
+    from grader.grading.batch import UsageError, grade
+    from grader.grading.judge import Limits
+    limits = Limits(timeout=args.timeout, memory_mb=args.memory_mb)
+    try:
+        records = grade(args.lesson, args.submissions, Path(args.out), workers=args.workers,
+                        with_gradescope=args.gradescope, limits=limits, hide=args.hide,
+                        require_isolation=args.require_isolation, log=lambda m: print(m, file=sys.stderr))
+    except UsageError as e:
+        print(f"python -m grader grade: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the submissions graded so far are saved; run the same command again to grade the "
+              "rest", file=sys.stderr)
+        return 130
+    for r in records:
+        print(f"{r['student']:<24} {r['score']}/{r['max_score']}  {r['status']}")
+    failed = [r for r in records if r["status"] != "graded"]
+    if failed:
+        print(f"{len(failed)} of {len(records)} submissions were not graded (see the status column of "
+              f"{Path(args.out) / 'grades.csv'} and their feedback files)", file=sys.stderr)
+    return 1 if failed else 0

@@ -19,14 +19,18 @@ class Exercise:
     hints: tuple[str, ...]
     forbidden: dict[str, str] = field(default_factory=dict)  # canonical torch name -> what to do instead
     budget_s: float = 0.3      # the check's median time budget on 2 CPU cores (training checks state more)
+    time_limit_s: float = 0    # seconds the learner's code may take in one round (0: the grader's default)
 
 
 _EXERCISES: dict[str, Exercise] = {}
 
 
 def exercise(lesson: str, *, points: int, difficulty: int, minutes: int, hints: list[str],
-             forbidden: dict[str, str] | None = None, budget_s: float = 0.3):
-    """Register the decorated check function as the check of the exercise with the same name."""
+             forbidden: dict[str, str] | None = None, budget_s: float = 0.3, time_limit_s: float = 0):
+    """Register the decorated check function as the check of the exercise with the same name.
+
+    `time_limit_s` is the one place a slow exercise (training) states how long the learner's code may run: its
+    check enforces it in the notebook, and every grading path gives the round at least that long."""
     if not 1 <= difficulty <= 3:
         raise ValueError("difficulty is 1, 2 or 3")
 
@@ -35,7 +39,7 @@ def exercise(lesson: str, *, points: int, difficulty: int, minutes: int, hints: 
         if name in _EXERCISES:
             raise ValueError(f"exercise {name!r} is registered twice")
         _EXERCISES[name] = Exercise(name, lesson, check, points, difficulty, minutes, tuple(hints),
-                                    dict(forbidden or {}), budget_s)
+                                    dict(forbidden or {}), budget_s, time_limit_s)
         return check
 
     return register

@@ -41,19 +41,24 @@ class Report:
                     "  Replace the `raise NotImplementedError` in its cell with your code, run that cell, "
                     "then run this check again.")
         if self.passed:
-            return f"✓ {self.name}: all {len(ran)} cases passed · {score}"
-        problems = ([f"{len(failed)} of {len(ran)} cases failed"] if failed else []) + \
+            return f"✓ {self.name}: {'all ' if len(ran) > 1 else ''}{_cases(len(ran), 'case')} passed · {score}"
+        problems = ([f"{len(failed)} of {_cases(len(ran), 'case')} failed"] if failed else []) + \
                    ([f"the check stopped: {self.error}" if ran else self.error] if self.error else [])
         lines = [f"✗ {self.name}: {'; '.join(problems)} · {score}"]
         for case in failed[:MAX_SHOWN_FAILURES]:
             lines.append(f"  ✗ {case.name}")
             lines.extend(f"      {line}" for line in case.message.splitlines())
         if len(failed) > MAX_SHOWN_FAILURES:
-            lines.append(f"  … and {len(failed) - MAX_SHOWN_FAILURES} more failing cases")
+            lines.append(f"  … and {_cases(len(failed) - MAX_SHOWN_FAILURES, 'more failing case')}")
         if len(ran) > len(failed):
-            lines.append(f"  ✓ {len(ran) - len(failed)} other cases passed")
+            lines.append(f"  ✓ {_cases(len(ran) - len(failed), 'other case')} passed")
         lines.append(f'  Stuck? hint("{self.name}") shows one hint at a time.')
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.text()
+
+
+def _cases(n: int, noun: str) -> str:
+    """'1 other case', '3 other cases'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dis
 import os
+import re
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,12 @@ def is_stub(exc: BaseException) -> bool:
     return code.co_code[tb.tb_lasti] == _RAISE and not code.co_filename.startswith(_TORCH_DIR)
 
 
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")  # a terminal's colours and cursor moves
+
+_NOT_DEFINED = ("check the spelling; in a notebook, run the cell that defines it first. A helper of yours (a "
+                "function, an import or a variable) in another cell must move into this exercise's answer cell: "
+                "graders run only the answer cells")
+
 _ERROR_ADVICE = [
     (("same device", "is not on the expected device"),
      "tensors on two devices were mixed — create new tensors with device=x.device"),
@@ -75,10 +82,13 @@ def describe_error(exc: BaseException) -> str:
               if not f.filename.startswith((_TORCH_DIR, _GRADER_DIR))]
     if frames:
         where = f" in {frames[-1].name} (line {frames[-1].lineno})"
-    first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+    message = _ANSI.sub("", str(exc)).strip()
+    first_line = (message.splitlines() or [""])[0][:200]
     text = f"raised {type(exc).__name__}{where}: {first_line}"
+    if isinstance(exc, NameError) and not isinstance(exc, UnboundLocalError):
+        return f"{text}\n→ {_NOT_DEFINED}"
     for needles, advice in _ERROR_ADVICE:
-        if any(n in str(exc) for n in needles):
+        if any(n in message for n in needles):
             return f"{text}\n→ {advice}"
     return text
 
@@ -135,6 +145,15 @@ class Tester:
     def integer(self, low: int, high: int) -> int:
         """A Python int in [low, high)."""
         return int(torch.randint(low, high, (), generator=self.gen))
+
+    def unseen(self, public, low: int, high: int):
+        """`public` in the public round; in the hidden round an int from [low, high) instead.
+
+        For inputs so few or so small that a learner could tabulate the public answers (sizes, counts, indices,
+        the numbers of a fixed case), pick [low, high) outside the public values: t.unseen(t.integer(6, 12), 13,
+        40). It draws only in the hidden round, so the public round's inputs stay as they are.
+        """
+        return self.integer(low, high) if self.hidden else public
 
     # --- cases ------------------------------------------------------------------------------------------
     @contextmanager

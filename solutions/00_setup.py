@@ -7,6 +7,10 @@
 # tries your code on many inputs, on every device this machine has, and tells you precisely what is wrong.
 #
 # Run cells with **Shift+Enter**. Run them in order: later cells use what earlier cells define.
+#
+# There is one exception to that: each exercise's cell must stand on its own. When your notebook is graded, only
+# the exercise cells are run (after the lesson's imports), so a helper function, an import or a variable that your
+# answer needs goes into the exercise's cell itself, not into a cell of its own.
 
 # %%
 from grader import check, hint, progress

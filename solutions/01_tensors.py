@@ -8,6 +8,9 @@
 #
 # Work through it in order. Each section is short: read, run, then change the example and run it again.
 # Seven exercises are spread through the lesson, each placed right after the idea it needs.
+#
+# Keep each exercise self-contained: a helper function or an extra import your answer uses belongs in that
+# exercise's cell, because graders run only the answer cells, on top of the lesson's imports.
 
 # %%
 from grader import check, hint

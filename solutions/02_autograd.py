@@ -8,6 +8,9 @@
 #
 # This lesson takes that machine apart: what is recorded, when, where gradients land, the errors you will
 # meet, and how to plug in your own operations. You will write six small tools, ending with gradient descent.
+#
+# Write each tool entirely in its exercise cell, with any helper or extra import it needs: graders run only the
+# exercise cells, after the lesson's imports.
 
 # %%
 from grader import check, hint

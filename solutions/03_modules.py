@@ -14,6 +14,10 @@
 #
 # Everything in this lesson is about that bookkeeping: what gets registered, how, and what goes wrong when
 # something is not.
+#
+# As in every lesson, an exercise's cell must be self-contained: if your answer uses a helper function, an import
+# or a constant of your own, define it in that same cell — the grader runs only the exercise cells, after the
+# lesson's imports.
 
 # %%
 from grader import check, hint

@@ -10,6 +10,9 @@
 # softmax and log-softmax, cross-entropy (with class weights, ignored targets, label smoothing and image-shaped
 # inputs) and binary cross-entropy on logits. Each must agree with `torch.nn.functional` in value *and*
 # gradient, also when the logits are as large as 10 000 — which is where most hand-written losses break.
+#
+# Put everything a loss needs (a helper function, an extra import) in its own exercise cell: graders run only those
+# cells, on top of the lesson's imports.
 
 # %%
 from grader import check, hint

@@ -15,6 +15,9 @@
 # - explain momentum, dampening, Nesterov, weight decay, Adagrad, Adam and AdamW with one formula each;
 # - schedule the learning rate, clip gradients, accumulate them over micro-batches, and checkpoint an
 #   optimizer so a run resumes exactly where it stopped.
+#
+# Each exercise's cell must stand on its own: anything your answer uses besides the lesson's imports (a helper, a
+# constant, another import) goes in that cell, because graders run only the answer cells.
 
 # %%
 from grader import check, hint

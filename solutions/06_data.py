@@ -11,6 +11,9 @@
 # Everything else in this lesson — samplers, collate functions, splits, transforms — plugs into one of those two.
 # The lesson uses the handwritten digits shipped with the course in `datasets/digits/` (8x8 grayscale PNG files,
 # so everything runs offline in seconds); FashionMNIST appears at the end as the optional online path.
+#
+# One rule for the exercises: each answer cell is graded on its own, with only the lesson's imports around it, so a
+# helper function or an import your answer needs belongs in that cell.
 
 # %%
 from grader import check, hint

@@ -9,6 +9,9 @@
 #
 # By the end you will train a classifier for handwritten digits that gets more than 95% of unseen images right,
 # in a few seconds on a laptop CPU.
+#
+# As before, write each exercise so that its cell stands alone: graders run only the answer cells (with the
+# lesson's imports), so your helpers and extra imports go inside them.
 
 # %%
 from grader import check, hint

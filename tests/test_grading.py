@@ -16,7 +16,7 @@ from adversarial.build import notebook, write
 from grader import evaluate
 from grader.build import ROOT
 from grader.grading import wire
-from grader.grading.batch import find_submissions, grade
+from grader.grading.batch import UsageError, find_submissions, grade
 from grader.grading.submission import Lesson
 
 WRONG = "def pick_device(prefer=None):\n    return torch.device('cpu')\n"
@@ -75,17 +75,19 @@ def test_the_judge_never_resolves_references_or_reads_oversized_frames():
 def test_answers_by_id_then_by_definition_else_the_stub():
     lesson = Lesson.load("00_setup")
     nb = notebook("00_setup", {"pick_device": WRONG}, correct=False)
-    answers, problem = lesson.answers(json.dumps(nb).encode())
-    assert not problem and answers[0].source == WRONG and answers[0].found == "id"
+    answers, status, problem = lesson.answers(json.dumps(nb).encode())
+    assert (status, problem) == ("graded", "") and answers[0].source == WRONG and answers[0].found == "id"
     for cell in nb["cells"]:
         cell.pop("id"), cell.pop("metadata")
-    answers, _ = lesson.answers(json.dumps(nb).encode())
+    answers, _, _ = lesson.answers(json.dumps(nb).encode())
     assert answers[0].found == "definition" and answers[0].source == WRONG
     nb["cells"] = [c for c in nb["cells"] if "def pick_device" not in "".join(c["source"])]
-    answers, _ = lesson.answers(json.dumps(nb).encode())
+    answers, _, _ = lesson.answers(json.dumps(nb).encode())
     assert answers[0].found == "missing" and "NotImplementedError" in answers[0].source
-    answers, problem = lesson.answers(b"{not json")
-    assert "not valid JSON" in problem
+    _, status, problem = lesson.answers(b"{not json")
+    assert status == "unreadable" and "not valid JSON" in problem
+    _, status, problem = lesson.answers(json.dumps({**nb, "cells": []}).encode())
+    assert status == "no_cells" and "has no cells" in problem and "00_setup.ipynb" in problem
 
 
 def test_nbgrader_layout_and_file_stems_name_the_students(tmp_path):
@@ -94,6 +96,19 @@ def test_nbgrader_layout_and_file_stems_name_the_students(tmp_path):
     write(tmp_path / "loose" / "cy d.ipynb", notebook("00_setup"))
     found = find_submissions([str(tmp_path), str(tmp_path / "loose" / "cy d.ipynb")], "00_setup")
     assert [s for s, _ in found] == ["ann", "ben", "cy_d"]
+    # a shell glob over nbgrader's layout, and one student's own folder, name the students too
+    globbed = sorted(str(p) for p in tmp_path.glob("submitted/*/00_setup/*.ipynb"))
+    assert [s for s, _ in find_submissions(globbed, "00_setup")] == ["ann", "ben"]
+    assert [s for s, _ in find_submissions([str(tmp_path / "submitted" / "ben")], "00_setup")] == ["ben"]
+
+
+def test_paths_with_nothing_to_grade_are_usage_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "other" / "ann" / "01_tensors" / "01_tensors.ipynb", notebook("00_setup"))
+    for path, fragment in [(tmp_path / "nope", "no such file or folder"), (tmp_path / "empty", "nothing to grade"),
+                           (tmp_path / "other", "nothing to grade for 00_setup")]:
+        with pytest.raises(UsageError, match=fragment):
+            find_submissions([str(path)], "00_setup")
 
 
 # --- the command ---------------------------------------------------------------------------------------------

@@ -39,12 +39,14 @@ def _expect_device(got, want: str) -> None:
         raise Mismatch(f"returned {got}, expected {want}")
 
 
-MACHINES = {
-    "a CPU-only machine": dict(),
-    "a machine with 2 CUDA GPUs": dict(cuda=2),
-    "a Mac with an Apple GPU (mps)": dict(mps=True),
-    "a machine with 1 CUDA GPU and mps": dict(cuda=1, mps=True),
-}
+def _machines(gpus: int) -> dict:
+    """The simulated machines, one of them with `gpus` CUDA GPUs."""
+    return {
+        "a CPU-only machine": dict(),
+        f"a machine with {gpus} CUDA GPUs": dict(cuda=gpus),
+        "a Mac with an Apple GPU (mps)": dict(mps=True),
+        "a machine with 1 CUDA GPU and mps": dict(cuda=1, mps=True),
+    }
 
 
 @exercise("00_setup", points=1, difficulty=1, minutes=10, hints=[
@@ -56,7 +58,7 @@ MACHINES = {
     "once (['cpu', 'cuda:0', ...]) and use it both to decide and for the error message.",
 ])
 def pick_device(t, fn):
-    for machine, kind in MACHINES.items():
+    for machine, kind in _machines(t.unseen(2, 3, 9)).items():
         cuda, mps = kind.get("cuda", 0), kind.get("mps", False)
         default = "cuda" if cuda else "mps" if mps else "cpu"
         available = ["cpu"] + [f"cuda:{i}" for i in range(cuda)] + (["mps"] if mps else [])

@@ -55,8 +55,8 @@ def shape_without_torch(fn, a, b):
 
 def _random_shapes(t, compatible: bool):
     """Two random shapes that broadcast (or, with compatible=False, do not), often of different lengths."""
-    ndim = t.integer(1, 5)
-    out = [t.integer(2, 7) for _ in range(ndim)]
+    ndim = t.unseen(t.integer(1, 5), 5, 8)
+    out = [t.unseen(t.integer(2, 7), 10, 40) for _ in range(ndim)]
     a = [d if t.integer(0, 3) else 1 for d in out]
     b = [d if t.integer(0, 3) else 1 for d in out]
     cut = t.integer(0, ndim)  # leading dims dropped from one shape (right alignment keeps the rest in place)
@@ -178,29 +178,34 @@ def pairwise_sq_dists(t, fn):
     "device=labels.device)) is a (…, k) bool tensor; .long() makes it int64.",
 ], forbidden={"one_hot": "build it from zeros + scatter_, or by comparing labels[..., None] with arange"})
 def one_hot(t, fn):
-    labels = t.randint(0, 4, (7,))
-    labels[t.integer(0, 7)] = 4  # the largest class is present: 5 classes
+    top = t.unseen(4, 7, 30)  # the largest label
+    k = top + 2  # num_classes, one more than the labels need
+    labels = t.randint(0, top, (7,))
+    labels[t.integer(0, 7)] = top  # the largest class is present: top + 1 classes
     with t.case("the class dimension is the last one, of size num_classes"):
-        got = t.call(fn, labels, 6)
+        got = t.call(fn, labels, k)
         if isinstance(got, torch.Tensor):
-            if tuple(got.shape) == (6, 7):
-                raise Mismatch("expected shape (7, 6), got (6, 7) — the class dimension goes last: "
+            if tuple(got.shape) == (k, 7):
+                raise Mismatch(f"expected shape (7, {k}), got ({k}, 7) — the class dimension goes last: "
                                "labels.shape + (num_classes,)")
-            if tuple(got.shape) == (7, 5):
-                raise Mismatch("expected shape (7, 6), got (7, 5) — num_classes=6 was given: use it instead of "
-                               "inferring the number of classes")
+            if tuple(got.shape) == (7, top + 1):
+                raise Mismatch(f"expected shape (7, {k}), got (7, {top + 1}) — num_classes={k} was given: use it "
+                               "instead of inferring the number of classes")
     with t.case("num_classes=-1 infers labels.max() + 1 classes"):
         got = t.call(fn, labels)
-        if isinstance(got, torch.Tensor) and got.ndim == 2 and got.shape[-1] != 5:
-            raise Mismatch(f"labels.max() is 4, so there are 5 classes (0 … 4), but the class dimension has "
-                           f"size {got.shape[-1]}" + (" — labels.max() + 1, not labels.max()"
-                                                      if got.shape[-1] == 4 else ""))
-    t.compare("labels (7,), num_classes=6", fn, (labels, 6), F.one_hot)
+        if isinstance(got, torch.Tensor) and got.ndim == 2 and got.shape[-1] != top + 1:
+            raise Mismatch(f"labels.max() is {top}, so there are {top + 1} classes (0 … {top}), but the class "
+                           f"dimension has size {got.shape[-1]}" + (" — labels.max() + 1, not labels.max()"
+                                                                    if got.shape[-1] == top else ""))
+    t.compare(f"labels (7,), num_classes={k}", fn, (labels, k), F.one_hot)
     t.compare("labels (7,), num_classes=-1", fn, (labels, -1), F.one_hot)
     t.compare("labels (7,), num_classes left out", fn, (labels,), F.one_hot)
-    t.compare("labels (2, 3), num_classes=4", fn, (t.randint(0, 4, (2, 3)), 4), F.one_hot)
-    t.compare("labels (2, 1, 5), num_classes=-1", fn, (t.randint(0, 3, (2, 1, 5)),), F.one_hot)
-    t.compare("a single label (a 0-dim tensor), num_classes=3", fn, (torch.tensor(2), 3), F.one_hot)
+    c = t.unseen(4, 5, 30)
+    t.compare(f"labels (2, 3), num_classes={c}", fn, (t.randint(0, c, (2, 3)), c), F.one_hot)
+    t.compare("labels (2, 1, 5), num_classes=-1", fn, (t.randint(0, t.unseen(3, 4, 30), (2, 1, 5)),), F.one_hot)
+    label = t.unseen(2, 3, 30)
+    t.compare(f"a single label (a 0-dim tensor), num_classes={label + 1}", fn, (torch.tensor(label), label + 1),
+              F.one_hot)
     t.compare("no labels: shape (0,), num_classes=3", fn, (torch.zeros(0, dtype=torch.int64), 3), F.one_hot)
 
 
@@ -246,19 +251,19 @@ def _expect_mask(got, n: int, device: str) -> None:
     "i = torch.arange(n, device=device); i[None, :] > i[:, None].",
 ])
 def causal_mask(t, fn):
-    sizes = [1, 2, 5, t.integer(6, 12), 0]
+    sizes = [1, 2, 5, t.unseen(t.integer(6, 12), 13, 40), 0]
     for n in sizes:
         with t.case(f"causal_mask({n}) on the default device (cpu)"):
             _expect_mask(t.call(fn, n), n, "cpu")
     for dev in t.devices:
-        n = t.integer(3, 9)
+        n = t.unseen(t.integer(3, 9), 13, 40)
         with t.case(f"causal_mask({n}, device={dev!r})"):
             _expect_mask(t.call(fn, n, dev), n, dev)
         with t.case(f"causal_mask({n}, device=torch.device({dev!r}))"):
             _expect_mask(t.call(fn, n, torch.device(dev)), n, dev)
         with t.case(f"causal_mask({n}, device=None)"):
             _expect_mask(t.call(fn, n, None), n, "cpu")
-    n = t.integer(3, 9)
+    n = t.unseen(t.integer(3, 9), 13, 40)
     with t.case(f"causal_mask({n}, device='meta') honours the device argument"):
         try:
             got = t.call(fn, n, "meta")

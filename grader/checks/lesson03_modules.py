@@ -413,6 +413,7 @@ def MLP(t, cls):
     ]
     seed = t.integer(0, 10_000)
     for sizes, kwargs, act, p in configs:
+        sizes = [t.unseen(s, 10, 30) for s in sizes]  # hidden round: widths no public config has
         args = ", ".join([str(sizes)] + [f"{k}={_short(_type_name(v)) if isinstance(v, type) else v}"
                                          for k, v in kwargs.items()])
         label = f"MLP({args})"
@@ -494,33 +495,34 @@ class TiedLM(nn.Module):
 class Scaled(nn.Module):
     """A parameter registered on the module itself, next to a child module."""
 
-    def __init__(self):
+    def __init__(self, width: int = 3):
         super().__init__()
-        self.scale = nn.Parameter(torch.ones(3))
-        self.inner = nn.Linear(4, 3)
+        self.scale = nn.Parameter(torch.ones(width))
+        self.inner = nn.Linear(4, width)
 
     def forward(self, x):
         return self.inner(x) * self.scale
 
 
-def _count_model(kind: str) -> nn.Module:
+def _count_model(kind: str, k: int = 0) -> nn.Module:
+    """The model called `kind`, its widths grown by k (the hidden round's models are wider than the public ones)."""
     _seed(0)
     if kind == "nn.Linear(7, 3)":
-        return nn.Linear(7, 3)
+        return nn.Linear(7 + k, 3 + k)
     if kind == "MLP 5-11-2":
-        return nn.Sequential(nn.Linear(5, 11), nn.ReLU(), nn.Linear(11, 2))
+        return nn.Sequential(nn.Linear(5 + k, 11 + k), nn.ReLU(), nn.Linear(11 + k, 2 + k))
     if kind == "tied embedding/linear":
-        return TiedLM()
+        return TiedLM(50 + k, 8 + k)
     if kind == "module with its own parameter":
-        m = Scaled()
+        m = Scaled(3 + k)
         m.inner.bias.requires_grad_(False)
         return m
     if kind == "first layer frozen, with BatchNorm buffers":
-        m = nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Linear(10, 4))
+        m = nn.Sequential(nn.Linear(6 + k, 10 + k), nn.BatchNorm1d(10 + k), nn.ReLU(), nn.Linear(10 + k, 4 + k))
         m[0].requires_grad_(False)
         return m
     if kind == "tied and partly frozen":
-        m = TiedLM(30, 6)
+        m = TiedLM(30 + k, 6 + k)
         m.norm.requires_grad_(False)
         return m
     if kind == "nn.ReLU (no parameters)":
@@ -528,10 +530,10 @@ def _count_model(kind: str) -> nn.Module:
     raise KeyError(kind)
 
 
-def count_on(fn, kind: str, trainable_only) -> object:
+def count_on(fn, kind: str, trainable_only, k: int = 0) -> object:
     """Driver: build one of the models above and call the learner's count_parameters on it."""
     with untraced():
-        model = _count_model(kind)
+        model = _count_model(kind, k)
     return fn(model) if trainable_only is None else fn(model, trainable_only=trainable_only)
 
 
@@ -566,14 +568,15 @@ def count_parameters(t, fn):
              ("module with its own parameter", False), ("first layer frozen, with BatchNorm buffers", None),
              ("first layer frozen, with BatchNorm buffers", False), ("tied and partly frozen", True),
              ("tied and partly frozen", False), ("nn.ReLU (no parameters)", None)]
+    k = t.unseen(0, 1, 20)  # hidden round: wider models, whose counts no public case shows
     for kind, trainable_only in cases:
         only = True if trainable_only is None else trainable_only
-        model = _count_model(kind)
+        model = _count_model(kind, k)
         want = sum(p.numel() for p in model.parameters() if p.requires_grad or not only)
         call = "count_parameters(model)" if trainable_only is None else \
             f"count_parameters(model, trainable_only={trainable_only})"
-        with t.case(f"{kind}: {call} == {want}"):
-            got = t.call(count_on, fn, kind, trainable_only)
+        with t.case(f"{kind}{f' (widened by {k})' if k else ''}: {call} == {want}"):
+            got = t.call(count_on, fn, kind, trainable_only, k)
             if isinstance(got, int) and not isinstance(got, bool) and got != want:
                 advice = _count_mistakes(model, only).get(got)
                 if advice:
@@ -785,23 +788,24 @@ def RunningMean(t, cls):
 # freeze
 # ============================================================================================================
 
-def _freeze_model() -> nn.Module:
+def _freeze_model(a: int = 1) -> nn.Module:
+    """Layers named layer{a}, layer{a}0, layer{a}_norm, layer{a + 1} and head (a is 1 in the public round)."""
     _seed(0)
     model = nn.Sequential(OrderedDict([
-        ("layer1", nn.Linear(4, 4)),
-        ("layer10", nn.Linear(4, 4)),
-        ("layer1_norm", nn.LayerNorm(4)),
-        ("layer2", nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))),
+        (f"layer{a}", nn.Linear(4, 4)),
+        (f"layer{a}0", nn.Linear(4, 4)),
+        (f"layer{a}_norm", nn.LayerNorm(4)),
+        (f"layer{a + 1}", nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))),
         ("head", nn.Linear(2, 2)),
     ]))
     model.head.bias.requires_grad_(False)  # already frozen before freeze() is called
     return model
 
 
-def freeze_run(fn, prefixes: list) -> dict:
+def freeze_run(fn, prefixes: list, a: int = 1) -> dict:
     """Driver: build the model above, call fn(model, prefixes); report requires_grad per parameter."""
     with untraced():
-        model = _freeze_model()
+        model = _freeze_model(a)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
     fn(model, prefixes)
     with untraced():
@@ -818,15 +822,17 @@ def freeze_run(fn, prefixes: list) -> dict:
     "For a match set p.requires_grad = False (or p.requires_grad_(False)); do nothing to the other parameters.",
 ])
 def freeze(t, fn):
-    model = _freeze_model()
+    a = t.unseen(1, 3, 100)  # hidden round: layer names, and so prefixes, that no public case uses
+    model = _freeze_model(a)
     names = [n for n, _ in model.named_parameters()]
     initial = {n: p.requires_grad for n, p in model.named_parameters()}
-    for prefixes in (["layer1"], ["layer2"], ["layer2.0"], ["layer10.weight", "head"], ["layer1", "layer2.2"],
-                     [], ["nothing", "layer"]):
+    one, ten, two = f"layer{a}", f"layer{a}0", f"layer{a + 1}"
+    for prefixes in ([one], [two], [f"{two}.0"], [f"{ten}.weight", "head"], [one, f"{two}.2"], [],
+                     ["nothing", "layer"]):
         want = {n: initial[n] and not any(n == p or n.startswith(p + ".") for p in prefixes) for n in names}
         frozen = sorted(n for n in names if initial[n] and not want[n])
         with t.case(f"freeze(model, {prefixes}) freezes {frozen or 'nothing'}"):
-            got = t.call(freeze_run, fn, list(prefixes))
+            got = t.call(freeze_run, fn, list(prefixes), a)
             if got["names"] != names or got["changed"]:
                 which = got["changed"][0] if got["changed"] else "the list of parameters"
                 raise Mismatch(f"{which} changed — freeze should only set requires_grad, not replace or "

@@ -485,10 +485,12 @@ def SGD(t, fn):
                dict(lr=0.1, momentum=0.6, weight_decay=0.01), 12, reload_at=6),
          "all state must live in self.state[p]"),
     ]
-    invalid = [("lr=-0.1", dict(lr=-0.1)), ("momentum=-0.5", dict(lr=0.1, momentum=-0.5)),
-               ("weight_decay=-0.01", dict(lr=0.1, weight_decay=-0.01)),
-               ("nesterov=True without momentum", dict(lr=0.1, nesterov=True)),
-               ("nesterov=True with dampening=0.1", dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True))]
+    f = t.unseen(1, 2, 10)  # hidden round: other invalid values than the public ones
+    invalid = [(f"lr={-0.1 * f:g}", dict(lr=-0.1 * f)), (f"momentum={-0.5 * f:g}", dict(lr=0.1, momentum=-0.5 * f)),
+               (f"weight_decay={-0.01 * f:g}", dict(lr=0.1, weight_decay=-0.01 * f)),
+               ("nesterov=True without momentum", dict(lr=0.1 * f, nesterov=True)),
+               (f"nesterov=True with dampening={0.1 * f:g}",
+                dict(lr=0.1, momentum=0.9, dampening=0.1 * f, nesterov=True))]
     valid = [("lr=0.0, momentum=0.0", dict(lr=0.0, momentum=0.0)),
              ("nesterov=True with momentum=0.9", dict(lr=0.1, momentum=0.9, nesterov=True))]
     _run_cases(t, fn, sgd_run, sgd_final, _TORCH_SGD, cases, _SGD_MUTANTS, "sgd", invalid, valid,
@@ -594,9 +596,12 @@ def AdamW(t, fn):
                dict(lr=0.05, weight_decay=0.1), 12, reload_at=6),
          "all state must live in self.state[p]"),
     ]
-    invalid = [("lr=-1e-3", dict(lr=-1e-3)), ("eps=-1e-8", dict(eps=-1e-8)),
-               ("betas=(1.0, 0.999)", dict(betas=(1.0, 0.999))), ("betas=(0.9, 1.0)", dict(betas=(0.9, 1.0))),
-               ("betas=(-0.1, 0.999)", dict(betas=(-0.1, 0.999))), ("weight_decay=-0.01", dict(weight_decay=-0.01))]
+    f = t.unseen(1, 2, 10)  # hidden round: other invalid values than the public ones
+    one = 1.0 + (f - 1) / 100  # 1.0 in the public round
+    invalid = [(f"lr=-{f}e-3", dict(lr=-1e-3 * f)), (f"eps=-{f}e-8", dict(eps=-1e-8 * f)),
+               (f"betas=({one}, 0.999)", dict(betas=(one, 0.999))), (f"betas=(0.9, {one})", dict(betas=(0.9, one))),
+               (f"betas=({-0.1 * f:g}, 0.999)", dict(betas=(-0.1 * f, 0.999))),
+               (f"weight_decay={-0.01 * f:g}", dict(weight_decay=-0.01 * f))]
     valid = [("betas=(0.0, 0.0), eps=0.0, weight_decay=0.0", dict(betas=(0.0, 0.0), eps=0.0, weight_decay=0.0))]
     _run_cases(t, fn, adamw_run, adamw_final, _TORCH_ADAMW, cases, _ADAMW_MUTANTS, "adamw", invalid, valid,
                dict(lr=0.1))
@@ -779,14 +784,15 @@ _LR_MUTANTS = {
     "lr = min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress)); return float(lr).",
 ])
 def warmup_cosine_lr(t, fn):
-    total, warm = 20 + t.integer(0, 30), 3 + t.integer(0, 5)
+    total, warm = t.unseen(20 + t.integer(0, 30), 60, 500), t.unseen(3 + t.integer(0, 5), 8, 40)
     base, low = 0.1 + float(t.rand(())), 1e-3 * (1 + t.integer(0, 9))
     steps = sorted({0, 1, warm - 1, warm, warm + 1, (warm + total) // 2, total - 1, total, total + 7,
                     t.integer(warm + 1, total)})
     cases = [(s, total, base, warm, low) for s in steps]
-    cases += [(0, 10, 0.5, 0, 0.0), (4, 10, 0.5, 0, 0.0),           # no warm-up at all
-              (2, 5, 1.0, 8, 0.1), (6, 5, 1.0, 8, 0.1),           # warm-up longer than the run: warm-up wins
-              (5, 5, 1.0, 5, 0.1), (3, 12, 2.0, 4, 0.0)]
+    n, m = t.unseen(10, 11, 100), t.unseen(5, 6, 50)  # the edge cases' run lengths
+    cases += [(0, n, 0.5, 0, 0.0), (n // 2 - 1, n, 0.5, 0, 0.0),      # no warm-up at all
+              (2, m, 1.0, m + 3, 0.1), (m + 1, m, 1.0, m + 3, 0.1),  # warm-up longer than the run: warm-up wins
+              (m, m, 1.0, m, 0.1), (3, n + 2, 2.0, 4, 0.0)]
     for step, total_steps, base_lr, warmup_steps, min_lr in cases:
         args = (step, total_steps, base_lr, warmup_steps, min_lr)
         with t.case(f"warmup_cosine_lr(step={step}, total_steps={total_steps}, base_lr={base_lr:.4g}, "
@@ -806,9 +812,9 @@ def warmup_cosine_lr(t, fn):
                             raise Mismatch(f"{e.message}\n→ {why}", e.detail) from None
                 raise
     with t.case("min_lr given as the integer 0 past the end: the result is still a float"):
-        expect_value(t.call(fn, 12, 10, 0.3, 2, 0), 0.0, what="warmup_cosine_lr(12, 10, 0.3, 2, 0)")
+        expect_value(t.call(fn, n + 2, n, 0.3, 2, 0), 0.0, what=f"warmup_cosine_lr({n + 2}, {n}, 0.3, 2, 0)")
     with t.case("min_lr defaults to 0.0"):
-        expect_value(t.call(fn, 10, 10, 0.3, 2), 0.0, what="warmup_cosine_lr(10, 10, 0.3, 2)")
+        expect_value(t.call(fn, n, n, 0.3, 2), 0.0, what=f"warmup_cosine_lr({n}, {n}, 0.3, 2)")
 
 
 # --- accumulated_step --------------------------------------------------------------------------------------

@@ -334,6 +334,7 @@ def split_dataset(t, fn):
              (100, [0.7, 0.15, 0.15])]
     for n, fractions in cases:
         seed = t.integer(0, 10_000)
+        n = t.unseen(n, 101, 1000)  # hidden round: sizes no public case has
         with t.case(f"{n} items into {fractions}, seed {seed}"):
             got = t.call(split_run, fn, n, fractions, seed)
             with warnings.catch_warnings():
@@ -483,8 +484,10 @@ def sharded_run(cls, start, end, num_workers):
     "info.num_workers).)",
 ], budget_s=1.5)  # it starts real DataLoader worker processes
 def ShardedRange(t, cls):
-    a = t.integer(-5, 5)
-    cases = [(0, a, a + 9), (0, a, a), (1, a, a + 6), (2, a + 10, a + 21), (3, a, a + 23)]  # workers are slow
+    a = t.unseen(t.integer(-5, 5), 100, 10_000)  # hidden round: starts no public case has,
+    d = t.unseen(0, 1, 20)  # and longer ranges
+    cases = [(0, a, a + 9 + d), (0, a, a), (1, a, a + 6 + d), (2, a + 10, a + 21 + d),  # workers are slow
+             (3, a, a + 23 + d)]
     for num_workers, start, end in cases:
         with t.case(f"num_workers={num_workers}: ShardedRange({start}, {end})"):
             try:

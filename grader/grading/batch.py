@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,31 +20,44 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.build import ROOT
+from grader.build import ROOT, lessons
 from grader.grading import outputs
-from grader.grading.judge import Limits
+from grader.grading.judge import Limits, claim_uids, sweep
 from grader.grading.submission import Lesson
 from grader.runner import HIDDEN_SEED_ENV
 
 SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+class UsageError(Exception):
+    """A command the grader cannot carry out as given (a bad path, lesson or option): nothing was graded."""
+
+
 def find_submissions(paths: list[str], lesson: str) -> list[tuple[str, Path]]:
-    """(student, notebook) pairs: a notebook file is one student (its stem); a folder is nbgrader's layout
-    [submitted/]<student>/<lesson>/*.ipynb, or a folder of notebooks."""
+    """(student, notebook) pairs. A notebook is one student: the folder above `<lesson>/` in nbgrader's layout
+    (submitted/alice/01_tensors/01_tensors.ipynb is alice), else its file stem. A folder is nbgrader's layout
+    [submitted/]<student>/<lesson>/*.ipynb, one student's folder <student>/<lesson>/, or a folder of notebooks.
+    UsageError when a path does not exist or a folder holds nothing to grade."""
     found: list[tuple[str, Path]] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            base = p / "submitted" if (p / "submitted").is_dir() else p
-            nested = sorted(d for d in base.iterdir() if d.is_dir() and (d / lesson).is_dir())
-            for d in nested:
-                books = sorted((d / lesson).glob("*.ipynb"))
-                preferred = [b for b in books if b.stem == lesson]
-                found.append((d.name, (preferred or books or [d / lesson / f"{lesson}.ipynb"])[0]))
-            if not nested:
-                found += [(b.stem, b) for b in sorted(base.glob("*.ipynb"))]
-        else:
-            found.append((p.stem, p))
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder")
+        if not p.is_dir():
+            found.append((p.parent.parent.name if p.parent.name == lesson and p.parent.parent.name else p.stem, p))
+            continue
+        base = p / "submitted" if (p / "submitted").is_dir() else p
+        students = [base] if (base / lesson).is_dir() else \
+            sorted(d for d in base.iterdir() if d.is_dir() and (d / lesson).is_dir())
+        for d in students:
+            books = sorted((d / lesson).glob("*.ipynb"))
+            preferred = [b for b in books if b.stem == lesson]
+            found.append((d.resolve().name, (preferred or books or [d / lesson / f"{lesson}.ipynb"])[0]))
+        if not students:
+            books = sorted(base.glob("*.ipynb"))
+            if not books:
+                raise UsageError(f"{p}: nothing to grade for {lesson} — expected notebooks (*.ipynb), or "
+                                 f"nbgrader's folders <student>/{lesson}/*.ipynb")
+            found += [(b.stem, b) for b in books]
     out, seen = [], set()
     for student, path in found:
         sid = SAFE_ID.sub("_", student) or "student"
@@ -70,7 +84,10 @@ def grader_version(lesson: Lesson) -> str:
 
 def hidden_seed() -> int | None:
     value = os.environ.get(HIDDEN_SEED_ENV, "").strip()
-    return int(value) if value else None
+    try:
+        return int(value) if value else None
+    except ValueError:
+        raise UsageError(f"{HIDDEN_SEED_ENV}={value!r} is not an integer") from None
 
 
 def cache_key(digest: str, lesson: str, version: str, seed: int | None, limits: Limits) -> str:
@@ -79,30 +96,27 @@ def cache_key(digest: str, lesson: str, version: str, seed: int | None, limits: 
 
 
 def hide_list(out: Path, submissions: list[tuple[str, Path]], extra: list[str]) -> list[str]:
-    """Folders the sandbox must not see: solutions, tests, outputs, every submission's folder — except any
-    that holds what the sandbox itself needs (the interpreter, the grader)."""
-    needed = [Path(p) for p in needed_paths()]
+    """Folders the sandbox must not see: solutions, tests, outputs, every submission's folder, the home folder.
+    What the sandbox needs inside one of them (the interpreter, the grader) is laid back by the sandbox."""
     wanted = {ROOT / "solutions", ROOT / "tests", ROOT / ".git", out, Path.home()} | {p.parent for _, p in submissions}
     wanted |= {Path(e) for e in extra}
-    hide = []
-    for d in sorted({w.resolve() for w in wanted if w.exists()}):
-        if any(n == d or d in n.parents for n in needed):
-            continue
-        hide.append(str(d))
-    return hide
+    return [str(d) for d in sorted({w.resolve() for w in wanted if w.exists()})]
 
 
 def needed_paths() -> list[str]:
-    """What the sandbox must still see: the interpreter, its standard library and packages, the grader."""
+    """What the sandbox must still see: the interpreter, its standard library and packages, the grader, the
+    course's datasets."""
     import sysconfig
-    paths = {sys.prefix, sys.base_prefix, str(ROOT / "grader"), str(Path(__import__("torch").__file__).parent)}
+    paths = {sys.prefix, sys.base_prefix, str(ROOT / "grader"), str(ROOT / "datasets"),
+             str(Path(__import__("torch").__file__).parent)}
     paths |= {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return sorted(str(Path(p).resolve()) for p in paths)
+    return sorted(str(Path(p).resolve()) for p in paths if Path(p).exists())
 
 
 def _sandbox_env(home: str) -> dict[str, str]:
-    """The zygote's whole environment: nothing from ours but what Python and torch need."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "TORCHDOJO_HOME": home,
+    """The zygote's whole environment: nothing from ours but what Python and torch need. Its temporary files
+    go to the batch's own folder, removed at the end."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "TORCHDOJO_HOME": home, "TMPDIR": home,
            "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT)}
     for name in ("CUDA_VISIBLE_DEVICES", "TORCHDOJO_DEVICES"):
@@ -111,17 +125,20 @@ def _sandbox_env(home: str) -> dict[str, str]:
     return env
 
 
-def _judge(slot: int, zsock: socket.socket, lesson: Lesson, limits: Limits, seed: int | None, out: Path,
-           with_gradescope: bool, tasks, results) -> None:
+def _judge(slot: int, uid: int | None, zsock: socket.socket, lesson: Lesson, limits: Limits, seed: int | None,
+           out: Path, with_gradescope: bool, tasks, results) -> None:
     """A judge process: grade submissions from `tasks` until it is empty."""
     from grader.grading.judge import grade_submission
     from grader.grading.sandbox import PR_SET_PDEATHSIG, _prctl
+    from grader.registry import get
+    from grader.report import Report
     import torch
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     torch.set_num_threads(1)
     ready = json.loads(zsock.recv(1 << 20) or b"{}")
     zygote_notes = ready.get("notes", [])
-    max_score = sum(__import__("grader.registry").registry.get(n).points for n in lesson.exercises)
+    max_score = sum(get(n).points for n in lesson.exercises)
     while True:
         task = tasks.get()
         if task is None:
@@ -129,22 +146,20 @@ def _judge(slot: int, zsock: socket.socket, lesson: Lesson, limits: Limits, seed
         student, source, data, key = task
         results.put(("start", slot, student))
         t0 = time.monotonic()
-        answers, problem = lesson.answers(data)
-        status, notes = ("unreadable" if problem else "graded"), ([problem] if problem else [])
+        answers, status, problem = lesson.answers(data)
+        notes = [problem] if problem else []
         try:
             if problem:
-                from grader.report import Report
-                reports = [Report(n, "failed", __import__("grader.registry").registry.get(n).points,
-                                  error=f"not graded: {problem}") for n in lesson.exercises]
+                reports = [Report(n, "failed", get(n).points, error=f"not graded ({status})")
+                           for n in lesson.exercises]
             else:
-                reports, more = grade_submission(zsock, slot, limits, lesson, answers, seed)
+                reports, more = grade_submission(zsock, uid, limits, lesson, answers, seed)
                 notes += more
         except Exception as e:  # the grader's own failure: reported, not cached, regraded on the next run
-            from grader.report import Report
             status = "error"
             notes.append(f"grading failed: {type(e).__name__}: {e}")
-            reports = [Report(n, "failed", __import__("grader.registry").registry.get(n).points,
-                              error="not graded (grader error)") for n in lesson.exercises]
+            reports = [Report(n, "failed", get(n).points, error="not graded (grader error)")
+                       for n in lesson.exercises]
         record = outputs.result_record(student, lesson.name, source, key, status, reports, notes, max_score,
                                        time.monotonic() - t0)
         if zygote_notes:
@@ -155,40 +170,59 @@ def _judge(slot: int, zsock: socket.socket, lesson: Lesson, limits: Limits, seed
 
 def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = None,
           with_gradescope: bool = False, limits: Limits | None = None, hide: list[str] | None = None,
-          log=print) -> list[dict]:
-    """Grade every submission of `paths` against lesson `lesson_name`; write everything under `out`."""
+          require_isolation: bool = False, log=print) -> list[dict]:
+    """Grade every submission of `paths` against lesson `lesson_name`; write everything under `out`.
+
+    Returns one record per submission (status `graded`, `unreadable`, `no_cells` or `error`). UsageError
+    when the command cannot be carried out (nothing is graded then)."""
+    if lesson_name not in lessons():
+        import difflib
+        close = difflib.get_close_matches(lesson_name, lessons(), n=1)
+        raise UsageError(f"no lesson called {lesson_name!r}{f' (did you mean {close[0]}?)' if close else ''} — "
+                         f"the lessons are: {', '.join(lessons())}")
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
     lesson = Lesson.load(lesson_name)
     limits = limits or Limits()
     version, seed = grader_version(lesson), hidden_seed()
     submissions = find_submissions(paths, lesson_name)
+    out.mkdir(parents=True, exist_ok=True)
     limits.hide = hide_list(out, submissions, hide or [])
     limits.needed = needed_paths()
+    from grader.registry import get
+    limits.cpu_s = int(4 * sum(limits.round_seconds(get(n)) for n in lesson.exercises) + 60)
     todo, records = [], {}
     for student, path in submissions:
         try:
             data = path.read_bytes()
         except OSError as e:
-            data = b""
-            log(f"{student}: cannot read {path}: {e}")
+            raise UsageError(f"{path}: cannot read it ({e.strerror})") from None
         key = cache_key(hashlib.sha256(data).hexdigest(), lesson_name, version, seed, limits)
         done = _cached(out / f"{student}.json", key)
         if done is not None:
             records[student] = done
+            if with_gradescope:
+                outputs.write_gradescope(out, done)
         else:
             todo.append((student, str(path), data, key))
     if todo:
         log(f"grading {len(todo)} submission(s) of {lesson_name} ({len(records)} already graded)")
-        _run_judges(lesson, todo, out, workers or os.cpu_count() or 1, limits, seed, with_gradescope, log)
-    for student, _ in submissions:
-        if student not in records:
-            try:
-                records[student] = json.loads((out / f"{student}.json").read_text())
-            except (OSError, ValueError):
-                log(f"{student}: no result (the grader failed on it)")
+        _run_judges(lesson, todo, out, workers or os.cpu_count() or 1, limits, seed, with_gradescope,
+                    require_isolation, log)
+    for student, path in submissions:
+        if student in records:
+            continue
+        try:
+            records[student] = json.loads((out / f"{student}.json").read_text())
+        except (OSError, ValueError):  # its judge died: recorded as the grader's failure, regraded next run
+            record = outputs.error_record(student, lesson, str(path), [get(n) for n in lesson.exercises],
+                                          "the grading process died while grading this submission; rerun "
+                                          "the same command to grade it again")
+            outputs.write_student(out, record, with_gradescope)
+            records[student] = record
     outputs.write_gradebook(out, list(records.values()), lesson.exercises)
-    return [records[s] for s, _ in submissions if s in records]
+    return [records[s] for s, _ in submissions]
 
 
 def _cached(path: Path, key: str) -> dict | None:
@@ -200,58 +234,82 @@ def _cached(path: Path, key: str) -> dict | None:
 
 
 def _run_judges(lesson: Lesson, todo: list, out: Path, workers: int, limits: Limits, seed: int | None,
-                with_gradescope: bool, log) -> None:
+                with_gradescope: bool, require_isolation: bool, log) -> None:
     import torch
+
+    from grader.grading.sandbox import probe_isolation
     torch.set_num_threads(1)
     n = max(1, min(workers, len(todo)))
-    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(n)]
+    uids, locks = claim_uids(n)
     home = tempfile.mkdtemp(prefix="torchdojo-grading-")
     os.chmod(home, 0o755)
-    zfds = [theirs.fileno() for _, theirs in pairs]
-    zygote = subprocess.Popen([sys.executable, "-m", "grader.grading.sandbox", str(lesson.path), *map(str, zfds)],
-                              env=_sandbox_env(home), pass_fds=zfds, cwd=str(lesson.path.parent),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=open(out / ".zygote.log", "w"))
-    for _, theirs in pairs:
-        theirs.close()
-    ctx = multiprocessing.get_context("fork")
-    tasks, results = ctx.Queue(), ctx.Queue()
-    judges = [ctx.Process(target=_judge, args=(i, pairs[i][0], lesson, limits, seed, out, with_gradescope,
-                                               tasks, results), daemon=True) for i in range(n)]
-    for j in judges:
-        j.start()
-    for mine, _ in pairs:
-        mine.close()
-    for task in todo:
-        tasks.put(task)
-    for _ in judges:
-        tasks.put(None)
-    busy: dict[int, str] = {}
-    left = {t[0] for t in todo}
+    zygote, judges, tasks = None, [], None
     try:
-        while left:
-            try:
-                kind, slot, student = results.get(timeout=0.5)
-            except queue.Empty:
-                for slot, j in enumerate(judges):
-                    if not j.is_alive() and slot in busy:
-                        log(f"{busy[slot]}: the judge process died (exit {j.exitcode}); it will be regraded next run")
-                        left.discard(busy.pop(slot))
-                if not any(j.is_alive() for j in judges):
-                    break
-                continue
-            if kind == "start":
-                busy[slot] = student
-            else:
-                busy.pop(slot, None)
-                left.discard(student)
-                log(f"graded {student}")
+        limits.workdir = home
+        protections = probe_isolation(limits.sandbox_config(uids[0]))
+        log("isolation: " + " · ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok, _ in protections))
+        missing = [why for _, ok, why in protections if not ok]
+        if missing:
+            advice = ("grade as root with CAP_SYS_ADMIN (in Docker: --cap-add SYS_ADMIN, or --privileged) for "
+                      "the full isolation")
+            if require_isolation:
+                raise UsageError("refusing to grade without full isolation (--require-isolation): "
+                                 + "; ".join(missing) + f" — {advice}")
+            log("WARNING: " + "; ".join(missing) + f" — {advice}")
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(n)]
+        zfds = [theirs.fileno() for _, theirs in pairs]
+        zygote = subprocess.Popen([sys.executable, "-m", "grader.grading.sandbox", str(lesson.path), *map(str, zfds)],
+                                  env=_sandbox_env(home), pass_fds=zfds, cwd=str(lesson.path.parent),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+                                  stderr=open(out / ".zygote.log", "w"))
+        for _, theirs in pairs:
+            theirs.close()
+        ctx = multiprocessing.get_context("fork")
+        tasks, results = ctx.Queue(), ctx.Queue()
+        tasks.cancel_join_thread()  # an interrupted batch must not wait to flush tasks nobody will read
+        judges = [ctx.Process(target=_judge, args=(i, uids[i], pairs[i][0], lesson, limits, seed, out,
+                                                   with_gradescope, tasks, results), daemon=True)
+                  for i in range(n)]
+        for j in judges:
+            j.start()
+        for mine, _ in pairs:
+            mine.close()
+        for task in todo:
+            tasks.put(task)
+        for _ in judges:
+            tasks.put(None)
+        _collect(judges, results, {t[0] for t in todo}, log)
     finally:
         for j in judges:
-            j.join(timeout=5)
-            if j.is_alive():
-                j.kill()
-        zygote.kill()
-        zygote.wait()
-        import shutil
+            j.kill()
+            j.join()
+        if zygote is not None:
+            zygote.kill()
+            zygote.wait()
+        for uid in uids:
+            sweep(uid)
+        for fd in locks:
+            os.close(fd)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _collect(judges: list, results, left: set[str], log) -> None:
+    """Wait until every submission is done or its judge died."""
+    busy: dict[int, str] = {}
+    while left:
+        try:
+            kind, slot, student = results.get(timeout=0.5)
+        except queue.Empty:
+            for slot, j in enumerate(judges):
+                if not j.is_alive() and slot in busy:
+                    log(f"{busy[slot]}: the judge process died (exit {j.exitcode}); it will be regraded next run")
+                    left.discard(busy.pop(slot))
+            if not any(j.is_alive() for j in judges):
+                return
+            continue
+        if kind == "start":
+            busy[slot] = student
+        else:
+            busy.pop(slot, None)
+            left.discard(student)
+            log(f"graded {student}")

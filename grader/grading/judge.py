@@ -27,19 +27,62 @@ class Abort(BaseException):
     """The sandbox died or ran out of time: the exercise ends here (a BaseException, so no check catches it)."""
 
 
+DEFAULT_TIMEOUT = 30.0  # seconds per round for an exercise that states no time_limit_s of its own
+HEADROOM = 1.5          # an exercise's own limit is judged by its check; the sandbox only stops hangs past it
+
+
 class Limits:
     """What one submission may use."""
 
-    def __init__(self, timeout: float = 30.0, memory_mb: int = 2048, nproc: int = 32, tmp_mb: int = 64,
-                 hide: list[str] | None = None):
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, memory_mb: int = 2048, nproc: int = 32,
+                 tmp_mb: int = 64, hide: list[str] | None = None):
         self.timeout, self.memory_mb, self.nproc, self.tmp_mb = timeout, memory_mb, nproc, tmp_mb
         self.hide = list(hide or [])
-        self.needed: list[str] = []  # folders that must stay visible (set by the batch)
+        # set by the batch: folders that must stay visible, the sandbox process's lifetime CPU cap (a backstop
+        # behind the per-round budgets), the batch's temporary folder
+        self.needed: list[str] = []
+        self.cpu_s = int(timeout * 4 + 60)
+        self.workdir: str | None = None
+
+    def sandbox_config(self, uid: int | None) -> dict:
+        """What sandbox.isolate needs to know."""
+        return {"uid": uid, "memory_mb": self.memory_mb, "nproc": self.nproc, "tmp_mb": self.tmp_mb,
+                "hide": self.hide, "needed": self.needed, "cpu_s": self.cpu_s, "workdir": self.workdir}
+
+    def round_seconds(self, exercise) -> float:
+        """The budget of one round of `exercise`: never less than what its check allows in a notebook."""
+        return max(self.timeout, HEADROOM * exercise.time_limit_s)
 
 
-def sandbox_uid(slot: int) -> int | None:
-    """A uid of its own for each worker slot when we are root (RLIMIT_NPROC then counts only its processes)."""
-    return 61000 + slot if os.geteuid() == 0 else None
+UID_BASE, UID_COUNT = 61000, 1000
+
+
+def claim_uids(n: int) -> tuple[list, list[int]]:
+    """As root: `n` sandbox uids that no other batch on this host holds, each locked with flock for as long as
+    this process and its judges live, and swept of any leftover process. Returns (uids, lock fds to close at
+    the end). Without root there is no uid separation: (None, ...), nothing locked."""
+    if os.geteuid() != 0:
+        return [None] * n, []
+    import fcntl
+    import tempfile
+    folder = os.path.join("/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir(), "torchdojo-uids")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    uids, fds = [], []
+    for uid in range(UID_BASE, UID_BASE + UID_COUNT):
+        fd = os.open(os.path.join(folder, str(uid)), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another batch's sandboxes run as this uid
+            os.close(fd)
+            continue
+        sweep(uid)  # leftovers of a batch that was killed
+        uids.append(uid)
+        fds.append(fd)
+        if len(uids) == n:
+            return uids, fds
+    for fd in fds:
+        os.close(fd)
+    raise RuntimeError(f"all {UID_COUNT} sandbox uids from {UID_BASE} are held by other grading batches")
 
 
 def sweep(uid: int | None) -> None:
@@ -109,10 +152,7 @@ class Sandbox:
 
     def spawn(self) -> None:
         mine, theirs = socket.socketpair()
-        config = {"op": "spawn", "uid": self.uid, "memory_mb": self.limits.memory_mb,
-                  "nproc": self.limits.nproc, "tmp_mb": self.limits.tmp_mb, "hide": self.limits.hide,
-                  "needed": self.limits.needed,
-                  "cpu_s": int(self.limits.timeout * 4 + 60)}
+        config = {"op": "spawn", **self.limits.sandbox_config(self.uid)}
         socket.send_fds(self.zygote, [json.dumps(config).encode()], [theirs.fileno()])
         theirs.close()
         self.pid = json.loads(self.zygote.recv(65536))["pid"]
@@ -169,14 +209,13 @@ class Sandbox:
 class SubmissionRun:
     """The sandbox of one submission, respawned after a crash, and the `invoke` its checks use."""
 
-    def __init__(self, zygote: socket.socket, slot: int, limits: Limits, answers: list[Answer]):
+    def __init__(self, zygote: socket.socket, uid: int | None, limits: Limits, answers: list[Answer]):
         self.limits = limits
-        self.box = Sandbox(zygote, sandbox_uid(slot), limits)
+        self.box = Sandbox(zygote, uid, limits)
         self.answers = answers
         self.skip: set[int] = set()
         self.cell_errors: dict[str, str] = {}     # exercise -> what its answer cell did when it ran
         self.defined: dict[str, bool] = {}
-        self.sandbox_notes: list[str] = []
         self.budget: Budget | None = None
         self.hidden = False
         # A cell shared by several exercises (one cell defining two answers) runs once.
@@ -211,16 +250,20 @@ class SubmissionRun:
                     raise RuntimeError(f"the sandbox did not start: {describe_status(status)}") from None
                 why = (f"it did not finish within its time limit ({self.limits.timeout:g} s)"
                        if isinstance(e, wire.TimedOut) else describe_status(status).replace("your code", "it"))
-                self.cell_errors[self.answers[current].name] = f"your answer cell was skipped: when it ran, {why}"
+                self._cell_error(current, f"your answer cell was skipped: when it ran, {why}")
                 self.skip.add(current)
                 continue
             for cell in msg.get("cells", []):
                 if type(cell) is dict and cell.get("error"):
-                    self.cell_errors.setdefault(self.answers[int(cell["i"])].name,
-                                                f"your answer cell raised an error when it ran: {cell['error']}")
+                    self._cell_error(int(cell["i"]), f"your answer cell raised an error when it ran: {cell['error']}")
             self.defined = {k: bool(v) for k, v in dict(msg.get("defined", {})).items()}
-            self.sandbox_notes = [str(n) for n in msg.get("notes", [])]
             return
+
+    def _cell_error(self, i: int, message: str) -> None:
+        """Note what the answer cell of answers[i] did, for every exercise that cell answers."""
+        for a in self.answers:
+            if a.source == self.answers[i].source:
+                self.cell_errors.setdefault(a.name, message)
 
     def stop(self) -> None:
         if self.box.alive:
@@ -242,7 +285,7 @@ class SubmissionRun:
             reply = self.box.recv(self.budget)
         except wire.TimedOut:
             self.box.kill()
-            raise Abort(f"your code did not finish within its time limit ({self.limits.timeout:g} s) — an "
+            raise Abort(f"your code did not finish within its time limit ({self.budget.seconds:g} s) — an "
                         "endless loop, or far too slow?") from None
         except wire.WireError as e:
             status = self.box.kill()
@@ -253,10 +296,16 @@ class SubmissionRun:
             raise Abort("the sandbox sent a broken reply")
         if reply.get("ok") is True:
             try:
-                return wire.decode(reply.get("value"))
+                value = wire.decode(reply.get("value"))
             except wire.WireError as e:
                 self.box.kill()
                 raise Abort(f"the sandbox sent a broken reply ({e})") from None
+            why = wire.unsendable(value)
+            if why:
+                raise LearnerError(f"your code returned {why}, which the grader cannot carry back to the check "
+                                   "— return plain data: tensors, numbers, strings, and lists, tuples and dicts "
+                                   "(with str or int keys) of them")
+            return value
         kind = reply.get("kind")
         message = str(reply.get("message", ""))[:2000]
         if kind == "NotAttempted":
@@ -298,7 +347,7 @@ def check_exercise(run: SubmissionRun, name: str, hidden_seed: int | None) -> Re
     reports = []
     rounds = [(runner.PUBLIC_SEED, False)] + ([(hidden_seed, True)] if hidden_seed is not None else [])
     for seed, hidden in rounds:
-        run.budget = Budget(run.box, run.limits.timeout)
+        run.budget = Budget(run.box, run.limits.round_seconds(exercise))
         try:
             report = runner.run_exercise(exercise, wire.LearnerRef(name), invoke=run.invoke,
                                          rounds=[(seed, hidden)])
@@ -334,10 +383,10 @@ def _redact(report: Report) -> Report:
     return Report(report.name, report.status, report.max_points, cases, error=error)
 
 
-def grade_submission(zygote: socket.socket, slot: int, limits: Limits, lesson: Lesson, answers: list[Answer],
-                     hidden_seed: int | None) -> tuple[list[Report], list[str]]:
+def grade_submission(zygote: socket.socket, uid: int | None, limits: Limits, lesson: Lesson,
+                     answers: list[Answer], hidden_seed: int | None) -> tuple[list[Report], list[str]]:
     """Every exercise of the lesson against one submission's answers: (reports, notes for the learner)."""
-    run = SubmissionRun(zygote, slot, limits, answers)
+    run = SubmissionRun(zygote, uid, limits, answers)
     notes = [a.note for a in answers if a.note]
     reports = []
     try:

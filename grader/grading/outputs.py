@@ -16,11 +16,17 @@ from pathlib import Path
 from grader.report import Report
 
 
+_UMASK = os.umask(0o022)  # read it (the only way is to set it), then put it back
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` all at once, readable like any file the user creates (umask applies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as f:
         f.write(text)
         f.flush()
+        os.fchmod(f.fileno(), 0o666 & ~_UMASK)
         os.fsync(f.fileno())
     os.replace(f.name, path)
 
@@ -43,12 +49,22 @@ def result_record(student: str, lesson: str, source: str, key: str, status: str,
     }
 
 
+def error_record(student: str, lesson, source: str, exercises: list, why: str) -> dict:
+    """The record of a submission the grader failed on (status `error`): 0 points, regraded on the next run."""
+    reports = [Report(ex.name, "failed", ex.points, error="not graded (grader error)") for ex in exercises]
+    return result_record(student, lesson.name, source, "", "error", reports, [why],
+                         sum(ex.points for ex in exercises), 0.0)
+
+
 def feedback_text(record: dict) -> str:
-    """The readable feedback file: score, then each exercise's report, then notes."""
+    """The readable feedback file: score, then each exercise's report, then notes. A submission with nothing
+    to grade gets the reason once, not once per exercise."""
     lines = [f"torchdojo · {record['lesson']} · {record['student']}",
              f"Score: {record['score']}/{record['max_score']}", ""]
     if record["status"] != "graded":
-        lines += [f"Status: {record['status']}", ""]
+        lines += [f"Status: {record['status']} — {record['notes'][0] if record['notes'] else 'not graded'}", ""]
+        lines += [f"○ {ex['name']}: not graded · 0/{ex['max_points']} points" for ex in record["exercises"]]
+        return "\n".join(lines).rstrip() + "\n"
     for ex in record["exercises"]:
         lines += [ex["message"], ""]
     if record["notes"]:
@@ -64,25 +80,29 @@ def gradescope(record: dict) -> dict:
     """Gradescope's autograder results.json for one submission."""
     tests = [{"name": ex["name"], "score": ex["points"], "max_score": ex["max_points"],
               "status": "passed" if ex["status"] == "passed" else "failed", "output": ex["message"],
-              "visibility": "visible"} for ex in record["exercises"]]
-    return {"score": record["score"], "output": feedback_text(record), "visibility": "visible",
-            "stdout_visibility": "hidden", "tests": tests}
+              "output_format": "text", "visibility": "visible"} for ex in record["exercises"]]
+    # output_format "text": Gradescope would otherwise read the feedback as HTML and drop a message's <...>
+    return {"score": record["score"], "output": feedback_text(record), "output_format": "text",
+            "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+
+
+def write_gradescope(out: Path, record: dict) -> None:
+    atomic_write(out / "gradescope" / record["student"] / "results.json", json.dumps(gradescope(record), indent=1))
 
 
 def write_student(out: Path, record: dict, with_gradescope: bool) -> None:
-    student = record["student"]
-    atomic_write(out / "feedback" / f"{student}.txt", feedback_text(record))
+    atomic_write(out / "feedback" / f"{record['student']}.txt", feedback_text(record))
     if with_gradescope:
-        atomic_write(out / "gradescope" / student / "results.json", json.dumps(gradescope(record), indent=1))
-    atomic_write(out / f"{student}.json", json.dumps(record, indent=1, sort_keys=True))  # last: marks it done
+        write_gradescope(out, record)
+    atomic_write(out / f"{record['student']}.json", json.dumps(record, indent=1, sort_keys=True))  # last: done
 
 
 def write_gradebook(out: Path, records: list[dict], exercise_names: list[str]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["student", "lesson", "score", "max_score", "status"] + exercise_names)
+    w.writerow(["student", "lesson", "score", "max_score", "status"] + exercise_names + ["source"])
     for r in sorted(records, key=lambda r: r["student"]):
         points = {ex["name"]: ex["points"] for ex in r["exercises"]}
         w.writerow([r["student"], r["lesson"], r["score"], r["max_score"], r["status"]]
-                   + [points.get(n, 0) for n in exercise_names])
+                   + [points.get(n, 0) for n in exercise_names] + [r["source"]])
     atomic_write(out / "grades.csv", buf.getvalue())

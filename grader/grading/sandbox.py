@@ -12,6 +12,7 @@ names a target (the learner's object or a driver) and plain arguments, the sandb
 """
 from __future__ import annotations
 
+import ast
 import ctypes
 import json
 import os
@@ -110,17 +111,17 @@ def prepare(lesson_path: str):
     from grader.grading.submission import Lesson
     lesson = Lesson.load(os.path.basename(lesson_path).removesuffix(".ipynb"),
                          lessons_dir=Path(os.path.dirname(os.path.abspath(lesson_path))))
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__, "get_ipython": _NoIPython}
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__, "display": _display}
+    shell = _NoIPython(namespace)
+    namespace["get_ipython"] = lambda: shell
     notes = []
     sink = io.StringIO()
     for i, source in enumerate(lesson.teaching):
-        try:
-            code = compile(_python(source), f"<lesson cell {i}>", "exec")
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                exec(code, namespace)
-        except BaseException as e:  # a teaching cell that fails here fails for every learner alike
-            notes.append(f"teaching cell {i} raised {type(e).__name__}: {str(e)[:120]}")
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            error = run_cell(source, namespace, f"<lesson cell {i}>")
+        if error is not None:  # a teaching cell that fails here fails for every learner alike
+            notes.append(f"teaching cell {i} raised {type(error).__name__}: {str(error)[:120]}")
         sink.seek(0)
         sink.truncate()
         import matplotlib.pyplot as plt
@@ -145,16 +146,78 @@ def _warm_up() -> None:
                 torch.autograd.grad(y.sum(), x)
 
 
-class _NoIPython:
-    """`get_ipython()` for cells with magics: every magic and shell escape is a no-op in grading."""
+def run_cell(source: str, namespace: dict, filename: str) -> BaseException | None:
+    """Run a notebook cell in `namespace` one top-level statement at a time, so that a statement that raises
+    does not cost the definitions made by the others (one cell may define two exercises). Returns the first
+    exception raised, or None."""
+    try:
+        statements = ast.parse(_python(source), filename).body
+    except Exception as e:  # SyntaxError: nothing of the cell runs, as in Jupyter
+        return e
+    first = None
+    for statement in statements:
+        try:
+            exec(compile(ast.Module([statement], type_ignores=[]), filename, "exec"), namespace)
+        except BaseException as e:  # SystemExit, KeyboardInterrupt and the rest: this statement only
+            if first is None:
+                first = e
+    return first
 
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
+
+def _display(*objects, **kwargs) -> None:
+    """Jupyter's display(): nothing is shown while grading (output is discarded anyway)."""
+
+
+class _NoIPython:
+    """What `get_ipython()` returns while grading: the part of IPython's shell a notebook cell plausibly uses.
+
+    %time, %%time and %%capture run their code in the notebook's namespace, as in Jupyter; other magics
+    (%matplotlib, %pip, %timeit, %load_ext, ...) and shell commands (!cmd) do nothing; `user_ns` is the
+    namespace; anything else raises an AttributeError that says it is not available while grading."""
+
+    def __init__(self, namespace: dict):
+        self.user_ns = namespace
+
+    def run_line_magic(self, name: str, line: str, *args, **kwargs):
+        if name == "time":  # `y = %time f(x)` gives y the value of f(x)
+            try:
+                expression = compile(line, "<%time>", "eval")
+            except SyntaxError:
+                return self._run(line, "<%time>")
+            return eval(expression, self.user_ns)
+        if name in ("sx", "system"):
+            return self.getoutput(line)
+        return None
+
+    def run_cell_magic(self, name: str, line: str, cell: str, *args, **kwargs):
+        if name in ("time", "capture"):
+            return self._run(cell, f"<%%{name} cell>")
+        return None
+
+    def magic(self, arg_s: str):
+        name, _, line = arg_s.lstrip("%").partition(" ")
+        return self.run_line_magic(name, line)
+
+    def system(self, cmd: str, *args, **kwargs) -> None:
+        """!cmd: shell commands do not run while grading (there is nothing to install, no network)."""
+
+    def getoutput(self, cmd: str, *args, **kwargs):
+        raise RuntimeError(f"the output of a shell command (`x = !{cmd}`) is not available while grading — "
+                           "compute what you need in Python inside your answer cell")
+
+    def _run(self, source: str, filename: str) -> None:
+        error = run_cell(source, self.user_ns, filename)
+        if error is not None:
+            raise error
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"get_ipython().{name} is not available while grading (only magics, shell "
+                             "commands and user_ns are) — take it out of your answer cell")
 
 
 def _python(source: str) -> str:
-    """IPython syntax (magics, !shell) -> plain Python that calls get_ipython(), which ignores them."""
-    if "%" not in source and "!" not in source:
+    """IPython syntax (magics, !shell, ?help) -> plain Python that calls get_ipython() (see _NoIPython)."""
+    if not any(c in source for c in "%!?"):
         return source
     try:
         from IPython.core.inputtransformer2 import TransformerManager
@@ -190,18 +253,7 @@ def isolate(config: dict, keep: int) -> list[str]:
         if _libc.unshare(CLONE_NEWNET) != 0:
             notes.append("no network namespace")
         if _libc.unshare(CLONE_NEWNS) == 0 and _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-            if config.get("uid"):
-                notes += _expose([os.path.realpath(p) for p in config.get("needed", [])])
-            needed = [os.path.realpath(p) for p in config.get("needed", [])]
-            for path in config.get("hide", []) + ["/tmp", "/dev/shm"]:
-                real = os.path.realpath(path)
-                if any(n == real or n.startswith(real.rstrip("/") + "/") for n in needed):
-                    notes.append(f"not hidden (the sandbox needs what is inside): {path}")
-                    continue
-                if os.path.isdir(path):
-                    opts = f"size={config.get('tmp_mb', 64)}m,mode=1777".encode()
-                    if _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) != 0:
-                        notes.append(f"could not hide {path}")
+            notes += _hide(config)
         else:
             notes.append("no mount namespace: folders are not hidden")
     mem = int(config.get("memory_mb", 2048)) * 2**20
@@ -228,41 +280,110 @@ def isolate(config: dict, keep: int) -> list[str]:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by setuid, so set after it
     if os.getppid() == 1:
         os._exit(0)
-    os.chdir("/tmp" if root else _private_dir())
-    os.environ["HOME"] = os.getcwd()
+    import tempfile
+    os.chdir("/tmp" if root else tempfile.mkdtemp(prefix="sandbox-", dir=config.get("workdir")))
+    os.environ["HOME"] = os.environ["TMPDIR"] = tempfile.tempdir = os.getcwd()
     return notes
 
 
-def _expose(needed: list[str]) -> list[str]:
-    """The unprivileged uid must still read the interpreter: a needed folder under a closed one (/root/.pyenv
-    under /root, mode 700) is bound into an empty tmpfs laid over the closed folder, which hides the rest."""
-    notes, closed = [], {}
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _hide(config: dict) -> list[str]:
+    """Lay an empty tmpfs over every folder to hide, a private one over /tmp and /dev/shm, and (for the
+    unprivileged uid) one over each closed folder on the way to what the sandbox needs (/root, mode 700, above
+    /root/.pyenv); then bind back every needed folder that was inside one (a virtualenv under /tmp, the
+    interpreter under /root). Returns what could not be done."""
+    needed = sorted({os.path.realpath(p) for p in config.get("needed", [])})
+    needed = [n for n in needed if not any(_inside(n, m) and n != m for m in needed)]  # the topmost only
+    covers = {os.path.realpath(p): b"size=1m,mode=755" for p in config.get("hide", [])}
+    if config.get("uid"):
+        covers.update(dict.fromkeys(_closed_ancestors(needed), b"size=1m,mode=755"))
+    covers.update(dict.fromkeys(["/tmp", "/dev/shm"], f"size={config.get('tmp_mb', 64)}m,mode=1777".encode()))
+    notes = []
+    for path in sorted(covers, key=len):  # parents first
+        keep = [n for n in needed if _inside(n, path)]
+        if path in keep:
+            notes.append(f"not hidden (the sandbox needs it): {path}")
+            continue
+        if not os.path.isdir(path):  # gone, or already under a hidden parent
+            continue
+        fds = [(n, os.open(n, os.O_PATH)) for n in keep if os.path.isdir(n)]
+        try:
+            if _libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, covers[path]) != 0:
+                notes.append(f"could not hide {path}")
+                continue
+            for n, fd in fds:
+                os.makedirs(n, exist_ok=True)
+                if _libc.mount(f"/proc/self/fd/{fd}".encode(), n.encode(), None, MS_BIND | MS_REC, None) != 0:
+                    notes.append(f"could not lay {n} back")
+        finally:
+            for _, fd in fds:
+                os.close(fd)
+    return notes
+
+
+def _closed_ancestors(needed: list[str]) -> set[str]:
+    """The first folder above each needed one that others may not enter (no o+x), e.g. /root."""
+    closed = set()
     for path in needed:
         parts = path.strip("/").split("/")
         for k in range(1, len(parts)):
             ancestor = "/" + "/".join(parts[:k])
             try:
                 if not os.stat(ancestor).st_mode & 0o001:
-                    closed.setdefault(ancestor, []).append(path)
+                    closed.add(ancestor)
                     break
             except OSError:
                 break
-    for ancestor, paths in closed.items():
-        fds = [(p, os.open(p, os.O_PATH)) for p in paths if os.path.isdir(p)]
-        if _libc.mount(b"tmpfs", ancestor.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=755") != 0:
-            notes.append(f"could not open {ancestor} to the sandbox")
-            continue
-        for p, fd in fds:
-            os.makedirs(p, exist_ok=True)
-            if _libc.mount(f"/proc/self/fd/{fd}".encode(), p.encode(), None, MS_BIND | MS_REC, None) != 0:
-                notes.append(f"could not bind {p}")
-            os.close(fd)
-    return notes
+    return closed
 
 
-def _private_dir() -> str:
-    import tempfile
-    return tempfile.mkdtemp(prefix="torchdojo-sandbox-")
+def probe_isolation(config: dict) -> list[tuple[str, bool, str]]:
+    """Isolate a throwaway child exactly as a sandbox is isolated, and ask it what it can see: a list of
+    (protection, active?, what the submissions can do without it)."""
+    tmp = os.stat("/tmp")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            isolate(config, keep=w)
+            needed = [os.path.realpath(p) for p in config.get("needed", [])]
+            visible = [p for p in config.get("hide", []) if _shows_more_than(p, needed)]
+            inner = os.stat("/tmp")
+            report = [
+                ("separate uid", bool(config.get("uid")) and os.getuid() == config["uid"],
+                 "submissions run as the grading user: they can read what it can and signal its processes"),
+                ("no network", {name for _, name in socket.if_nameindex()} <= {"lo"},
+                 "submissions can reach the network"),
+                ("hidden folders", not visible, "submissions can read " + ", ".join(visible)),
+                ("private /tmp", (inner.st_dev, inner.st_ino) != (tmp.st_dev, tmp.st_ino),
+                 "submissions share /tmp with the host"),
+            ]
+            os.write(w, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return [tuple(item) for item in json.loads(data)] if data else [("isolation probe", False, "it crashed")]
+
+
+def _shows_more_than(path: str, needed: list[str]) -> bool:
+    """True when `path` holds anything besides the way down to the needed folders laid back into it."""
+    try:
+        entries = os.listdir(path)
+    except OSError:
+        return False
+    for entry in entries:
+        full = os.path.join(path, entry)
+        below = [n for n in needed if _inside(n, full)]
+        if not below or (full not in below and _shows_more_than(full, below)):
+            return True
+    return False
 
 
 def _vm_size() -> int:
@@ -299,12 +420,8 @@ def serve(sock: socket.socket, namespace: dict, notes: list[str]) -> None:
         if i in program["skip"]:
             continue
         send(sock, {"op": "cell", "i": i})
-        error = ""
-        try:
-            exec(compile(_python(source), f"<answer cell {name}>", "exec"), namespace)
-        except BaseException as e:  # SystemExit, KeyboardInterrupt and the rest: this cell only
-            error = describe_error(e)
-        cells.append({"i": i, "error": error})
+        error = run_cell(source, namespace, f"<answer cell {name}>")
+        cells.append({"i": i, "error": "" if error is None else describe_error(error)})
     defined = {n: n in namespace for n in program["names"]}
     send(sock, {"op": "ready", "cells": cells, "defined": defined, "notes": notes})
 

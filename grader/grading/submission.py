@@ -114,12 +114,18 @@ class Lesson:
             raise ValueError(f"{path}: no answer cell for {sorted(missing)}")
         return cls(name, path, teaching, stubs, list(stubs), hashlib.sha256(data).hexdigest())
 
-    def answers(self, data: bytes) -> tuple[list[Answer], str]:
-        """The submission's answer for each exercise (or the stub) and, if unreadable, why."""
+    def answers(self, data: bytes) -> tuple[list[Answer], str, str]:
+        """The submission's answer for each exercise (or the stub), its status (`graded`, or `unreadable` /
+        `no_cells` when there is nothing to grade) and, if there is nothing to grade, why."""
+        stubs = [Answer(n, self.stubs[n], "missing", "") for n in self.exercises]
         try:
-            cells = [c for c in read_cells(data) if c.get("cell_type") == "code"]
+            cells = read_cells(data)
         except ValueError as e:
-            return [Answer(n, self.stubs[n], "missing", "") for n in self.exercises], str(e)
+            return stubs, "unreadable", f"the notebook could not be read: {e}"
+        if not cells:
+            return stubs, "no_cells", ("the notebook has no cells — was it saved before it was submitted? Submit "
+                                       f"the notebook {self.name}.ipynb with your answers")
+        cells = [c for c in cells if c.get("cell_type") == "code"]
         out = []
         for name in self.exercises:
             tagged = [c for c in cells if f"{name}-answer" in (c.get("id"), _grade_id(c))]
@@ -135,4 +141,4 @@ class Lesson:
             else:
                 out.append(Answer(name, self.stubs[name], "missing",
                                   f"no answer cell for {name} was found in the submission"))
-        return out, ""
+        return out, "graded", ""

@@ -9,6 +9,7 @@ defined ever runs in the judge.
 """
 from __future__ import annotations
 
+import collections
 import importlib
 import io
 import re
@@ -16,6 +17,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Mapping
 
 import torch
 
@@ -93,26 +95,80 @@ class LearnerRef:
 
 class Foreign:
     """A value the learner's code returned that is not plain data: only its type name crossed over."""
+    why = ""  # set when the value looked like data but could not be carried (see unsendable)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} object>"
 
 
-_FOREIGN_TYPES: dict[str, type] = {}
+_STAND_INS: dict[tuple, type] = {}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
-def foreign(type_name: str, tensor_subclass: bool = False):
+def _safe(name: str) -> str:
+    name = _SAFE_NAME.sub("_", str(name))[:40] or "object"
+    return "_" + name if name[0].isdigit() else name
+
+
+def _stand_in(key: tuple, name: str, bases: tuple, body: dict | None = None) -> type:
+    """One type per (kind, name): named like the learner's type, defined here, so nothing of theirs runs."""
+    if key not in _STAND_INS:
+        _STAND_INS[key] = type(_safe(name), bases, {"__module__": "learner", **(body or {})})
+    return _STAND_INS[key]
+
+
+def foreign(type_name: str, tensor_subclass: bool = False, why: str = ""):
     """A stand-in whose type is named like the learner's type (a tensor subclass stays a Tensor subclass)."""
-    name = _SAFE_NAME.sub("_", str(type_name))[:40] or "object"
-    if name[0].isdigit():
-        name = "_" + name
-    key = ("T:" if tensor_subclass else "O:") + name
-    if key not in _FOREIGN_TYPES:
-        base = (torch.Tensor,) if tensor_subclass else (Foreign,)
-        _FOREIGN_TYPES[key] = type(name, base, {"__module__": "learner"})
-    cls = _FOREIGN_TYPES[key]
-    return torch.empty(0).as_subclass(cls) if tensor_subclass else cls()
+    if tensor_subclass:
+        return torch.empty(0).as_subclass(_stand_in(("T", type_name), type_name, (torch.Tensor,)))
+    out = _stand_in(("O", type_name), type_name, (Foreign,))()
+    out.why = why
+    return out
+
+
+def subclass_of(base: type, type_name: str):
+    """A numpy.float64 stays a float named float64: isinstance(x, float) holds, type(x) is float does not."""
+    return _stand_in(("S", base.__name__, type_name), type_name, (base,))
+
+
+def mapping_type(type_name: str) -> type:
+    """An OrderedDict comes back as one; any other mapping (a BatchEncoding...) as a dict named like it, whose
+    keys also read as attributes, as a BatchEncoding's do."""
+    if type_name == "OrderedDict":
+        return collections.OrderedDict
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+    return _stand_in(("M", type_name), type_name, (dict,), {"__getattr__": __getattr__})
+
+
+def named_tuple(type_name: str, fields, values: tuple) -> tuple:
+    """torch.return_types come back as themselves; a namedtuple as a namedtuple with the same fields."""
+    if type_name.startswith("torch.return_types."):
+        cls = getattr(torch.return_types, type_name.rsplit(".", 1)[1], None)
+        if isinstance(cls, type) and issubclass(cls, tuple):
+            return cls(values)
+    if type(fields) is list and len(fields) == len(values) and all(type(f) is str for f in fields):
+        key = ("N", type_name, *fields)
+        if key not in _STAND_INS:
+            _STAND_INS[key] = collections.namedtuple(_safe(type_name), fields, rename=True, module="learner")
+        return _STAND_INS[key](*values)
+    return _stand_in(("U", type_name), type_name, (tuple,))(values)
+
+
+def unsendable(value) -> str:
+    """Why part of a decoded value could not be carried back ("" when all of it could)."""
+    if isinstance(value, Foreign):
+        return value.why
+    if isinstance(value, (list, tuple, dict)):
+        for v in value.values() if isinstance(value, dict) else value:
+            why = unsendable(v)
+            if why:
+                return why
+    return ""
 
 
 def _plain_tensor(x: torch.Tensor):
@@ -164,12 +220,28 @@ def encode(value, refs=None, *, strict: bool = False):
             return {TAG: "size", "v": [int(d) for d in x]}
         if t is list:
             return [enc(v, depth + 1) for v in x]
-        if t is tuple or (t.__module__ == "torch.return_types" and isinstance(x, tuple)):
-            return {TAG: "tuple", "v": [enc(v, depth + 1) for v in x]}
-        if t is dict:
+        if isinstance(x, tuple):
+            out = {TAG: "tuple", "v": [enc(v, depth + 1) for v in x]}
+            if t is not tuple:  # a named tuple, or one of torch's (values, indices) results
+                fields = getattr(t, "_fields", None)
+                out["type"] = f"{t.__module__}.{t.__name__}" if t.__module__ == "torch.return_types" else t.__name__
+                if isinstance(fields, tuple) and len(fields) == len(x) and all(type(f) is str for f in fields):
+                    out["fields"] = list(fields)
+            return out
+        if isinstance(x, Mapping):
             keys = list(x.keys())
             if all(type(k) in (str, int) for k in keys):
-                return {TAG: "dict", "k": keys, "v": [enc(x[k], depth + 1) for k in keys]}
+                out = {TAG: "dict", "k": keys, "v": [enc(x[k], depth + 1) for k in keys]}
+                if t is not dict:  # an OrderedDict (every state_dict()), a BatchEncoding, ...
+                    out["type"] = t.__name__
+                return out
+            if strict:
+                raise TypeError("cannot send a mapping whose keys are not all str or int")
+            return {TAG: "foreign", "name": t.__name__,
+                    "why": f"a {t.__name__} whose keys are not all str or int"}
+        if isinstance(x, (bool, int, float, str)):  # a subclass: numpy.float64, an IntEnum, ...
+            base = next(b for b in (bool, int, float, str) if isinstance(x, b))
+            return {TAG: "scalar", "base": base.__name__, "v": base(x), "type": t.__name__}
         if t is slice:
             return {TAG: "slice", "v": [enc(x.start, depth + 1), enc(x.stop, depth + 1), enc(x.step, depth + 1)]}
         if strict:
@@ -209,13 +281,20 @@ def decode(tree, resolve=None):
             v = torch.empty([int(d) for d in x["shape"]], dtype=dtype, device="meta")
             return v.requires_grad_(bool(x["grad"])) if dtype.is_floating_point else v
         if tag == "tuple":
-            return tuple(dec(v, depth + 1) for v in x["v"])
+            values = tuple(dec(v, depth + 1) for v in x["v"])
+            return values if "type" not in x else named_tuple(str(x["type"]), x.get("fields"), values)
         if tag == "dict":
             keys, values = x["k"], x["v"]
             if type(keys) is not list or type(values) is not list or len(keys) != len(values) or \
                     not all(type(k) in (str, int) for k in keys):
                 raise WireError("bad dict")
-            return {k: dec(v, depth + 1) for k, v in zip(keys, values)}
+            items = ((k, dec(v, depth + 1)) for k, v in zip(keys, values))
+            return dict(items) if "type" not in x else mapping_type(str(x["type"]))(items)
+        if tag == "scalar":
+            base = {"bool": bool, "int": int, "float": float, "str": str}.get(x.get("base"))
+            if base is None or type(x["v"]) is not base:
+                raise WireError("bad scalar")
+            return x["v"] if base is bool else subclass_of(base, str(x["type"]))(x["v"])
         if tag == "device":
             return torch.device(str(x["v"]))
         if tag == "dtype":
@@ -230,7 +309,7 @@ def decode(tree, resolve=None):
         if tag == "slice":
             return slice(*(dec(v, depth + 1) for v in x["v"]))
         if tag == "foreign":
-            return foreign(str(x["name"]), tensor_subclass=bool(x.get("tensor")))
+            return foreign(str(x["name"]), tensor_subclass=bool(x.get("tensor")), why=str(x.get("why", "")))
         if resolve is not None and tag in ("learner", "ref"):
             return resolve(x)
         raise WireError(f"unexpected {tag!r} in a message")

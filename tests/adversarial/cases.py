@@ -189,7 +189,7 @@ CASES = [
     Case("sys_exit_in_function", _with("normalize", "import sys\n"
          "def normalize(x, dim=-1, eps=1e-12):\n    sys.exit(0)\n"), {"normalize": "SystemExit"}),
     Case("sys_exit_top_level", _with("normalize", "import sys\nsys.exit('bye')\n" + _sol("normalize")),
-         {"normalize": "SystemExit"}),
+         {}, note="SystemExit", why="it costs only its own statement: the definition after it is graded"),
     Case("keyboard_interrupt", _with("one_hot", "def one_hot(labels, num_classes=-1):\n"
          "    raise KeyboardInterrupt\n"), {"one_hot": "KeyboardInterrupt"}),
     Case("os_exit_in_function", _with("gather_rows", "import os\n"
