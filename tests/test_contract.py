@@ -52,14 +52,24 @@ def actual_params(node) -> list[tuple[str, bool]]:
 needs_curriculum = pytest.mark.skipif(not CURRICULUM.exists(), reason="../shared/CURRICULUM.md is not beside the repo")
 
 
+# Exercises the curriculum added to lessons that are already built, and the open issue that builds them. Exactly
+# these may be missing: the test fails when another one is, and when one of these lands (take it off the list).
+PENDING = {"02_autograd": {"jacobian"}, "03_modules": {"gelu"}, "05_optim": {"Adagrad"},
+           "06_data": {"BucketBatchSampler"}, "07_training": {"EarlyStopping"}}  # issue 9
+
+
 @needs_curriculum
 @pytest.mark.parametrize("lesson", sorted(BUILT))
 def test_every_curriculum_exercise_exists_with_its_signature(lesson):
     listed = curriculum()[lesson]
     registered = {n for n, ex in exercises().items() if ex.lesson == lesson}
-    assert set(listed) <= registered, f"missing checks: {set(listed) - registered}"
+    pending = PENDING.get(lesson, set())
+    assert set(listed) - registered == pending & set(listed), f"missing checks: {set(listed) - registered - pending}"
+    assert not pending & registered, f"built now, take them off PENDING: {pending & registered}"
     found = defined(lesson)
     for name, signature in listed.items():
+        if name in pending:
+            continue
         assert name in found, f"{lesson} does not define {name}"
         if signature:
             assert actual_params(found[name]) == params_of(signature), f"{name}: signature differs"

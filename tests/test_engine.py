@@ -227,3 +227,11 @@ def test_scalar_results_and_gradients_for_chosen_inputs_only():
                        "does not track gradients")
     finally:
         del _EXERCISES["demo_weighted_mean"]
+
+
+def test_report_counts_read_as_english():
+    from grader.report import CaseResult, Report
+    cases = [CaseResult(f"case {i}", False, "wrong") for i in range(4)] + [CaseResult("ok", True)]
+    text = Report("f", "failed", 1, cases).text()
+    assert "4 of 5 cases failed" in text and "… and 1 more failing case\n" in text and "✓ 1 other case passed" in text
+    assert Report("f", "passed", 1, [CaseResult("ok", True)]).text().startswith("✓ f: 1 case passed")
