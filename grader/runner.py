@@ -19,6 +19,8 @@ from grader.tracing import ForbiddenCall, MixedDevices, Tracer
 
 PUBLIC_SEED = 0
 HIDDEN_SEED_ENV = "TORCHDOJO_HIDDEN_SEED"
+HIDDEN_FAILURE = ("failed on hidden inputs (drawn from the instructor's seed): make it work for any input, not "
+                  "only the visible cases")
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 _GRADER_DIR = str(Path(__file__).parent)
@@ -158,19 +160,24 @@ class Tester:
     # --- cases ------------------------------------------------------------------------------------------
     @contextmanager
     def case(self, name: str):
-        """Record the block as one case: passed, failed with a diagnosis, or skipped when inconclusive."""
-        name = f"hidden case: {name}" if self.hidden else name
+        """Record the block as one case: passed, failed with a diagnosis, or skipped when inconclusive.
+
+        A hidden case records only its number and the verdict: its name and diagnosis would show the hidden
+        inputs (and often the expected answer), which a learner could tabulate."""
+        hidden = self.hidden
+        if hidden:
+            name = f"hidden case {len(self.results) + 1}"
         try:
             yield
         except Mismatch as e:
-            message = e.message if self.hidden or not e.detail else f"{e.message}\n{e.detail}"
-            self.results.append(CaseResult(name, False, message, hidden=self.hidden))
+            message = HIDDEN_FAILURE if hidden else e.message if not e.detail else f"{e.message}\n{e.detail}"
+            self.results.append(CaseResult(name, False, message, hidden=hidden))
         except LearnerError as e:
-            self.results.append(CaseResult(name, False, str(e), hidden=self.hidden))
+            self.results.append(CaseResult(name, False, HIDDEN_FAILURE if hidden else str(e), hidden=hidden))
         except Inconclusive as e:
-            self.results.append(CaseResult(name, False, str(e), skipped=True, hidden=self.hidden))
+            self.results.append(CaseResult(name, False, "" if hidden else str(e), skipped=True, hidden=hidden))
         else:
-            self.results.append(CaseResult(name, True, hidden=self.hidden))
+            self.results.append(CaseResult(name, True, hidden=hidden))
 
     def call(self, fn, *args, watch_devices: bool = False, **kwargs):
         """Run learner code with forbidden functions traced; its exceptions become LearnerError.
@@ -345,7 +352,7 @@ def one_thread():
 def run_exercise(exercise: Exercise, obj, invoke=None, rounds: list[tuple[int, bool]] | None = None):
     """The rounds (default: seeds()) of the exercise's check against `obj`, learner code run through
     `invoke`, as one Report."""
-    results = []
+    results, hidden = [], False
     try:
         # Checks draw from their own generator; fork_rng keeps the learner's global RNG state as it was.
         with torch.random.fork_rng(devices=range(torch.cuda.device_count())), torch.enable_grad(), one_thread():
@@ -358,7 +365,8 @@ def run_exercise(exercise: Exercise, obj, invoke=None, rounds: list[tuple[int, b
     except NotAttempted:
         return Report(exercise.name, "not_attempted", exercise.points)
     except Exception as e:  # the learner's object broke the check outside any case
-        return Report(exercise.name, "failed", exercise.points, results, error=describe_error(e))
+        error = f"the check stopped on hidden inputs: {HIDDEN_FAILURE}" if hidden else describe_error(e)
+        return Report(exercise.name, "failed", exercise.points, results, error=error)
     ran = [r for r in results if not r.skipped]
     ok = bool(ran) and all(r.passed for r in ran)
     return Report(exercise.name, "passed" if ok else "failed", exercise.points, results,

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from nbformat import from_dict
 from nbgrader.api import Gradebook
 
 from adversarial.build import solution_answers
-from grader.grading.nbgrader_course import ALLOW_HIDDEN_ENV, RedactHiddenCases, export, hidden_seed_refusal, redact
+from grader.grading.nbgrader_course import ALLOW_HIDDEN_ENV, RedactHiddenCases, export, hidden_seed_refusal
 from grader.registry import get
 from grader.runner import HIDDEN_SEED_ENV, PUBLIC_SEED, run_exercise
 
@@ -102,11 +103,14 @@ def test_autograde_refuses_a_hidden_seed_without_the_opt_in(course):
 def test_the_whole_nbgrader_cycle_keeps_hidden_cases_and_the_seed_out_of_feedback(course):
     course, env = course
     nbgrader(course, "autograde", LESSON, "--force", env={**env, ALLOW_HIDDEN_ENV: "1"})
-    # The hidden round ran in carol's kernel: its cases, with their inputs, and her printed seed are in the
-    # autograded notebook (the instructor's copy) ...
+    # The hidden round ran in carol's kernel: her lookup table failed hidden cases, which show no inputs even in
+    # the autograded notebook (the instructor's copy); her printed seed is there ...
     carol = json.loads((course / "autograded" / "carol" / LESSON / f"{LESSON}.ipynb").read_text())
     outputs = json.dumps([c.get("outputs", []) for c in carol["cells"]], ensure_ascii=False)
-    assert "hidden case: broadcast_shape((" in outputs and f"my seed is {SEED}" in outputs
+    assert re.search(r"✗ hidden case \d+", outputs) and "broadcast_shape((" not in outputs
+    printed = "".join("".join(o["text"]) for c in carol["cells"] for o in c.get("outputs", [])
+                      if o["output_type"] == "stream")  # one print may arrive as several stream outputs
+    assert f"my seed is {SEED}" in printed
     # ... and not in the feedback (generate_feedback and export need no opt-in).
     nbgrader(course, "generate_feedback", LESSON, "--force", env=env)
     nbgrader(course, "export", "--to", str(course / "grades.csv"), env=env)
@@ -116,8 +120,8 @@ def test_the_whole_nbgrader_cycle_keeps_hidden_cases_and_the_seed_out_of_feedbac
     assert float(rows["bob"]["score"]) == 0.0 and float(rows["carol"]["score"]) == 0.0, rows
     feedback = {s: (course / "feedback" / s / LESSON / f"{LESSON}.html").read_text() for s in rows}
     for html in feedback.values():
-        assert "hidden case:" not in html and SEED not in html
-    assert "✗ hidden case" in feedback["carol"] and "my seed is &lt;hidden seed&gt;" in feedback["carol"]
+        assert SEED not in html
+    assert "✗ hidden case" in feedback["carol"] and "&lt;hidden seed&gt;" in feedback["carol"]
     assert "broadcast_shape((), (3,)) → (3,)" in feedback["bob"]  # public cases stay readable
 
 
@@ -127,16 +131,9 @@ def test_refusal_needs_a_seed_and_no_opt_in():
     assert "python -m grader grade" in hidden_seed_refusal({HIDDEN_SEED_ENV: SEED})
 
 
-def test_redact_keeps_public_cases_and_drops_hidden_ones():
-    report = ("✗ f: 3 of 9 cases failed · 0/1 points\n  ✗ x (4, 5)\n      wrong values\n"
-              "  ✗ hidden case: x (7, 3)\n      wrong values (3 of 21 differ)\n  ✓ 6 other cases passed")
-    assert redact(report) == ("✗ f: 3 of 9 cases failed · 0/1 points\n  ✗ x (4, 5)\n      wrong values\n"
-                              "  ✗ hidden case\n  ✓ 6 other cases passed")
-
-
 def test_redaction_covers_every_kind_of_output(monkeypatch):
     monkeypatch.setenv(HIDDEN_SEED_ENV, SEED)
-    leak = f"✗ hidden case: x (7, 3)\n    wrong values\nmy seed is {SEED}"
+    leak = f"my seed is {SEED}"
     cell = from_dict({"cell_type": "code", "source": "", "metadata": {}, "outputs": [
         {"output_type": "stream", "name": "stdout", "text": leak},
         {"output_type": "error", "ename": "AssertionError", "evalue": leak, "traceback": [leak, leak]},
@@ -146,6 +143,5 @@ def test_redaction_covers_every_kind_of_output(monkeypatch):
     ]})
     nb, _ = RedactHiddenCases()(from_dict({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}), {})
     outputs = json.dumps(nb.cells[0].outputs, ensure_ascii=False)
-    assert "hidden case:" not in outputs and "(7, 3)" not in outputs and "wrong values" not in outputs
-    assert outputs.count("✗ hidden case") == 8 and outputs.count("my seed is <hidden seed>") == 8
+    assert SEED not in outputs.replace("4242AAAA", "") and outputs.count("my seed is <hidden seed>") == 8
     assert "4242AAAA" in outputs  # base64 images are left alone

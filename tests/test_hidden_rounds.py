@@ -7,11 +7,12 @@ fails once the instructor's seed adds the hidden round, which draws from beyond 
 """
 import pytest
 import torch
+from torch import nn
 
 from grader import evaluate
 from test_lesson00_setup import pick_device_other
 from test_lesson01_tensors import broadcast_shape_ok, causal_mask_ok, one_hot_ok
-from test_lesson03_modules import MLPOK, count_ok, freeze_ok
+from test_lesson03_modules import LinearOK, MLPOK, RunningMeanOK, count_ok, freeze_ok, init_ok
 from test_lesson05_optim import AdamWOther, SGDOther, lr_other
 from test_lesson06_data import StridedRange, split_right
 
@@ -53,6 +54,21 @@ def causal_mask_table(n, device=None):
     return MASKS[n].to("cpu" if device is None else device)
 
 
+LINEAR_BOUNDS = {7: 7 ** -0.5, 16: 0.25, 160: 160 ** -0.5}  # 1/sqrt(in_features) of every public size
+
+
+class LinearTable(LinearOK):
+    """Builds the public sizes only, with the init bound looked up by in_features."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        if (in_features, out_features) not in {(7, 5), (160, 200), (16, 2000)}:
+            raise NotInTable((in_features, out_features))
+        nn.Module.__init__(self)
+        k = LINEAR_BOUNDS[in_features]
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-k, k))
+        self.bias = nn.Parameter(torch.empty(out_features).uniform_(-k, k)) if bias else None
+
+
 class MLPTable(MLPOK):
     """Builds the public configurations only."""
 
@@ -75,6 +91,29 @@ def count_table():
     def count_parameters(module, trainable_only=True):
         return table[repr(module), trainable_only]
     return count_parameters
+
+
+# the Xavier bound sqrt(6 / (fan_in + fan_out)) of every weight shape the public model has
+XAVIER_BOUNDS = {shape: (6 / sum(shape)) ** 0.5 for shape in [(200, 160), (3, 7), (5, 6), (2, 5)]}
+
+
+def init_weights_table(m):
+    """Looks the bound up by weight shape; any other shape gets a made-up one."""
+    if isinstance(m, nn.Linear):
+        a = XAVIER_BOUNDS.get(tuple(m.weight.shape), 123.0)
+        with torch.no_grad():
+            m.weight.uniform_(-a, a)
+            if m.bias is not None:
+                m.bias.zero_()
+
+
+class RunningMeanTable(RunningMeanOK):
+    """Always five features (the public round's), whatever num_features says."""
+
+    def __init__(self, num_features, momentum=0.1):
+        nn.Module.__init__(self)
+        self.register_buffer("mean", torch.zeros(5))
+        self.m = momentum
 
 
 def freeze_table(module, prefixes):
@@ -140,8 +179,11 @@ EXERCISES = {
     "broadcast_shape": (broadcast_shape_table, broadcast_shape_ok),
     "one_hot": (one_hot_table, one_hot_ok),
     "causal_mask": (causal_mask_table, causal_mask_ok),
+    "Linear": (LinearTable, LinearOK),
     "MLP": (MLPTable, MLPOK),
     "count_parameters": (count_table, count_ok),  # the table is recorded when the test runs
+    "init_weights": (init_weights_table, init_ok),
+    "RunningMean": (RunningMeanTable, RunningMeanOK),
     "freeze": (freeze_table, freeze_ok),
     "SGD": (SGDTable, SGDOther),
     "AdamW": (AdamWTable, AdamWOther),

@@ -227,24 +227,30 @@ LINEAR_FIX = "nn.Linear draws weight and bias from uniform(-1/sqrt(in_features),
 ], forbidden={"linear": "compute x @ self.weight.T + self.bias yourself"})
 def Linear(t, cls):
     seed = t.integer(0, 10_000)
-    i, o = 7, 5
+    # hidden round: sizes no public case has (a table of the public sizes and their init bounds fails)
+    i, o = t.unseen(7, 8, 16), t.unseen(5, 17, 40)
     for bias in (None, True, False):
-        label = "Linear(7, 5)" if bias is None else f"Linear(7, 5, bias={bias})"
+        label = f"Linear({i}, {o})" if bias is None else f"Linear({i}, {o}, bias={bias})"
         with t.case(f"{label}: parameters registered with nn.Linear's names, shapes and dtype"):
             _linear_structure(t.call(linear_build, cls, i, o, bias, seed), i, o, bias is not False)
         if not t.results[-1].passed:
             return  # nothing below makes sense without the right parameters
 
     # Sizes stay under 32768 elements, where torch runs element-wise ops on one thread: fast on a busy CPU.
-    with t.case("Linear(160, 200): weight initialised like nn.Linear (uniform in ±1/sqrt(160))"):
-        info = t.call(linear_build, cls, 160, 200, None, seed + 1)
-        _uniform_stats(info["state"]["weight"], 160 ** -0.5, "weight", LINEAR_FIX)
-    with t.case("Linear(16, 2000): bias initialised like nn.Linear (uniform in ±1/sqrt(16), not 1/sqrt(2000))"):
-        info = t.call(linear_build, cls, 16, 2000, None, seed + 2)
-        _uniform_stats(info["state"]["bias"], 16 ** -0.5, "bias", LINEAR_FIX)
+    # The hidden round's are no bigger (at least 15000 weights and 2001 biases, enough for the statistics).
+    wi, wo = t.unseen(160, 100, 160), t.unseen(200, 150, 200)
+    with t.case(f"Linear({wi}, {wo}): weight initialised like nn.Linear (uniform in ±1/sqrt({wi}))"):
+        info = t.call(linear_build, cls, wi, wo, None, seed + 1)
+        _uniform_stats(info["state"]["weight"], wi ** -0.5, "weight", LINEAR_FIX)
+    bi, bo = t.unseen(16, 8, 16), t.unseen(2000, 2001, 2048)
+    with t.case(f"Linear({bi}, {bo}): bias initialised like nn.Linear (uniform in ±1/sqrt({bi}), "
+                f"not 1/sqrt({bo}))"):
+        info = t.call(linear_build, cls, bi, bo, None, seed + 2)
+        _uniform_stats(info["state"]["bias"], bi ** -0.5, "bias", LINEAR_FIX)
 
     for bias in (True, False):
-        with t.case(f"Linear(7, 5, bias={bias}).state_dict() loads into nn.Linear(7, 5, bias={bias}), strict"):
+        with t.case(f"Linear({i}, {o}, bias={bias}).state_dict() loads into nn.Linear({i}, {o}, bias={bias}), "
+                    "strict"):
             state = t.call(linear_build, cls, i, o, bias, seed)["state"]
             ref = nn.Linear(i, o, bias=bias)
             try:
@@ -259,7 +265,8 @@ def Linear(t, cls):
             if bias:
                 ref.bias.copy_(t.randn(o))
         x, up = t.randn(3, i), t.randn(3, o)
-        with t.case(f"nn.Linear(7, 5, bias={bias}).state_dict() loads into your Linear, strict; same output"):
+        with t.case(f"nn.Linear({i}, {o}, bias={bias}).state_dict() loads into your Linear, strict; "
+                    "same output"):
             got = t.call(linear_forward, cls, i, o, bias, seed, x, up, dict(ref.state_dict()))
             if "load_error" in got:
                 raise Mismatch(f"your Linear could not load nn.Linear's state_dict: {got['load_error']}")
@@ -272,7 +279,8 @@ def Linear(t, cls):
             for shape in shapes:
                 x = t.randn(*shape)
                 up = t.randn(*shape[:-1], o)
-                with t.case(f"{device}: Linear(7, 5, bias={bias}) on x of shape {shape_str(shape)}, with gradients"):
+                with t.case(f"{device}: Linear({i}, {o}, bias={bias}) on x of shape {shape_str(shape)}, "
+                            "with gradients"):
                     try:
                         got = t.call(linear_forward, cls, i, o, bias, seed, x.to(device), up.to(device))
                     except LearnerError as e:  # add the leading-dims advice
@@ -302,9 +310,9 @@ def Linear(t, cls):
 
     if "cuda" not in t.devices:
         for bias in (True, False):
-            with t.case(f"Linear(7, 5, bias={bias}).to('meta') moves every parameter"):
+            with t.case(f"Linear({i}, {o}, bias={bias}).to('meta') moves every parameter"):
                 _expect_moved(t.call(module_devices, cls, [i, o], {"bias": bias}, "meta"), "meta")
-            _meta_forward(t, f"Linear(7, 5, bias={bias}) forward on x (3, 7)", cls, [i, o], {"bias": bias},
+            _meta_forward(t, f"Linear({i}, {o}, bias={bias}) forward on x (3, {i})", cls, [i, o], {"bias": bias},
                           t.randn(3, i, dtype=torch.float32))
 
 
@@ -588,27 +596,31 @@ def count_parameters(t, fn):
 # init_weights
 # ============================================================================================================
 
+INIT_SIZES = (160, 200, 7, 3, 6, 5, 2)  # InitNet's big in/out, small in/out, head in/hidden/out (public round)
+
+
 class InitNet(nn.Module):
     """A bit of everything: only its nn.Linear layers should change under apply(init_weights)."""
 
-    def __init__(self):
+    def __init__(self, sizes=INIT_SIZES):
         super().__init__()
+        big_in, big_out, small_in, small_out, h0, h1, h2 = sizes
         self.conv = nn.Conv2d(3, 4, 3)
         self.norm = nn.LayerNorm(6)
         self.embed = nn.Embedding(10, 6)
-        self.big = nn.Linear(160, 200)  # 32000 weights: enough for the statistics, one thread
-        self.small = nn.Linear(7, 3, bias=False)
-        self.head = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+        self.big = nn.Linear(big_in, big_out)  # 32000 weights (public): enough for the statistics, one thread
+        self.small = nn.Linear(small_in, small_out, bias=False)
+        self.head = nn.Sequential(nn.Linear(h0, h1), nn.ReLU(), nn.Linear(h1, h2))
         with torch.no_grad():  # non-default values, so that "reset to the default" is visible
             self.norm.weight.uniform_(0.5, 1.5)
             self.norm.bias.uniform_(-0.5, 0.5)
 
 
-def init_run(fn, seed: int, device: str) -> dict:
-    """Driver: build InitNet on `device`, call model.apply(fn); return the state before and after."""
+def init_run(fn, seed: int, device: str, sizes: tuple = INIT_SIZES) -> dict:
+    """Driver: build InitNet(sizes) on `device`, call model.apply(fn); return the state before and after."""
     with untraced():
         _seed(seed)
-        model = InitNet().to(device)
+        model = InitNet(tuple(sizes)).to(device)
         before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.apply(fn)
     with untraced():
@@ -628,8 +640,13 @@ def init_run(fn, seed: int, device: str) -> dict:
 ])
 def init_weights(t, fn):
     seed = t.integer(0, 10_000)
+    # hidden round: Linear sizes no public model has, so a table of the public weight shapes fails; the big layer
+    # is no bigger (15000 to 31641 weights, still enough for the statistics)
+    sizes = (t.unseen(160, 100, 160), t.unseen(200, 150, 200), t.unseen(7, 8, 16), t.unseen(3, 4, 8),
+             t.unseen(6, 7, 16), t.unseen(5, 16, 32), t.unseen(2, 3, 8))
+    big_in, big_out = sizes[:2]
     with t.case("model.apply(init_weights) on a model with Conv2d, LayerNorm, Embedding and Linear layers"):
-        got = t.call(init_run, fn, seed, "cpu")
+        got = t.call(init_run, fn, seed, "cpu", sizes)
         before, after = got["before"], got["after"]
         for k in before:
             if k.startswith(("conv", "norm", "embed")) and not torch.equal(before[k], after[k]):
@@ -648,12 +665,13 @@ def init_weights(t, fn):
                 raise Mismatch(f"`{k}` has values up to {worst:.4g}, outside the Xavier-uniform bound "
                                f"±sqrt(6 / (fan_in + fan_out)) = ±{bound:.4g} — nn.init.xavier_uniform_ "
                                "(not xavier_normal_ or kaiming_*)")
-        _uniform_stats(after["big.weight"], (6 / 360) ** 0.5, "`big.weight` (a Linear(160, 200))",
+        _uniform_stats(after["big.weight"], (6 / (big_in + big_out)) ** 0.5,
+                       f"`big.weight` (a Linear({big_in}, {big_out}))",
                        "Xavier-uniform draws from uniform(-a, a) with a = sqrt(6 / (fan_in + fan_out)): "
                        "nn.init.xavier_uniform_(module.weight)")
     if "cuda" not in t.devices:
         with t.case("device check: apply(init_weights) on a model on the meta device keeps it there"):
-            got = t.call(init_run, fn, seed, "meta")
+            got = t.call(init_run, fn, seed, "meta", sizes)
             moved = [n for n, d in got["devices"].items() if d != "meta"]
             if moved:
                 raise Mismatch(f"`{moved[0]}` ended up on {got['devices'][moved[0]]}: initialise the existing "
@@ -710,8 +728,8 @@ def _running_mean_reference(num_features: int, momentum: float, steps: list, sta
     "self.mean.mul_(1 - self.momentum).add_(self.momentum * x.mean(0)); then return x - self.mean.",
 ])
 def RunningMean(t, cls):
-    nf = 5
-    with t.case("RunningMean(5): `mean` is a persistent buffer of zeros, in state_dict, not in parameters()"):
+    nf = t.unseen(5, 6, 41)  # hidden round: a width no public case has
+    with t.case(f"RunningMean({nf}): `mean` is a persistent buffer of zeros, in state_dict, not in parameters()"):
         info = t.call(running_mean_run, cls, nf, None, [])
         if "mean" in dict(info["params"]):
             raise Mismatch("`mean` is an nn.Parameter, so an optimizer would train it — register it as a "
@@ -738,7 +756,7 @@ def RunningMean(t, cls):
                  ("train", t.randn(n + 2, nf, dtype=torch.float32) - 2),
                  ("eval", t.randn(4, nf, dtype=torch.float32)),
                  ("train", t.randn(n, nf, dtype=torch.float32) * 0.5)]
-        label = f"RunningMean(5{'' if momentum is None else f', momentum={momentum}'})"
+        label = f"RunningMean({nf}{'' if momentum is None else f', momentum={momentum}'})"
         outs, means = _running_mean_reference(nf, mom, steps)
         with t.case(f"{label}: train, train, eval, train steps (batches of {n}, {n + 2}, 4, {n})"):
             got = t.call(running_mean_run, cls, nf, momentum, steps)
@@ -769,7 +787,7 @@ def RunningMean(t, cls):
                                    "then subtract the updated mean")
                 expect_tensor(o, outs[k], atol=1e-5, rtol=1e-5, what=f"the output of {step}")
 
-    with t.case("load_state_dict({'mean': m}) into a fresh RunningMean(5), then eval: x - m"):
+    with t.case(f"load_state_dict({{'mean': m}}) into a fresh RunningMean({nf}), then eval: x - m"):
         start = t.randn(nf, dtype=torch.float32)
         steps = [("eval", t.randn(6, nf, dtype=torch.float32)), ("train", t.randn(3, nf, dtype=torch.float32))]
         outs, means = _running_mean_reference(nf, 0.1, steps, start)
@@ -778,9 +796,9 @@ def RunningMean(t, cls):
             expect_tensor(got["outs"][k], outs[k], atol=1e-5, rtol=1e-5, what=f"the output of step {k + 1}")
 
     if "cuda" not in t.devices:
-        with t.case("RunningMean(5).to('meta') moves the buffer"):
+        with t.case(f"RunningMean({nf}).to('meta') moves the buffer"):
             _expect_moved(t.call(module_devices, cls, [nf], {}, "meta"), "meta")
-    _meta_forward(t, "RunningMean(5) forward on (3, 5) in train mode", cls, [nf], {},
+    _meta_forward(t, f"RunningMean({nf}) forward on (3, {nf}) in train mode", cls, [nf], {},
                   t.randn(3, nf, dtype=torch.float32))
 
 

@@ -24,6 +24,7 @@ from grader.build import ROOT, lessons
 from grader.grading import outputs
 from grader.grading.judge import Limits, claim_uids, sweep
 from grader.grading.submission import Lesson
+from grader.registry import get
 from grader.runner import HIDDEN_SEED_ENV
 
 SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
@@ -72,8 +73,6 @@ def find_submissions(paths: list[str], lesson: str) -> list[tuple[str, Path]]:
 def grader_version(lesson: Lesson) -> str:
     """Changes whenever the grader's core, the lesson or its checks change: cached results are then regraded."""
     import inspect
-
-    from grader.registry import get
     files = set((ROOT / "grader").glob("*.py")) | set((ROOT / "grader" / "grading").glob("*.py"))
     files |= {Path(inspect.getfile(get(n).check)) for n in lesson.exercises}
     h = hashlib.sha256(lesson.digest.encode())
@@ -130,7 +129,6 @@ def _judge(slot: int, uid: int | None, zsock: socket.socket, lesson: Lesson, lim
     """A judge process: grade submissions from `tasks` until it is empty."""
     from grader.grading.judge import grade_submission
     from grader.grading.sandbox import PR_SET_PDEATHSIG, _prctl
-    from grader.registry import get
     from grader.report import Report
     import torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
@@ -190,15 +188,14 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
     out.mkdir(parents=True, exist_ok=True)
     limits.hide = hide_list(out, submissions, hide or [])
     limits.needed = needed_paths()
-    from grader.registry import get
     limits.cpu_s = int(4 * sum(limits.round_seconds(get(n)) for n in lesson.exercises) + 60)
-    todo, records = [], {}
+    todo, records, keys = [], {}, {}
     for student, path in submissions:
         try:
             data = path.read_bytes()
         except OSError as e:
             raise UsageError(f"{path}: cannot read it ({e.strerror})") from None
-        key = cache_key(hashlib.sha256(data).hexdigest(), lesson_name, version, seed, limits)
+        key = keys[student] = cache_key(hashlib.sha256(data).hexdigest(), lesson_name, version, seed, limits)
         done = _cached(out / f"{student}.json", key)
         if done is not None:
             records[student] = done
@@ -213,9 +210,10 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
     for student, path in submissions:
         if student in records:
             continue
-        try:
-            records[student] = json.loads((out / f"{student}.json").read_text())
-        except (OSError, ValueError):  # its judge died: recorded as the grader's failure, regraded next run
+        record = _read(out / f"{student}.json")
+        if record.get("key") == keys[student]:
+            records[student] = record
+        else:  # its judge died: recorded as the grader's failure, regraded on the next run
             record = outputs.error_record(student, lesson, str(path), [get(n) for n in lesson.exercises],
                                           "the grading process died while grading this submission; rerun "
                                           "the same command to grade it again")
@@ -225,11 +223,17 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
     return [records[s] for s, _ in submissions]
 
 
-def _cached(path: Path, key: str) -> dict | None:
+def _read(path: Path) -> dict:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _cached(path: Path, key: str) -> dict | None:
+    """The result graded earlier with the same key (file, lesson, grader, seed, limits), unless it failed."""
+    record = _read(path)
     return record if record.get("key") == key and record.get("status") != "error" else None
 
 

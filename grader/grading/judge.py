@@ -369,18 +369,16 @@ def check_exercise(run: SubmissionRun, name: str, hidden_seed: int | None) -> Re
 
 
 def _redact(report: Report) -> Report:
-    """Hidden cases keep only pass/fail: no names built from inputs, no messages the learner could steer."""
-    cases = [CaseResult(f"hidden case {i + 1}", c.passed, "" if c.passed else "failed on hidden inputs",
-                        skipped=c.skipped, hidden=True) for i, c in enumerate(report.cases)]
+    """The hidden round in our own words only. Its cases are numbered, without inputs or diagnoses, where they are
+    made (Tester.case); what stopped the round may quote the learner's text, which could carry hidden inputs out."""
     error = ""
-    if report.error:  # only our own words: a learner's text could carry hidden inputs out
+    if report.error:
         error = ("on hidden inputs, your code did not finish in time" if "did not finish" in report.error else
                  "on hidden inputs, your code crashed or ended the process" if "process" in report.error else
-                 "failed on hidden inputs (drawn from the instructor's seed): make it work for any input, "
-                 "not only the visible cases")
+                 runner.HIDDEN_FAILURE)
     if report.status == "not_attempted":
-        return Report(report.name, "failed", report.max_points, cases, error=error or "failed on hidden inputs")
-    return Report(report.name, report.status, report.max_points, cases, error=error)
+        return Report(report.name, "failed", report.max_points, report.cases, error=error or runner.HIDDEN_FAILURE)
+    return Report(report.name, report.status, report.max_points, report.cases, error=error)
 
 
 def grade_submission(zygote: socket.socket, uid: int | None, limits: Limits, lesson: Lesson,

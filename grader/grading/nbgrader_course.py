@@ -70,8 +70,8 @@ class AutogradeExporter(NotebookExporter):
 
 
 class RedactHiddenCases(Preprocessor):
-    """In every output, a hidden case becomes "hidden case" (its inputs and message are dropped) and the hidden
-    seed's value (from the environment) becomes "<hidden seed>"."""
+    """In every output, the hidden seed's value (from the environment) becomes "<hidden seed>". (Hidden cases
+    themselves never show inputs or diagnoses: Tester.case records only their number and verdict.)"""
 
     # nbconvert's preprocessors are off by default, and nbgrader registers the configured ones without enabling
     # them (BaseConverter.start calls exporter.register_preprocessor(pp), enabled=False): switch it on here.
@@ -82,7 +82,6 @@ class RedactHiddenCases(Preprocessor):
 
         def scrub(value):
             if isinstance(value, str):
-                value = redact(value)
                 return value.replace(seed, "<hidden seed>") if seed else value
             if isinstance(value, list):
                 return [scrub(v) for v in value]
@@ -102,25 +101,6 @@ class RedactHiddenCases(Preprocessor):
 
 def _base64(mime: str) -> bool:
     return mime == "application/pdf" or (mime.startswith("image/") and not mime.endswith("+xml"))
-
-
-_HIDDEN = "hidden case:"
-
-
-def redact(text: str) -> str:
-    """Cut each line at "hidden case:" and drop the indented message lines under it."""
-    out, indent = [], None
-    for line in text.split("\n"):
-        depth = len(line) - len(line.lstrip())
-        if indent is not None and line.strip() and depth > indent:
-            continue
-        indent = None
-        if _HIDDEN in line:
-            out.append(line[:line.index(_HIDDEN)] + "hidden case")
-            indent = depth
-        else:
-            out.append(line)
-    return "\n".join(out)
 
 
 def export(out: Path, lessons: list[str] | None = None, timeout: int = 600) -> list[Path]:

@@ -157,7 +157,7 @@ def run_cell(source: str, namespace: dict, filename: str) -> BaseException | Non
     first = None
     for statement in statements:
         try:
-            exec(compile(ast.Module([statement], type_ignores=[]), filename, "exec"), namespace)
+            exec(compile(ast.Module([statement], type_ignores=[]), filename, "exec", dont_inherit=True), namespace)
         except BaseException as e:  # SystemExit, KeyboardInterrupt and the rest: this statement only
             if first is None:
                 first = e
@@ -181,7 +181,7 @@ class _NoIPython:
     def run_line_magic(self, name: str, line: str, *args, **kwargs):
         if name == "time":  # `y = %time f(x)` gives y the value of f(x)
             try:
-                expression = compile(line, "<%time>", "eval")
+                expression = compile(line, "<%time>", "eval", dont_inherit=True)
             except SyntaxError:
                 return self._run(line, "<%time>")
             return eval(expression, self.user_ns)
