@@ -7,19 +7,21 @@ same command to resume).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from grader.grading.judge import DEFAULT_TIMEOUT
 
 
 def _positive(kind):
+    """An argparse type: a finite number (of `kind`) above 0."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole' if kind is int else 'a'} number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
         return value
     return parse
 

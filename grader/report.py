@@ -42,12 +42,16 @@ class Report:
                     "then run this check again.")
         if self.passed:
             return f"✓ {self.name}: {'all ' if len(ran) > 1 else ''}{_cases(len(ran), 'case')} passed · {score}"
+        error = self.error.splitlines() or [""]  # its first line heads the report, any advice goes below
         problems = ([f"{len(failed)} of {_cases(len(ran), 'case')} failed"] if failed else []) + \
-                   ([f"the check stopped: {self.error}" if ran else self.error] if self.error else [])
-        lines = [f"✗ {self.name}: {'; '.join(problems)} · {score}"]
+                   ([f"the check stopped: {error[0]}" if ran else error[0]] if self.error else [])
+        lines = [f"✗ {self.name}: {'; '.join(problems)} · {score}"] + [f"  {line}" for line in error[1:]]
+        shown = ""
         for case in failed[:MAX_SHOWN_FAILURES]:
             lines.append(f"  ✗ {case.name}")
-            lines.extend(f"      {line}" for line in case.message.splitlines())
+            same = case.message == shown and len(case.message) > 40
+            lines.extend(["      (the same)"] if same else [f"      {line}" for line in case.message.splitlines()])
+            shown = case.message
         if len(failed) > MAX_SHOWN_FAILURES:
             lines.append(f"  … and {_cases(len(failed) - MAX_SHOWN_FAILURES, 'more failing case')}")
         if len(ran) > len(failed):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dis
 import os
 import re
+import sysconfig
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ HIDDEN_FAILURE = ("failed on hidden inputs (drawn from the instructor's seed): m
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 _GRADER_DIR = str(Path(__file__).parent)
+_STDLIB_DIR = sysconfig.get_paths()["stdlib"]
 _RAISE = dis.opmap["RAISE_VARARGS"]
 
 
@@ -78,17 +80,22 @@ _ERROR_ADVICE = [
 
 
 def describe_error(exc: BaseException) -> str:
-    """'raised RuntimeError at line 4 of pairwise_sq_dists: ... — likely cause'."""
+    """'raised RuntimeError in pairwise_sq_dists (line 4): ...' and, where we can tell, '→ the likely cause'."""
+    if isinstance(exc, SyntaxError):  # where in the learner's cell, not where Python's parser raised it
+        return f"raised {type(exc).__name__} at line {exc.lineno} of your cell: {exc.msg} — fix it and run the cell"
     where = ""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith((_TORCH_DIR, _GRADER_DIR))]
+              if not f.filename.startswith((_TORCH_DIR, _GRADER_DIR, _STDLIB_DIR))]
     if frames:
         where = f" in {frames[-1].name} (line {frames[-1].lineno})"
     message = _ANSI.sub("", str(exc)).strip()
     first_line = (message.splitlines() or [""])[0][:200]
-    text = f"raised {type(exc).__name__}{where}: {first_line}"
+    text = f"raised {type(exc).__name__}{where}: {first_line}".rstrip(": ")
     if isinstance(exc, NameError) and not isinstance(exc, UnboundLocalError):
         return f"{text}\n→ {_NOT_DEFINED}"
+    if isinstance(exc, MemoryError):
+        return f"{text}\n→ it ran out of memory — build smaller intermediates (a (n, n, d) broadcast is n times " \
+               "larger than its inputs) and keep no huge Python lists"
     for needles, advice in _ERROR_ADVICE:
         if any(n in message for n in needles):
             return f"{text}\n→ {advice}"

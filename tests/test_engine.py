@@ -235,3 +235,25 @@ def test_report_counts_read_as_english():
     text = Report("f", "failed", 1, cases).text()
     assert "4 of 5 cases failed" in text and "… and 1 more failing case\n" in text and "✓ 1 other case passed" in text
     assert Report("f", "passed", 1, [CaseResult("ok", True)]).text().startswith("✓ f: 1 case passed")
+
+
+def test_errors_point_into_the_learners_cell_and_advise():
+    from grader.runner import describe_error
+    try:
+        compile("x = 1\ndef f(:\n    pass\n", "<answer cell f>", "exec")
+    except SyntaxError as e:
+        assert describe_error(e).startswith("raised SyntaxError at line 2 of your cell: invalid syntax")
+    try:
+        raise MemoryError()
+    except MemoryError as e:
+        assert "ran out of memory" in describe_error(e)
+
+
+def test_a_report_puts_advice_under_the_score_and_does_not_repeat_itself():
+    from grader.report import CaseResult, Report
+    text = Report("f", "failed", 1, [], error="raised NameError in f (line 2): name 'g' is not defined\n→ move it").text()
+    assert text.splitlines()[:2] == ["✗ f: raised NameError in f (line 2): name 'g' is not defined · 0/1 points",
+                                     "  → move it"]
+    long = "failed on hidden inputs (drawn from the instructor's seed): make it work for any input"
+    text = Report("f", "failed", 1, [CaseResult("a", False, long), CaseResult("b", False, long)]).text()
+    assert text.count(long) == 1 and "(the same)" in text

@@ -102,6 +102,29 @@ def test_nbgrader_layout_and_file_stems_name_the_students(tmp_path):
     assert [s for s, _ in find_submissions([str(tmp_path / "submitted" / "ben")], "00_setup")] == ["ben"]
 
 
+def test_each_student_is_graded_once_on_the_same_notebook_however_the_paths_are_given(tmp_path):
+    sub = tmp_path / "submitted"
+    for student, names in [("amy", ["00_setup", "scratch"]), ("ben", ["00_setup (copy)", "00_setup"]),
+                           ("cat", ["my work"])]:
+        for name in names:
+            write(sub / student / "00_setup" / f"{name}.ipynb", notebook("00_setup"))
+    (sub / "dan" / "00_setup").mkdir(parents=True)  # an empty submission folder
+    folder = find_submissions([str(sub)], "00_setup")
+    globbed = find_submissions(sorted(str(p) for p in sub.glob("*/00_setup/*.ipynb")) + [str(sub / "dan")], "00_setup")
+    assert folder == globbed
+    assert [(s, p.name) for s, p in folder] == [("amy", "00_setup.ipynb"), ("ben", "00_setup.ipynb"),
+                                                ("cat", "my work.ipynb"), ("dan", "00_setup")]
+    # the same file twice counts once; ids keep letters of any script, and who gets "-2" does not depend on order
+    loose = [write(tmp_path / d / f"{n}.ipynb", notebook("00_setup")) for d, n in
+             [("x", "José"), ("y", "Josñ"), ("x", "sam"), ("y", "sam"), ("z", "sam-2"), ("x", "Zoë 学生")]]
+    a = find_submissions([str(p) for p in loose] + [str(loose[0])], "00_setup")
+    b = find_submissions([str(p) for p in reversed(loose)], "00_setup")
+    assert set(a) == set(b) and len(a) == 6
+    assert {s: str(p.relative_to(tmp_path)) for s, p in a} == {
+        "José": "x/José.ipynb", "Josñ": "y/Josñ.ipynb", "sam": "x/sam.ipynb", "sam-3": "y/sam.ipynb",
+        "sam-2": "z/sam-2.ipynb", "Zoë_学生": "x/Zoë 学生.ipynb"}
+
+
 def test_paths_with_nothing_to_grade_are_usage_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     write(tmp_path / "other" / "ann" / "01_tensors" / "01_tensors.ipynb", notebook("00_setup"))

@@ -39,9 +39,12 @@ def rows(out: Path) -> dict:
     (["--lesson", "../solutions/01_tensors", "{subs}"], "the lessons are: 00_setup, 01_tensors"),
     (["--lesson", "00_setup", "{tmp}/missing.ipynb"], "missing.ipynb: no such file or folder"),
     (["--lesson", "00_setup", "{tmp}/empty"], "nothing to grade for 00_setup"),
-    (["--lesson", "00_setup", "{subs}", "--workers", "0"], "--workers: must be more than 0"),
-    (["--lesson", "00_setup", "{subs}", "--timeout", "0"], "--timeout: must be more than 0"),
+    (["--lesson", "00_setup", "{subs}", "--workers", "0"], "--workers: must be a number above 0"),
+    (["--lesson", "00_setup", "{subs}", "--timeout", "0"], "--timeout: must be a number above 0"),
+    (["--lesson", "00_setup", "{subs}", "--timeout", "nan"], "--timeout: must be a number above 0, got nan"),
     (["--lesson", "00_setup", "{subs}", "--timeout", "soon"], "--timeout: 'soon' is not a number"),
+    (["--lesson", "00_setup", "{subs}", "--memory-mb", "1e12"], "--memory-mb: '1e12' is not a whole number"),
+    (["--lesson", "00_setup", "{subs}", "--hide", "{tmp}/nope"], "--hide"),
 ])
 def test_usage_errors_exit_2_with_one_clear_line_and_grade_nothing(tmp_path, capsys, args, fragment):
     subs = write(tmp_path / "subs" / "ann.ipynb", notebook("00_setup")).parent
@@ -73,12 +76,13 @@ def test_every_submission_is_in_the_gradebook_with_why_and_the_exit_code_says_so
     write(subs / "ann.ipynb", notebook("00_setup"))
     write(subs / "ben.ipynb", b"{broken")
     write(subs / "cy.ipynb", {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    (subs / "dee.ipynb").mkdir()  # a folder that only looks like a notebook
     out = tmp_path / "out"
     done = run_cli("grade", "--lesson", "00_setup", str(subs), "--out", str(out))
-    assert done.returncode == 1 and "2 of 3 submissions were not graded" in done.stderr, done.stderr
+    assert done.returncode == 1 and "3 of 4 submissions were not graded" in done.stderr, done.stderr
     got = {s: (r["status"], r["score"], r["source"]) for s, r in rows(out).items()}
     assert got == {"ann": ("graded", "1", str(subs / "ann.ipynb")), "ben": ("unreadable", "0", str(subs / "ben.ipynb")),
-                   "cy": ("no_cells", "0", str(subs / "cy.ipynb"))}
+                   "cy": ("no_cells", "0", str(subs / "cy.ipynb")), "dee": ("unreadable", "0", str(subs / "dee.ipynb"))}
     cy = (out / "feedback" / "cy.txt").read_text()
     assert "Status: no_cells — the notebook has no cells" in cy
     ben = (out / "feedback" / "ben.txt").read_text()
@@ -92,7 +96,7 @@ def test_every_submission_is_in_the_gradebook_with_why_and_the_exit_code_says_so
     assert run_cli("grade", "--lesson", "00_setup", str(subs), "--out", str(tmp_path / "out2")).returncode == 0
 
 
-def test_gradescope_results_are_written_for_results_graded_earlier(tmp_path):
+def test_gradescope_results_are_written_for_results_graded_earlier_and_never_left_stale(tmp_path):
     subs = write(tmp_path / "subs" / "ann.ipynb", notebook("00_setup")).parent
     out = tmp_path / "out"
     assert run_cli("grade", "--lesson", "00_setup", str(subs), "--out", str(out)).returncode == 0
@@ -100,6 +104,17 @@ def test_gradescope_results_are_written_for_results_graded_earlier(tmp_path):
     assert run_cli("grade", "--lesson", "00_setup", str(subs), "--out", str(out), "--gradescope").returncode == 0
     assert (out / "ann.json").stat().st_mtime_ns == mtime  # not regraded
     assert json.loads((out / "gradescope" / "ann" / "results.json").read_text())["score"] == 1
+    write(subs / "ann.ipynb", notebook("00_setup", {"pick_device": WRONG}))  # resubmitted; graded without the flag
+    assert run_cli("grade", "--lesson", "00_setup", str(subs), "--out", str(out)).returncode == 0
+    assert json.loads((out / "gradescope" / "ann" / "results.json").read_text())["score"] == 0
+
+
+def test_a_student_without_a_notebook_is_missing_and_the_others_are_graded(tmp_path):
+    write(tmp_path / "submitted" / "ann" / "00_setup" / "00_setup.ipynb", notebook("00_setup"))
+    (tmp_path / "submitted" / "cat" / "00_setup").mkdir(parents=True)
+    records = {r["student"]: r for r in grade("00_setup", [str(tmp_path)], tmp_path / "out", log=lambda m: None)}
+    assert records["ann"]["score"] == 1 and records["cat"]["status"] == "missing"
+    assert "no notebook (.ipynb) was found in" in (tmp_path / "out" / "feedback" / "cat.txt").read_text()
 
 
 def test_a_judge_that_dies_leaves_an_error_row_and_its_student_is_regraded_next_run(tmp_path, monkeypatch):

@@ -48,10 +48,21 @@ def kernel_only_attribute() -> dict:
     return notebook(LESSON, {"pairwise_sq_dists": source})
 
 
+def future_annotations() -> dict:
+    """`from __future__ import annotations` holds for the rest of the notebook, as in IPython: the annotations
+    name types that are never defined."""
+    shape = SOLVED["broadcast_shape"].replace("-> tuple[int, ...]:", "-> Shape:")
+    mask = SOLVED["causal_mask"].replace("(n: int", "(n: Size")
+    assert "Shape" in shape and "Size" in mask
+    return notebook(LESSON, {"broadcast_shape": "from __future__ import annotations\n\n" + shape,
+                             "causal_mask": mask})
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cells")
-    for student in (helper_in_another_cell, jupyter_features, two_answers_in_one_cell, kernel_only_attribute):
+    for student in (helper_in_another_cell, jupyter_features, two_answers_in_one_cell, kernel_only_attribute,
+                    future_annotations):
         write(folder / "submitted" / f"{student.__name__}.ipynb", student())
     records = grade(LESSON, [str(folder / "submitted")], folder / "out", workers=1, log=lambda m: None)
     return {r["student"]: r for r in records}
@@ -80,6 +91,11 @@ def test_a_failing_statement_costs_no_other_definition_of_the_same_cell(graded):
     assert exercise(record, "gather_rows")["status"] == "passed", exercise(record, "gather_rows")["message"]
     assert any("raised RuntimeError" in n and "index 3 is out of bounds" in n for n in record["notes"]), \
         record["notes"]
+
+
+def test_a_future_import_holds_for_the_cells_after_it(graded):
+    record = graded["future_annotations"]
+    assert record["score"] == record["max_score"], [ex["message"] for ex in record["exercises"]]
 
 
 def test_a_kernel_only_attribute_of_get_ipython_says_it_is_not_available(graded):

@@ -27,7 +27,7 @@ from grader.grading.submission import Lesson
 from grader.registry import get
 from grader.runner import HIDDEN_SEED_ENV
 
-SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+SAFE_ID = re.compile(r"[^\w.-]")  # a student id names files: letters of any script, digits, _ . -
 
 
 class UsageError(Exception):
@@ -38,36 +38,54 @@ def find_submissions(paths: list[str], lesson: str) -> list[tuple[str, Path]]:
     """(student, notebook) pairs. A notebook is one student: the folder above `<lesson>/` in nbgrader's layout
     (submitted/alice/01_tensors/01_tensors.ipynb is alice), else its file stem. A folder is nbgrader's layout
     [submitted/]<student>/<lesson>/*.ipynb, one student's folder <student>/<lesson>/, or a folder of notebooks.
-    UsageError when a path does not exist or a folder holds nothing to grade."""
-    found: list[tuple[str, Path]] = []
+    A student with several notebooks is graded on the one named after the lesson, else the first by name (as
+    for a folder, so for a shell glob of one); a student with none gets their <lesson>/ folder (graded as
+    missing). The same file given twice counts once. UsageError when a path does not exist or a folder holds
+    nothing to grade."""
+    students: dict[str, list[Path]] = {}  # nbgrader's layout: student -> their notebooks for the lesson
+    loose: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
             raise UsageError(f"{p}: no such file or folder")
         if not p.is_dir():
-            found.append((p.parent.parent.name if p.parent.name == lesson and p.parent.parent.name else p.stem, p))
+            if p.parent.name == lesson and p.parent.parent.name:
+                students.setdefault(p.resolve().parent.parent.name, []).append(p)
+            else:
+                loose.append(p)
             continue
         base = p / "submitted" if (p / "submitted").is_dir() else p
-        students = [base] if (base / lesson).is_dir() else \
+        folders = [base] if (base / lesson).is_dir() else \
             sorted(d for d in base.iterdir() if d.is_dir() and (d / lesson).is_dir())
-        for d in students:
-            books = sorted((d / lesson).glob("*.ipynb"))
-            preferred = [b for b in books if b.stem == lesson]
-            found.append((d.resolve().name, (preferred or books or [d / lesson / f"{lesson}.ipynb"])[0]))
-        if not students:
+        for d in folders:
+            students.setdefault(d.resolve().name, []).extend((d / lesson).glob("*.ipynb"))
+            students[d.resolve().name].append(d / lesson)  # the folder itself stands for "no notebook"
+        if not folders:
             books = sorted(base.glob("*.ipynb"))
             if not books:
                 raise UsageError(f"{p}: nothing to grade for {lesson} — expected notebooks (*.ipynb), or "
                                  f"nbgrader's folders <student>/{lesson}/*.ipynb")
-            found += [(b.stem, b) for b in books]
-    out, seen = [], set()
-    for student, path in found:
-        sid = SAFE_ID.sub("_", student) or "student"
-        k, unique = 2, sid
-        while unique in seen:
+            loose += books
+    found = [(student, _pick(books, lesson)) for student, books in students.items()]
+    found += [(b.stem, b) for b in loose]
+    ids = {student: SAFE_ID.sub("_", student).lstrip(".") or "student" for student, _ in found}
+    out, used, seen = [], set(), set()
+    for student, path in sorted(found, key=lambda sp: (ids[sp[0]], str(sp[1]))):  # the same ids in any order
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        sid = unique = ids[student]
+        k = 2
+        while unique in used or (unique != sid and unique in ids.values()):  # sam-2 is taken by a real sam-2
             unique, k = f"{sid}-{k}", k + 1
-        seen.add(unique)
+        used.add(unique)
         out.append((unique, path))
     return out
+
+
+def _pick(books: list[Path], lesson: str) -> Path:
+    """A student's notebook: the one named after the lesson, else the first by name; else their folder."""
+    notebooks = sorted(b for b in books if b.suffix == ".ipynb")
+    return ([b for b in notebooks if b.stem == lesson] or notebooks or books)[0]
 
 
 def grader_version(lesson: Lesson) -> str:
@@ -129,41 +147,35 @@ def _judge(slot: int, uid: int | None, zsock: socket.socket, lesson: Lesson, lim
     """A judge process: grade submissions from `tasks` until it is empty."""
     from grader.grading.judge import grade_submission
     from grader.grading.sandbox import PR_SET_PDEATHSIG, _prctl
-    from grader.report import Report
     import torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     torch.set_num_threads(1)
     ready = json.loads(zsock.recv(1 << 20) or b"{}")
     zygote_notes = ready.get("notes", [])
-    max_score = sum(get(n).points for n in lesson.exercises)
+    exercises = [get(n) for n in lesson.exercises]
     while True:
         task = tasks.get()
         if task is None:
             return
         student, source, data, key = task
-        results.put(("start", slot, student))
+        results.put(("start", slot, student, ""))
         t0 = time.monotonic()
         answers, status, problem = lesson.answers(data)
-        notes = [problem] if problem else []
         try:
             if problem:
-                reports = [Report(n, "failed", get(n).points, error=f"not graded ({status})")
-                           for n in lesson.exercises]
+                record = outputs.ungraded_record(student, lesson, source, status, problem, exercises, key)
             else:
-                reports, more = grade_submission(zsock, uid, limits, lesson, answers, seed)
-                notes += more
+                reports, notes = grade_submission(zsock, uid, limits, lesson, answers, seed)
+                record = outputs.result_record(student, lesson.name, source, key, status, reports, notes,
+                                               sum(ex.points for ex in exercises), time.monotonic() - t0)
         except Exception as e:  # the grader's own failure: reported, not cached, regraded on the next run
-            status = "error"
-            notes.append(f"grading failed: {type(e).__name__}: {e}")
-            reports = [Report(n, "failed", get(n).points, error="not graded (grader error)")
-                       for n in lesson.exercises]
-        record = outputs.result_record(student, lesson.name, source, key, status, reports, notes, max_score,
-                                       time.monotonic() - t0)
+            record = outputs.ungraded_record(student, lesson, source, "error",
+                                             f"grading failed: {type(e).__name__}: {e}", exercises, key)
         if zygote_notes:
             record["lesson_notes"] = zygote_notes
         outputs.write_student(out, record, with_gradescope)
-        results.put(("done", slot, student))
+        results.put(("done", slot, student, record["status"]))
 
 
 def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = None,
@@ -181,6 +193,9 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
+    for folder in hide or []:
+        if not Path(folder).is_dir():
+            raise UsageError(f"--hide {folder}: no such folder")
     lesson = Lesson.load(lesson_name)
     limits = limits or Limits()
     version, seed = grader_version(lesson), hidden_seed()
@@ -193,8 +208,13 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
     for student, path in submissions:
         try:
             data = path.read_bytes()
-        except OSError as e:
-            raise UsageError(f"{path}: cannot read it ({e.strerror})") from None
+        except OSError as e:  # a folder (a student's empty <lesson>/ folder, or one named *.ipynb), no access
+            problem = (("missing", f"no notebook (.ipynb) was found in {path}") if path.is_dir() and
+                       path.suffix != ".ipynb" else ("unreadable", f"{path.name} could not be read: {e.strerror}"))
+            records[student] = outputs.ungraded_record(student, lesson, str(path), *problem,
+                                                       [get(n) for n in lesson.exercises])
+            outputs.write_student(out, records[student], with_gradescope)
+            continue
         key = keys[student] = cache_key(hashlib.sha256(data).hexdigest(), lesson_name, version, seed, limits)
         done = _cached(out / f"{student}.json", key)
         if done is not None:
@@ -214,9 +234,9 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
         if record.get("key") == keys[student]:
             records[student] = record
         else:  # its judge died: recorded as the grader's failure, regraded on the next run
-            record = outputs.error_record(student, lesson, str(path), [get(n) for n in lesson.exercises],
-                                          "the grading process died while grading this submission; rerun "
-                                          "the same command to grade it again")
+            record = outputs.ungraded_record(student, lesson, str(path), "error",
+                                             "the grading process died while grading this submission; rerun "
+                                             "the same command to grade it again", [get(n) for n in lesson.exercises])
             outputs.write_student(out, record, with_gradescope)
             records[student] = record
     outputs.write_gradebook(out, list(records.values()), lesson.exercises)
@@ -245,7 +265,8 @@ def _run_judges(lesson: Lesson, todo: list, out: Path, workers: int, limits: Lim
     torch.set_num_threads(1)
     n = max(1, min(workers, len(todo)))
     uids, locks = claim_uids(n)
-    home = tempfile.mkdtemp(prefix="torchdojo-grading-")
+    _remove_stale_homes()
+    home = tempfile.mkdtemp(prefix=f"torchdojo-grading-{os.getpid()}-")
     os.chmod(home, 0o755)
     zygote, judges, tasks = None, [], None
     try:
@@ -295,6 +316,17 @@ def _run_judges(lesson: Lesson, todo: list, out: Path, workers: int, limits: Lim
         for fd in locks:
             os.close(fd)
         shutil.rmtree(home, ignore_errors=True)
+        log_file = out / ".zygote.log"  # the lesson's own errors, if any, for whoever maintains the course
+        if log_file.exists() and not log_file.stat().st_size:
+            log_file.unlink()
+
+
+def _remove_stale_homes() -> None:
+    """The temporary folders of batches killed with kill -9 (their process is gone), which could not clean up."""
+    for folder in Path(tempfile.gettempdir()).glob("torchdojo-grading-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _collect(judges: list, results, left: set[str], log) -> None:
@@ -302,7 +334,7 @@ def _collect(judges: list, results, left: set[str], log) -> None:
     busy: dict[int, str] = {}
     while left:
         try:
-            kind, slot, student = results.get(timeout=0.5)
+            kind, slot, student, status = results.get(timeout=0.5)
         except queue.Empty:
             for slot, j in enumerate(judges):
                 if not j.is_alive() and slot in busy:
@@ -316,4 +348,4 @@ def _collect(judges: list, results, left: set[str], log) -> None:
         else:
             busy.pop(slot, None)
             left.discard(student)
-            log(f"graded {student}")
+            log(f"{student}: {status}")

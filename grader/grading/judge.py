@@ -394,5 +394,6 @@ def grade_submission(zygote: socket.socket, uid: int | None, limits: Limits, les
     finally:
         run.stop()
     for name, error in run.cell_errors.items():
-        notes.append(f"{name}: {error}")
+        if run.defined.get(name):  # else its report says it already: "<name> is not defined — <error>"
+            notes.append(f"{name}: {error}")
     return reports, notes

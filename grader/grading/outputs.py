@@ -49,11 +49,16 @@ def result_record(student: str, lesson: str, source: str, key: str, status: str,
     }
 
 
-def error_record(student: str, lesson, source: str, exercises: list, why: str) -> dict:
-    """The record of a submission the grader failed on (status `error`): 0 points, regraded on the next run."""
-    reports = [Report(ex.name, "failed", ex.points, error="not graded (grader error)") for ex in exercises]
-    return result_record(student, lesson.name, source, "", "error", reports, [why],
-                         sum(ex.points for ex in exercises), 0.0)
+def ungraded_record(student: str, lesson, source: str, status: str, why: str, exercises: list,
+                    key: str = "") -> dict:
+    """The record of a submission with nothing to grade (`missing`, `unreadable`, `no_cells`) or that the grader
+    failed on (`error`: regraded on the next run): 0 points, and why, said once."""
+    reports = [Report(ex.name, "failed", ex.points) for ex in exercises]
+    record = result_record(student, lesson.name, source, key, status, reports, [why],
+                           sum(ex.points for ex in exercises), 0.0)
+    for ex in record["exercises"]:
+        ex["message"] = f"○ {ex['name']}: not graded ({status}) · 0/{ex['max_points']} points"
+    return record
 
 
 def feedback_text(record: dict) -> str:
@@ -62,8 +67,8 @@ def feedback_text(record: dict) -> str:
     lines = [f"torchdojo · {record['lesson']} · {record['student']}",
              f"Score: {record['score']}/{record['max_score']}", ""]
     if record["status"] != "graded":
-        lines += [f"Status: {record['status']} — {record['notes'][0] if record['notes'] else 'not graded'}", ""]
-        lines += [f"○ {ex['name']}: not graded · 0/{ex['max_points']} points" for ex in record["exercises"]]
+        lines += [f"Status: {record['status']} — {record['notes'][0]}", ""]
+        lines += [ex["message"] for ex in record["exercises"]]
         return "\n".join(lines).rstrip() + "\n"
     for ex in record["exercises"]:
         lines += [ex["message"], ""]
@@ -92,7 +97,7 @@ def write_gradescope(out: Path, record: dict) -> None:
 
 def write_student(out: Path, record: dict, with_gradescope: bool) -> None:
     atomic_write(out / "feedback" / f"{record['student']}.txt", feedback_text(record))
-    if with_gradescope:
+    if with_gradescope or (out / "gradescope" / record["student"] / "results.json").exists():  # none left stale
         write_gradescope(out, record)
     atomic_write(out / f"{record['student']}.json", json.dumps(record, indent=1, sort_keys=True))  # last: done
 

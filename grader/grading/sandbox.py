@@ -12,6 +12,7 @@ names a target (the learner's object or a driver) and plain arguments, the sandb
 """
 from __future__ import annotations
 
+import __future__
 import ast
 import ctypes
 import json
@@ -157,11 +158,23 @@ def run_cell(source: str, namespace: dict, filename: str) -> BaseException | Non
     first = None
     for statement in statements:
         try:
-            exec(compile(ast.Module([statement], type_ignores=[]), filename, "exec", dont_inherit=True), namespace)
+            exec(_compile(ast.Module([statement], type_ignores=[]), filename), namespace)
         except BaseException as e:  # SystemExit, KeyboardInterrupt and the rest: this statement only
             if first is None:
                 first = e
     return first
+
+
+_FUTURE = 0  # the __future__ features cells turned on: they stay on for the statements and cells after, as in IPython
+
+
+def _compile(tree: ast.Module, filename: str):
+    global _FUTURE
+    code = compile(tree, filename, "exec", _FUTURE, dont_inherit=True)  # nothing from this module's own imports
+    for name in __future__.all_feature_names:
+        if code.co_flags & getattr(__future__, name).compiler_flag:
+            _FUTURE |= getattr(__future__, name).compiler_flag
+    return code
 
 
 def _display(*objects, **kwargs) -> None:

@@ -46,8 +46,9 @@ def read_cells(data: bytes) -> list[dict]:
         raise ValueError("the notebook file is empty")
     try:
         nb = json.loads(data.decode("utf-8", errors="replace"))
-    except ValueError as e:
-        raise ValueError(f"the notebook is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the file is not a notebook: it is not valid JSON (line {e.lineno}, column {e.colno}) — "
+                         "submit the .ipynb file as Jupyter saved it (File → Download)") from None
     if not isinstance(nb, dict):
         raise ValueError("the notebook is not a JSON object")
     cells = nb.get("cells")
