@@ -1,7 +1,7 @@
 """Command line: python -m grader build | list | grade | nbgrader-course | gradescope-autograder.
 
 `grade` exits 0 when every submission was graded, 1 when some were not (their status in grades.csv says why:
-`unreadable`, `no_cells`, `error`), 2 on a usage error (nothing graded) and 130 when interrupted (rerun the
+`missing`, `unreadable`, `no_cells`, `error`), 2 on a usage error (nothing graded) and 130 when interrupted (rerun the
 same command to resume).
 """
 from __future__ import annotations
