@@ -183,7 +183,7 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
           require_isolation: bool = False, log=print) -> list[dict]:
     """Grade every submission of `paths` against lesson `lesson_name`; write everything under `out`.
 
-    Returns one record per submission (status `graded`, `unreadable`, `no_cells` or `error`). UsageError
+    Returns one record per submission (status `graded`, `missing`, `unreadable`, `no_cells` or `error`). UsageError
     when the command cannot be carried out (nothing is graded then)."""
     if lesson_name not in lessons():
         import difflib
@@ -203,28 +203,28 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
     out.mkdir(parents=True, exist_ok=True)
     limits.hide = hide_list(out, submissions, hide or [])
     limits.needed = needed_paths()
-    limits.cpu_s = int(4 * sum(limits.round_seconds(get(n)) for n in lesson.exercises) + 60)
-    todo, records, keys = [], {}, {}
+    exercises = [get(n) for n in lesson.exercises]
+    limits.cpu_s = int(4 * sum(limits.round_seconds(ex) for ex in exercises) + 60)
+    todo, records, keys, cached = [], {}, {}, 0
     for student, path in submissions:
         try:
             data = path.read_bytes()
         except OSError as e:  # a folder (a student's empty <lesson>/ folder, or one named *.ipynb), no access
             problem = (("missing", f"no notebook (.ipynb) was found in {path}") if path.is_dir() and
                        path.suffix != ".ipynb" else ("unreadable", f"{path.name} could not be read: {e.strerror}"))
-            records[student] = outputs.ungraded_record(student, lesson, str(path), *problem,
-                                                       [get(n) for n in lesson.exercises])
+            records[student] = outputs.ungraded_record(student, lesson, str(path), *problem, exercises)
             outputs.write_student(out, records[student], with_gradescope)
             continue
         key = keys[student] = cache_key(hashlib.sha256(data).hexdigest(), lesson_name, version, seed, limits)
         done = _cached(out / f"{student}.json", key)
         if done is not None:
-            records[student] = done
+            records[student], cached = done, cached + 1
             if with_gradescope:
                 outputs.write_gradescope(out, done)
         else:
             todo.append((student, str(path), data, key))
     if todo:
-        log(f"grading {len(todo)} submission(s) of {lesson_name} ({len(records)} already graded)")
+        log(f"grading {len(todo)} submission(s) of {lesson_name} ({cached} already graded)")
         _run_judges(lesson, todo, out, workers or os.cpu_count() or 1, limits, seed, with_gradescope,
                     require_isolation, log)
     for student, path in submissions:
@@ -236,7 +236,7 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
         else:  # its judge died: recorded as the grader's failure, regraded on the next run
             record = outputs.ungraded_record(student, lesson, str(path), "error",
                                              "the grading process died while grading this submission; rerun "
-                                             "the same command to grade it again", [get(n) for n in lesson.exercises])
+                                             "the same command to grade it again", exercises)
             outputs.write_student(out, record, with_gradescope)
             records[student] = record
     outputs.write_gradebook(out, list(records.values()), lesson.exercises)
