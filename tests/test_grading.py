@@ -55,6 +55,37 @@ def test_learner_objects_arrive_as_their_type_name_only():
     assert not (got[2] == got[2]) or type(got[2]).__eq__ is object.__eq__
 
 
+def test_what_checks_compare_crosses_with_its_type():
+    import collections
+    from collections import UserDict
+
+    import numpy as np
+
+    class BatchEncoding(UserDict):  # what a tokenizer returns: a mapping, not a dict
+        pass
+
+    Pair = collections.namedtuple("Pair", "first second")
+    model = torch.nn.Linear(2, 3)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 2)).sum().backward()
+    optimizer.step()
+    got = roundtrip({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "pair": Pair(1, (2, [3])),
+                     "max": torch.arange(6.0).reshape(2, 3).max(dim=1), "f": np.float64(0.5),
+                     "enc": BatchEncoding(input_ids=torch.ones(2, 3, dtype=torch.long))})
+    assert type(got["model"]) is collections.OrderedDict and list(got["model"]) == ["weight", "bias"]
+    assert set(got["optimizer"]) == {"state", "param_groups"} and list(got["optimizer"]["state"]) == [0, 1]
+    assert got["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert got["pair"].second == (2, [3]) and type(got["pair"]).__name__ == "Pair"
+    assert type(got["max"]) is torch.return_types.max and torch.equal(got["max"].indices, torch.tensor([2, 2]))
+    assert isinstance(got["f"], float) and type(got["f"]).__name__ == "float64" and got["f"] == 0.5
+    assert isinstance(got["enc"], dict) and type(got["enc"]).__name__ == "BatchEncoding"
+    assert got["enc"].input_ids.dtype == torch.long and got["enc"]["input_ids"].shape == (2, 3)
+    assert type(roundtrip(model.state_dict(), strict=True)) is collections.OrderedDict  # the judge's arguments too
+    # what cannot cross says why, instead of arriving as something else
+    odd = roundtrip({"ok": 1, "bad": {(0, 1): torch.ones(1)}})
+    assert wire.unsendable(odd) == "a dict whose keys are not all str or int"
+
+
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile pickle below is meant to be odd
 def test_the_judge_never_resolves_references_or_reads_oversized_frames():
     with pytest.raises(wire.WireError):
