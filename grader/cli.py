@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "gradescope-autograder":
         from pathlib import Path
 
-        from grader.build import lessons
         from grader.grading.gradescope import write_autograder
-        if args.lesson not in lessons():
-            parser.error(f"unknown lesson {args.lesson!r}; the lessons are: {', '.join(lessons())}")
-        path = write_autograder(args.lesson, Path(args.out), hidden_seed=args.hidden_seed)
+        try:
+            path = write_autograder(args.lesson, Path(args.out), hidden_seed=args.hidden_seed)
+        except ValueError as e:  # an unknown lesson: the message lists the lessons
+            parser.error(str(e))
         print(f"wrote {path}: upload it on the assignment's Configure Autograder page")
         return 0
 

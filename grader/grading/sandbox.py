@@ -308,8 +308,7 @@ def _hide(config: dict) -> list[str]:
     unprivileged uid) one over each closed folder on the way to what the sandbox needs (/root, mode 700, above
     /root/.pyenv); then bind back every needed folder that was inside one (a virtualenv under /tmp, the
     interpreter under /root). Returns what could not be done."""
-    needed = sorted({os.path.realpath(p) for p in config.get("needed", [])})
-    needed = [n for n in needed if not any(_inside(n, m) and n != m for m in needed)]  # the topmost only
+    needed = _needed(config)
     covers = {os.path.realpath(p): b"size=1m,mode=755" for p in config.get("hide", [])}
     if config.get("uid"):
         covers.update(dict.fromkeys(_closed_ancestors(needed), b"size=1m,mode=755"))
@@ -335,6 +334,12 @@ def _hide(config: dict) -> list[str]:
             for _, fd in fds:
                 os.close(fd)
     return notes
+
+
+def _needed(config: dict) -> list[str]:
+    """The folders the sandbox must still see, resolved, the topmost only (not site-packages inside a venv)."""
+    needed = sorted({os.path.realpath(p) for p in config.get("needed", [])})
+    return [n for n in needed if not any(_inside(n, m) and n != m for m in needed)]
 
 
 def _closed_ancestors(needed: list[str]) -> set[str]:
@@ -363,8 +368,7 @@ def probe_isolation(config: dict) -> list[tuple[str, bool, str]]:
         try:
             os.close(r)
             isolate(config, keep=w)
-            needed = [os.path.realpath(p) for p in config.get("needed", [])]
-            visible = [p for p in config.get("hide", []) if _shows_more_than(p, needed)]
+            visible = [p for p in config.get("hide", []) if _shows_more_than(p, _needed(config))]
             inner = os.stat("/tmp")
             report = [
                 ("separate uid", bool(config.get("uid")) and os.getuid() == config["uid"],
