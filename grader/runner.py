@@ -16,7 +16,7 @@ from grader.compare import Mismatch, expect_tensor
 from grader.devices import available_devices, to_device
 from grader.registry import Exercise
 from grader.report import CaseResult, Report
-from grader.tracing import ForbiddenCall, MixedDevices, Tracer
+from grader.tracing import ForbiddenCall, MixedDevices, Tracer, lifted
 
 PUBLIC_SEED = 0
 HIDDEN_SEED_ENV = "TORCHDOJO_HIDDEN_SEED"
@@ -62,25 +62,30 @@ _NOT_DEFINED = ("check the spelling; in a notebook, run the cell that defines it
                 "function, an import or a variable) in another cell must move into this exercise's answer cell: "
                 "graders run only the answer cells")
 
+_IN_PLACE = ("you changed your input in place — compute a new tensor instead (x = x / n, not x /= n or x.div_(n)); "
+             "torch.no_grad() would only silence this error and still change the caller's tensor")
+_KEEPDIM = ("a reduction over a dim without keepdim=True dropped that dimension, so its result no longer lines up "
+            "with the input — pass keepdim=True (x.sum(dim, keepdim=True)) to keep a size-1 dimension there")
+_BROADCAST = ("must match the size of tensor", "not broadcastable", "shape mismatch")
+
 _ERROR_ADVICE = [
     (("same device", "is not on the expected device"),
      "tensors on two devices were mixed — create new tensors with device=x.device"),
     (("not compiled with CUDA", "NVIDIA driver", "no CUDA GPUs"),
      "your code moves data to 'cuda' — use the input's device instead of hard-coding one"),
     (("cannot be multiplied",), "the inner dimensions of a matrix product differ — transpose one operand?"),
-    (("must match the size of tensor", "not broadcastable", "shape mismatch"),
-     "two shapes do not broadcast — print the shapes and line the dimensions up"),
+    (_BROADCAST, "two shapes do not broadcast — print the shapes and line the dimensions up"),
     (("expected scalar type", "expected both vectors to have same dtype", "dtype"),
      "two dtypes were mixed — keep the inputs' dtype (no hard-coded float32 / .float())"),
-    (("a leaf Variable that requires grad",), "an in-place op on a leaf that requires grad — use torch.no_grad() "
-     "or work on a copy"),
+    (("a leaf Variable that requires grad",), _IN_PLACE),
     (("does not require grad and does not have a grad_fn",), "the graph was cut — a .detach(), torch.no_grad() "
      "or a conversion to numpy/Python numbers?"),
 ]
 
 
-def describe_error(exc: BaseException) -> str:
-    """'raised RuntimeError in pairwise_sq_dists (line 4): ...' and, where we can tell, '→ the likely cause'."""
+def describe_error(exc: BaseException, dropped_dim: bool = False) -> str:
+    """'raised RuntimeError in pairwise_sq_dists (line 4): ...' and, where we can tell, '→ the likely cause'.
+    `dropped_dim`: the code reduced over a dim without keepdim=True before it raised."""
     if isinstance(exc, SyntaxError):  # where in the learner's cell, not where Python's parser raised it
         return f"raised {type(exc).__name__} at line {exc.lineno} of your cell: {exc.msg} — fix it and run the cell"
     where = ""
@@ -96,6 +101,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return f"{text}\n→ it ran out of memory — build smaller intermediates (a (n, n, d) broadcast is n times " \
                "larger than its inputs) and keep no huge Python lists"
+    if dropped_dim and any(n in message for n in _BROADCAST):
+        return f"{text}\n→ {_KEEPDIM}"
     for needles, advice in _ERROR_ADVICE:
         if any(n in message for n in needles):
             return f"{text}\n→ {advice}"
@@ -120,7 +127,7 @@ def invoke_here(forbidden: dict[str, str], fn, args: tuple, kwargs: dict, watch_
     except ForbiddenCall as e:
         raise _forbidden(e) from None
     except Exception as e:
-        raise LearnerError(describe_error(e)) from None
+        raise LearnerError(describe_error(e, tracer.dropped_dim)) from None
     if tracer.violation is not None:  # caught by the learner's own code, still a violation
         raise _forbidden(tracer.violation)
     return result
@@ -227,8 +234,8 @@ class Tester:
                 run = self.call(run_case, fn, to_device(args, device), to_device(kwargs, device),
                                 None if upstream is None else upstream.to(device), wrt)
                 if run["mutated"]:
-                    raise Mismatch(f"your code modified input {run['mutated'][0]} in place — work on a copy or "
-                                   "use out-of-place ops (x = x + 1, not x += 1 or x.add_(1))")
+                    raise Mismatch(f"you changed input {run['mutated'][0]} in place — compute a new tensor "
+                                   "instead (x = x + 1, not x += 1 or x.add_(1)): the caller still needs its input")
                 got = run["out"]
                 try:
                     expect_tensor(got, expected, atol=atol, rtol=rtol, device=device)
@@ -246,15 +253,19 @@ class Tester:
         if device_check and "cuda" not in self.devices:
             self.device_check(name, fn, args, kwargs)
 
-    def device_check(self, name: str, fn, args: tuple, kwargs: dict | None = None) -> None:
+    def device_check(self, name: str, fn, args: tuple, kwargs: dict | None = None, move_inputs: bool = True) -> None:
         """Without CUDA, rerun with inputs on the `meta` device: tensors made on the CPU show up as mixed
-        devices or as a CPU result, which on a GPU would be an error. Inconclusive runs are skipped."""
-        if not any(isinstance(x, torch.Tensor) for x in tree_leaves((args, kwargs))):
+        devices or as a CPU result, which on a GPU would be an error. Inconclusive runs are skipped.
+
+        move_inputs=False hands `args` over as they are, for a driver that takes a device itself (give it
+        "meta"): a batch left on the CPU, or a moved copy thrown away (x.to(device) not assigned), then meets
+        meta weights and shows up as mixed devices."""
+        if move_inputs and not any(isinstance(x, torch.Tensor) for x in tree_leaves((args, kwargs))):
             return
         with self.case(f"device check: {name}"):
-            margs = to_device(args, "meta")
+            move = (lambda v: to_device(v, "meta")) if move_inputs else (lambda v: v)
             try:
-                got = self.call(fn, *margs, watch_devices=True, **to_device(kwargs or {}, "meta"))
+                got = self.call(fn, *move(args), watch_devices=True, **move(kwargs or {}))
             except MixedDevices as e:
                 raise Mismatch(f"`{e.name}` combines a CPU tensor with a tensor on the input's device: on a GPU "
                                "this fails — create new tensors with device=x.device (or x.new_*/*_like)")
@@ -265,12 +276,14 @@ class Tester:
 
 @contextmanager
 def untraced():
-    """Inside a driver: torch calls made here are the check's bookkeeping, not the learner's."""
-    if torch._C._len_torch_function_stack() == 0:
-        yield
-    else:
-        with torch.overrides._pop_mode_temporarily():
+    """Inside a driver: torch calls made here are the check's bookkeeping, not the learner's (forbidden Python
+    objects work again, too)."""
+    with lifted():
+        if torch._C._len_torch_function_stack() == 0:
             yield
+        else:
+            with torch.overrides._pop_mode_temporarily():
+                yield
 
 
 def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None,
@@ -318,9 +331,11 @@ def _expect_grad(got, expected, atol: float, rtol: float, device: str, index: in
                       what=f"the gradient of input {index}")
     except Mismatch as e:
         if isinstance(got, torch.Tensor) and not torch.isfinite(got).all() and torch.isfinite(expected).all():
-            raise Mismatch(f"{e.message}\n→ the value is finite but the gradient is not: a branch of torch.where "
-                           "that overflows still back-propagates nan — keep both branches finite "
-                           "(exp(-|x|), subtract the max)", e.detail) from None
+            raise Mismatch(f"{e.message}\n→ the value is finite but the gradient is not — an operation whose "
+                           "derivative is infinite at these inputs (sqrt or a power below 1 at 0, a division by "
+                           "0), or an overflowing branch of torch.where (it back-propagates nan even where it is "
+                           "not chosen): keep every intermediate finite (clamp before sqrt, exp(-|x|))",
+                           e.detail) from None
         raise
 
 

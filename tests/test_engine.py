@@ -7,7 +7,8 @@ from grader import store
 from grader.compare import Mismatch, expect_tensor, expect_value
 from grader.registry import _EXERCISES, exercise, exercises
 from grader.runner import is_stub
-from grader.tracing import Tracer
+from grader.runner import untraced
+from grader.tracing import ForbiddenCall, Tracer
 from verdicts import assert_rejects
 
 
@@ -66,7 +67,7 @@ def test_in_place_change_of_an_input_is_reported(demo):
         with torch.no_grad():
             y.add_(1)
         return sq_dists_ref(x, y - 1)
-    assert_rejects(mutating, demo, "modified input 1 in place")
+    assert_rejects(mutating, demo, "changed input 1 in place", "compute a new tensor")
 
 
 def test_result_left_on_the_cpu_is_caught_without_a_gpu(demo):
@@ -214,15 +215,15 @@ def test_scalar_results_and_gradients_for_chosen_inputs_only():
         x, w = t.randn(4, 3), t.rand(3)
         # PyTorch's own weighted losses cannot differentiate their weights: only x is differentiated.
         t.compare("x (4, 3), w (3,)", fn, (x, w), lambda x, w, scale: (x * w).mean() * scale / 2,
-                  grad=True, wrt=(0,),
-                  kwargs={"scale": torch.tensor(2.0, dtype=torch.float64)})
+                  grad=True, wrt=(0,), kwargs={"scale": torch.tensor(2.0, dtype=torch.float64)},
+                  explain=lambda got, exp, args: "a sum where the mean is asked for?")
 
     def right_one(x, w, scale):
         return (x * w).mean() * scale / 2
 
     try:
         assert evaluate(right_one, name="demo_weighted_mean").passed
-        assert_rejects(lambda x, w, scale: (x * w).sum(), "demo_weighted_mean", "wrong values")
+        assert_rejects(lambda x, w, scale: (x * w).sum(), "demo_weighted_mean", "wrong values", "a sum where")
         assert_rejects(lambda x, w, scale: (x * w.detach()).mean().detach(), "demo_weighted_mean",
                        "does not track gradients")
     finally:
@@ -257,3 +258,90 @@ def test_a_report_puts_advice_under_the_score_and_does_not_repeat_itself():
     long = "failed on hidden inputs (drawn from the instructor's seed): make it work for any input"
     text = Report("f", "failed", 1, [CaseResult("a", False, long), CaseResult("b", False, long)]).text()
     assert text.count(long) == 1 and "(the same)" in text
+
+
+# --- forbidden Python objects, custom backward, engine-level diagnoses ----------------------------------------
+from torch import broadcast_shapes as bound_early  # noqa: E402  (an alias made before any check runs)
+
+PY_FORBIDDEN = {"torch.broadcast_shapes": "compute it yourself", "torch.optim.SGD": "write your own",
+                "torch.vmap": "loop instead"}
+
+
+@pytest.mark.parametrize("call", [
+    lambda: bound_early((2, 1), (3,)),
+    lambda: torch.functional.broadcast_shapes((2, 1), (3,)),
+    lambda: torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1),
+    lambda: type("Mine", (torch.optim.SGD,), {})([torch.zeros(1, requires_grad=True)], lr=0.1),
+    lambda: torch.func.vmap(torch.sin)(torch.ones(2)),
+], ids=["alias bound before", "other namespace", "class", "subclass", "torch.func alias"])
+def test_forbidden_python_objects_refuse_through_every_alias(call):
+    tracer = Tracer(PY_FORBIDDEN)
+    with pytest.raises(ForbiddenCall) as caught, tracer:
+        call()
+    assert caught.value.advice in PY_FORBIDDEN.values() and tracer.violation is caught.value
+
+
+def test_forbidden_python_objects_work_for_the_check_and_after_the_learner():
+    with Tracer(PY_FORBIDDEN):
+        with untraced():  # the check's own bookkeeping
+            assert bound_early((2, 1), (3,)) == (2, 3)
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    assert bound_early((2, 1), (3,)) == (2, 3)
+    assert torch.vmap(torch.sin)(torch.zeros(2)).tolist() == [0.0, 0.0]
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+class SigmoidWithForbiddenBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = 1 / (1 + torch.exp(-x))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (y,) = ctx.saved_tensors
+        return grad_output * torch.sigmoid(torch.logit(y)) * (1 - y)
+
+
+def test_a_custom_backward_run_by_the_autograd_engine_is_traced():
+    x = torch.randn(4, requires_grad=True)
+    tracer = Tracer({"sigmoid": "by hand"})
+    with pytest.raises(ForbiddenCall), tracer:
+        SigmoidWithForbiddenBackward.apply(x).sum().backward()
+    assert "logit" in tracer.called  # traced inside backward
+    SigmoidWithForbiddenBackward.apply(x).sum().backward()  # and untraced again afterwards
+    assert x.grad is not None
+
+
+@pytest.fixture
+def reduction_demo():
+    exercises()
+
+    @exercise("99_demo", points=1, difficulty=1, minutes=1, hints=["h"])
+    def demo_center(t, fn):
+        t.compare("x (4, 7)", fn, (t.randn(4, 7),), lambda x: x - x.mean(1, keepdim=True), grad=True)
+
+    yield "demo_center"
+    del _EXERCISES["demo_center"]
+
+
+def test_a_broadcast_error_after_a_reduction_without_keepdim_is_diagnosed(reduction_demo):
+    assert_rejects(lambda x: x - x.mean(1), reduction_demo, "must match the size", "keepdim=True")
+
+
+def test_an_in_place_change_of_a_leaf_input_says_to_compute_a_new_tensor(reduction_demo):
+    def centre_in_place(x):
+        x -= x.mean(1, keepdim=True)
+        return x
+    report = evaluate(centre_in_place, reduction_demo)
+    assert not report.passed and "compute a new tensor" in report.text() and "no_grad() would only" in report.text()
+
+
+def test_progress_follows_each_lessons_notebook_order():
+    from grader.build import _checked_names, sources
+    order = list(exercises())
+    for src in sources():
+        in_notebook = [n for cell in src.read_text().split("# %%") for n in _checked_names(cell)]
+        registered = [n for n in order if exercises()[n].lesson == src.stem]
+        assert [n for n in in_notebook if n in registered] == registered, src.stem
