@@ -345,3 +345,31 @@ def test_progress_follows_each_lessons_notebook_order():
         in_notebook = [n for cell in src.read_text().split("# %%") for n in _checked_names(cell)]
         registered = [n for n in order if exercises()[n].lesson == src.stem]
         assert [n for n in in_notebook if n in registered] == registered, src.stem
+
+
+def forward_on(fn, x, device: str):
+    """Driver: a Linear layer on `device`, a batch as it comes (on the CPU); fn moves the batch and runs it."""
+    with untraced():
+        model = torch.nn.Linear(3, 2).to(device)
+    return fn(model, x, torch.device(device))
+
+
+def test_a_moved_copy_thrown_away_is_caught_without_a_gpu():
+    @exercise("99_demo", points=1, difficulty=1, minutes=1, hints=["h"])
+    def demo_forward(t, fn):
+        t.device_check("a CPU batch for a model on the device", forward_on, (fn, t.randn(4, 3, dtype=torch.float32),
+                                                                           "meta"), move_inputs=False)
+
+    def right(model, x, device):
+        x = x.to(device)
+        return model(x)
+
+    def discarded(model, x, device):
+        x.to(device)  # returns a moved copy, which is dropped
+        return model(x)
+
+    try:
+        assert evaluate(right, name="demo_forward").passed
+        assert_rejects(discarded, "demo_forward", "combines a CPU tensor")
+    finally:
+        del _EXERCISES["demo_forward"]
