@@ -7,7 +7,7 @@
 # it walks that record backwards, applying the chain rule at each step.
 #
 # This lesson takes that machine apart: what is recorded, when, where gradients land, the errors you will
-# meet, and how to plug in your own operations. You will write six small tools, ending with gradient descent.
+# meet, and how to plug in your own operations. You will write seven small tools, ending with gradient descent.
 #
 # Write each tool entirely in its exercise cell, with any helper or extra import it needs: graders run only the
 # exercise cells, after the lesson's imports.
@@ -55,6 +55,87 @@ def show_graph(node, depth=0):
 
 
 show_graph(loss.grad_fn)
+
+# %% [markdown]
+# ### Only floating-point (and complex) tensors can require grad
+#
+# A gradient measures what a *tiny* change of a number does to the result, and an integer cannot change by a
+# tiny amount. PyTorch therefore refuses `requires_grad=True` on integer and bool tensors; convert first
+# (`.float()`, `.double()`) when a count or a label has to become something you differentiate. Complex tensors
+# are fine.
+
+# %%
+try:
+    torch.tensor([1, 2, 3], requires_grad=True)          # int64
+except RuntimeError as e:
+    print("RuntimeError:", e)
+
+counts = torch.tensor([1, 2, 3])
+print("converted first:", counts.float().requires_grad_(True))
+print("complex:", torch.tensor([1 + 2j, 3 - 1j], requires_grad=True))
+
+# %% [markdown]
+# The same rule explains a quieter surprise: operations whose result is an integer or bool (`argmax`,
+# comparisons such as `x > 0`, `round` followed by `.long()`) end the graph there. Their results have no
+# `grad_fn`, and nothing flows back through them.
+#
+# ### The graph, drawn
+#
+# Walking `next_functions` is all a drawing needs: collect the nodes, put each one a row below its lowest
+# parent, and draw an arrow for every link. Here is a slightly bigger loss, in which `w` is used twice: its
+# `AccumulateGrad` node receives two arrows, and the two contributions are **added** into `w.grad`.
+
+# %%
+def graph_rows(root):
+    """The grad_fn nodes below root in rows (each node one row below its lowest parent), and the edges."""
+    order, seen = [], set()
+
+    def visit(node):                                   # depth first: a node is listed after every node below it
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None and child not in seen:
+                visit(child)
+        order.append(node)
+
+    visit(root)
+    row, edges = {root: 0}, []
+    for node in reversed(order):                       # parents come before their children
+        for child, _ in node.next_functions:
+            if child is not None:
+                edges.append((node, child))
+                row[child] = max(row.get(child, 0), row[node] + 1)
+    rows = {}
+    for node in reversed(order):
+        rows.setdefault(row[node], []).append(node)
+    return rows, edges
+
+
+def draw_graph(root, names):
+    """Draw the backward graph from root: a box per node, arrows the way gradients flow."""
+    rows, edges = graph_rows(root)
+    pos = {node: (i - (len(nodes) - 1) / 2, -r) for r, nodes in rows.items() for i, node in enumerate(nodes)}
+    fig, ax = plt.subplots(figsize=(7, 0.9 * len(rows) + 0.6))
+    for a, b in edges:
+        ax.annotate("", xy=pos[b], xytext=pos[a],
+                    arrowprops=dict(arrowstyle="-|>", color="gray", shrinkA=12, shrinkB=20))
+    for node, (x, y) in pos.items():
+        leaf = getattr(node, "variable", None)         # an AccumulateGrad node holds the leaf it fills
+        label = type(node).__name__ if leaf is None else f"AccumulateGrad\ninto {names[id(leaf)]}.grad"
+        ax.text(x, y, label, ha="center", va="center", fontsize=9,
+                bbox=dict(boxstyle="round", fc="lightyellow" if leaf is None else "lightgreen", ec="gray"))
+    xs = [x for x, _ in pos.values()]
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(-len(rows) + 0.5, 0.5)
+    ax.axis("off")
+    ax.set_title("backward runs from the loss (top) to the leaves (green)")
+    plt.show()
+
+
+w2 = torch.randn(3, requires_grad=True)                     # (3,)
+b2 = torch.tensor(0.5, requires_grad=True)                  # ()
+x2 = torch.randn(3)                                         # (3,) data
+loss2 = torch.tanh(w2 * x2 + b2).pow(2).mean() + 0.1 * (w2 ** 2).sum()
+draw_graph(loss2.grad_fn, {id(w2): "w", id(b2): "b"})
 
 # %% [markdown]
 # ### The graph is built as the code runs
@@ -107,6 +188,20 @@ for step in range(3):
 w.grad.zero_()                    # clear in place (optimizer.zero_grad() does this, or sets .grad = None)
 (3 * w).sum().backward()
 print("after zero_() and one more backward:", w.grad.tolist())
+
+# %% [markdown]
+# ### Only some leaves: `backward(inputs=...)`
+#
+# By default `backward()` fills the `.grad` of *every* leaf that requires grad and took part. Pass
+# `inputs=[...]` to fill only the ones you list: the others keep their `.grad` as it was (here: `None`). Handy
+# when two parts of a model take turns (a GAN's generator and discriminator) or when part of it is frozen
+# for a while.
+
+# %%
+w = torch.tensor([1.0, 2.0], requires_grad=True)
+b = torch.tensor(0.5, requires_grad=True)
+(3 * w + b).sum().backward(inputs=[w])
+print("w.grad:", w.grad, "| b.grad:", b.grad)
 
 # %% [markdown]
 # ## 4. The graph is freed after `backward()`: `retain_graph`
@@ -258,6 +353,25 @@ d[0] = 100.0
 print("w after changing its detached view:", w)
 
 # %% [markdown]
+# ### `@torch.no_grad()` on a whole function
+#
+# `torch.no_grad()` also works as a **decorator**: every call of the function then runs without recording,
+# whoever calls it and from wherever. That suits functions that only ever evaluate or update weights by hand.
+# (`@torch.inference_mode()` works the same way.) Inside such a function, `with torch.enable_grad():`
+# switches recording back on for a block.
+
+# %%
+@torch.no_grad()
+def predict(w, x):
+    """Evaluate w·x without recording a graph."""
+    return (w * x).sum()
+
+
+w = torch.tensor([1.0, 2.0], requires_grad=True)
+out = predict(w, torch.tensor([3.0, 4.0]))
+print(out, "| requires_grad:", out.requires_grad)
+
+# %% [markdown]
 # ## 7. In-place operations and autograd
 #
 # Two in-place mistakes come up again and again.
@@ -291,6 +405,34 @@ try:
     y.sum().backward()
 except RuntimeError as e:
     print("RuntimeError:", str(e)[:170], "...")
+
+# %% [markdown]
+# ### The legacy `.data`, and why `detach()` and `no_grad()` replaced it
+#
+# Older code (and many tutorials) reaches for `t.data`: the same memory as `t`, without history, like
+# `detach()`. The difference is what autograd is told. A tensor from `detach()` shares the **version
+# counter** of `t`, so an in-place change through it is noticed, and backward refuses as above. `.data` has a
+# counter of its own: the change goes unnoticed and backward **silently** uses the altered value.
+
+# %%
+x = torch.tensor([0.0, 1.0], requires_grad=True)
+y = x.exp()
+y.data.add_(1)                     # the same change as above, hidden from autograd
+y.sum().backward()                 # no error ...
+print("gradient through .data:", x.grad, "| the true gradient eˣ:", x.detach().exp())
+
+x = torch.tensor([0.0, 1.0], requires_grad=True)
+y = x.exp()
+y.detach().add_(1)                 # the same change through detach(): autograd sees it
+try:
+    y.sum().backward()
+except RuntimeError as e:
+    print("RuntimeError:", str(e)[:120], "...")
+
+# %% [markdown]
+# The old weight update `w.data -= lr * w.grad` does work, but so would a mistake written the same way. Today
+# the two jobs have their own tools: `detach()` to use a value without its history, and `with torch.no_grad():`
+# to change weights in place. Leave `.data` to old code you read.
 
 # %% [markdown]
 # ## 8. `torch.autograd.grad`: gradients as return values
@@ -417,7 +559,122 @@ def vjp(f, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 check(vjp)
 
 # %% [markdown]
-# ## 10. Your own operation: `torch.autograd.Function`
+# ## 10. Whole Jacobians, one row at a time
+#
+# A vector-Jacobian product with a **one-hot** v (1 at output element i, 0 elsewhere) picks row i of the
+# Jacobian: the gradient of the single output yᵢ with respect to every input. So m backward passes, one per
+# output element, give the whole (m, n) Jacobian. Each pass needs the graph again: keep it with
+# `retain_graph=True` on every pass (or all but the last).
+#
+# For tensors of any shape the Jacobian keeps both shapes: `J[i..., j...]` = ∂ f(x)[i...] / ∂ x[j...], shape
+# `f(x).shape + x.shape`. A scalar-valued f has the shape of x (its gradient); a 0-d x gives the shape of f(x).
+
+# %%
+x = torch.tensor([1.0, 2.0], requires_grad=True)           # (2,)
+y = torch.stack([x[0] * x[1], torch.sin(x[1]), x.sum()])  # (3,)
+(row1,) = torch.autograd.grad(y[1], x, retain_graph=True)  # the vjp with v = (0, 1, 0)
+print("row 1 of the (3, 2) Jacobian:", row1, "= (0, cos 2)")
+
+# %% [markdown]
+# `torch.autograd.grad(..., is_grads_batched=True)` runs several vector-Jacobian products in one call: the
+# first dimension of `grad_outputs` counts the v's, and the result gets the same extra first dimension.
+
+# %%
+vs = torch.tensor([[1.0, 0.0, 0.0],
+                   [1.0, 1.0, 1.0]])                       # (2, 3) two v's, each of f(x)'s shape
+(two,) = torch.autograd.grad(y, x, grad_outputs=vs, is_grads_batched=True)
+print("two vjps at once, shape", tuple(two.shape), ":\n", two)
+
+# %% [markdown]
+# Two more things decide what your code meets. An output that does not depend on `x` has a zero row — but
+# autograd says so in its own way: `torch.autograd.grad` raises unless you pass `allow_unused=True`, and then
+# returns `None` for that input, not zeros. And if nothing in `f(x)` depends on `x` at all, `f(x)` has no
+# graph (`requires_grad` is False) and cannot be differentiated: the answer is simply all zeros.
+#
+# ## Exercise: `jacobian`
+#
+# Write `jacobian(f, x)`: the full Jacobian of a tensor-to-tensor `f` at `x`, a tensor of shape
+# `f(x).shape + x.shape` and of `x`'s dtype and device, built from vector-Jacobian products with
+# `torch.autograd.grad` (one per output element, or batched with `is_grads_batched=True`).
+#
+# - Return it detached (no graph), with zeros wherever an output does not depend on `x` — no error, even when
+#   no output depends on it.
+# - Leave `x` as it was: values, `requires_grad` and `.grad`.
+# - It must match `torch.autograd.functional.jacobian(f, x)`. That function is not allowed here, nor
+#   `torch.autograd.functional.hessian`, `torch.func.jacrev` / `jacfwd` / `hessian` or `torch.vmap`; the
+#   `is_grads_batched` option of `torch.autograd.grad` is.
+
+# %%
+def jacobian(f, x: torch.Tensor) -> torch.Tensor:
+    """The Jacobian of f at x, shape f(x).shape + x.shape, from one vector-Jacobian product per output element."""
+    ### BEGIN SOLUTION
+    xg = x.detach().requires_grad_(True)
+    y = f(xg)
+    jac = torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)   # zeros where nothing flows back
+    if not y.requires_grad:                      # no output depends on x
+        return jac
+    rows = jac.view(y.numel(), *x.shape)          # (m, *x.shape) a view: filling rows fills jac
+    flat = y.reshape(-1)                          # (m,)
+    for i in range(flat.numel()):
+        (g,) = torch.autograd.grad(flat[i], xg, retain_graph=True, allow_unused=True)
+        if g is not None:                        # None: output i does not depend on x
+            rows[i] = g
+    return jac
+    ### END SOLUTION
+
+
+# %%
+check(jacobian)
+
+# %% [markdown]
+# ## 11. The ready-made tools: `torch.autograd.functional` and `torch.func`
+#
+# What you just built exists in PyTorch, twice.
+#
+# - **`torch.autograd.functional`** works on a function and a point: `jacobian(f, x)` does what your
+#   `jacobian` does (with `vectorize=True` it batches the products like `is_grads_batched`), and
+#   `hessian(f, x)` gives the matrix of second derivatives of a scalar f.
+# - **`torch.func`** (inspired by JAX) turns functions into functions. `grad(f)` is the function that returns
+#   the gradient of a scalar f. `jacrev(f)` builds the Jacobian row by row with vector-Jacobian products,
+#   exactly your recipe; `jacfwd(f)` builds it column by column with forward-mode Jacobian-vector products,
+#   cheaper when x has fewer elements than f(x). `vmap(g)` runs a function written for one example over a
+#   whole batch, without a Python loop.
+
+# %%
+def pair_to_triple(x):
+    """(2,) -> (3,), the f of section 10."""
+    return torch.stack([x[0] * x[1], torch.sin(x[1]), x.sum()])
+
+
+import warnings
+
+# the first forward-mode call loads helpers inside torch that warn about torch's own use of torch.jit: not ours
+warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+
+x = torch.tensor([1.0, 2.0])
+print("autograd.functional.jacobian:\n", torch.autograd.functional.jacobian(pair_to_triple, x))
+print("torch.func.jacrev equals jacfwd:",
+      torch.allclose(torch.func.jacrev(pair_to_triple)(x), torch.func.jacfwd(pair_to_triple)(x)))
+
+def cubes(x):
+    """(2,) -> (): a scalar with mixed second derivatives."""
+    return (x ** 3).sum() + x[0] * x[1]
+
+
+print("gradient by torch.func.grad:", torch.func.grad(cubes)(x))          # 3x² + (x₁, x₀)
+print("Hessian by autograd.functional:\n", torch.autograd.functional.hessian(cubes, x))
+
+xs = torch.randn(5, 2)                                        # (5, 2) a batch of five points
+per_point = torch.func.vmap(torch.func.jacrev(pair_to_triple))(xs)
+print("one Jacobian per point:", tuple(per_point.shape))     # (5, 3, 2)
+
+# %% [markdown]
+# `torch.func` functions are pure: they never touch `.grad`, and the function you give them should not
+# either (no `backward()` inside, no in-place changes of its inputs). A classic use is **per-example
+# gradients**, `vmap(grad(loss_of_one_example))`, which plain autograd only gives with one backward per example.
+
+# %% [markdown]
+# ## 12. Your own operation: `torch.autograd.Function`
 #
 # Autograd knows the derivative of every built-in operation. For one of your own (a faster kernel, a
 # numerically safer formula, a deliberately altered gradient), subclass `torch.autograd.Function` with two
@@ -518,7 +775,7 @@ class Sigmoid(torch.autograd.Function):
 check(Sigmoid)
 
 # %% [markdown]
-# ## 11. Gradient descent, by hand
+# ## 13. Gradient descent, by hand
 #
 # Everything so far adds up to the core of training. To lower f, step from x against its gradient, scaled by
 # a **learning rate** `lr`: x ← x − lr · ∇f(x), and repeat. Below is a stretched bowl,
@@ -588,11 +845,15 @@ check(gradient_descent)
 # %% [markdown]
 # ## Summary
 #
-# - `requires_grad=True` on a leaf makes autograd record every operation on it; results carry a `grad_fn`.
-# - `backward()` on a scalar fills `.grad` of the leaves, **adding** to what is there: zero it every step.
-# - Non-scalar outputs need an upstream gradient: backward computes vector-Jacobian products.
+# - `requires_grad=True` on a floating-point (or complex) leaf makes autograd record every operation on it;
+#   results carry a `grad_fn`, linked through `next_functions` down to the leaves.
+# - `backward()` on a scalar fills `.grad` of the leaves (only those in `inputs=[...]` if given), **adding**
+#   to what is there: zero it every step.
+# - Non-scalar outputs need an upstream gradient: backward computes vector-Jacobian products; one per output
+#   element gives the whole Jacobian (`torch.autograd.functional.jacobian`, `torch.func.jacrev` / `jacfwd`).
 # - The graph is freed by `backward()` (`retain_graph=True` keeps it) and rebuilt by every forward pass.
-# - `detach()` (same memory, no history), `no_grad()` (no recording), `inference_mode()` (no recording, ever).
+# - `detach()` (same memory, no history), `no_grad()` (no recording; also a decorator), `inference_mode()`
+#   (no recording, ever). `.data` is their unsafe ancestor: changes through it escape the version counter.
 # - `torch.autograd.grad` returns gradients instead of storing them; `create_graph=True` allows derivatives
 #   of derivatives.
 # - A `torch.autograd.Function` brings your own backward; `gradcheck` in float64 tells you if it is right.

@@ -1,6 +1,9 @@
 """02_autograd: each check accepts an independent correct implementation and rejects the usual mistakes."""
 import pytest
 import torch
+from torch.autograd.functional import jacobian as ready_jacobian  # imported before any check runs
+from torch.func import jacrev as ready_jacrev
+from torch.func import vjp as ready_vjp
 
 from grader import evaluate
 from verdicts import assert_passes, assert_rejects
@@ -195,9 +198,121 @@ def vjp_functional(f, x, v):
     return torch.autograd.functional.vjp(f, x, v)[1]
 
 
+def vjp_func_alias(f, x, v):
+    _, pullback = ready_vjp(f, x)
+    return pullback(v)[0]
+
+
 def vjp_no_grad_outputs(f, x, v):
     z = x.detach().requires_grad_(True)
     return torch.autograd.grad(f(z), z)[0]
+
+
+# --- jacobian ------------------------------------------------------------------------------------------------
+def jacobian_rows_ok(f, x):
+    """One vector-Jacobian product per output element, with an explicit one-hot v."""
+    leaf = x.detach().clone().requires_grad_(True)
+    out = f(leaf)
+    rows = []
+    for i in range(out.numel()):
+        v = torch.zeros(out.numel(), dtype=out.dtype, device=out.device)
+        v[i] = 1
+        g = None
+        if out.requires_grad:
+            (g,) = torch.autograd.grad(out, leaf, grad_outputs=v.view(out.shape), retain_graph=True,
+                                       allow_unused=True)
+        rows.append(torch.zeros_like(x) if g is None else g)
+    if not rows:
+        return x.new_zeros(out.shape + x.shape)
+    return torch.stack(rows).reshape(out.shape + x.shape)
+
+
+def jacobian_batched_ok(f, x):
+    """All the products in one call, with is_grads_batched=True."""
+    xg = x.detach().requires_grad_(True)
+    y = f(xg)
+    if not y.requires_grad:
+        return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
+    basis = torch.eye(y.numel(), dtype=y.dtype, device=y.device).reshape(-1, *y.shape)  # (m, *y.shape)
+    (g,) = torch.autograd.grad(y, xg, grad_outputs=basis, is_grads_batched=True, allow_unused=True)
+    if g is None:
+        return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
+    return g.reshape(y.shape + x.shape)
+
+
+def _rows(f, x, **grad_kwargs):
+    xg = x.detach().requires_grad_(True)
+    y = f(xg)
+    if not y.requires_grad:
+        return y, torch.zeros(y.numel(), x.numel(), dtype=x.dtype, device=x.device)
+    rows = []
+    for yi in y.reshape(-1):
+        (g,) = torch.autograd.grad(yi, xg, retain_graph=True, allow_unused=True, **grad_kwargs)
+        rows.append(torch.zeros_like(xg) if g is None else g)
+    return y, torch.stack(rows).reshape(y.numel(), x.numel())
+
+
+def jacobian_transposed(f, x):
+    y, rows = _rows(f, x)
+    return rows.T.reshape(x.shape + y.shape)  # (n, m): a column per output
+
+
+def jacobian_flat(f, x):
+    return _rows(f, x)[1]  # (m, n), never reshaped
+
+
+def jacobian_create_graph(f, x):
+    y, rows = _rows(f, x, create_graph=True)  # create_graph where retain_graph was meant
+    return rows.reshape(y.shape + x.shape)
+
+
+def jacobian_no_allow_unused(f, x):
+    xg = x.detach().requires_grad_(True)
+    y = f(xg)
+    rows = [torch.autograd.grad(yi, xg, retain_graph=True)[0] for yi in y.reshape(-1)]
+    return torch.stack(rows).reshape(y.shape + x.shape)
+
+
+def jacobian_keeps_none(f, x):
+    xg = x.detach().requires_grad_(True)
+    y = f(xg)
+    if not y.requires_grad:
+        return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
+    rows = [torch.autograd.grad(yi, xg, retain_graph=True, allow_unused=True)[0] for yi in y.reshape(-1)]
+    return torch.stack(rows).reshape(y.shape + x.shape)
+
+
+def jacobian_backward_on_x(f, x):
+    was = x.requires_grad
+    x.requires_grad_(True)
+    y = f(x)
+    rows = []
+    for yi in y.reshape(-1):
+        x.grad = None
+        yi.backward(retain_graph=True)
+        rows.append(x.grad.clone())
+    x.requires_grad_(was)
+    return torch.stack(rows).reshape(y.shape + x.shape)
+
+
+def jacobian_ready_made(f, x):
+    return torch.autograd.functional.jacobian(f, x)
+
+
+def jacobian_alias(f, x):
+    return ready_jacobian(f, x.detach())
+
+
+def jacobian_jacrev_alias(f, x):
+    return ready_jacrev(f)(x.detach())
+
+
+def jacobian_vmap(f, x):
+    xg = x.detach().requires_grad_(True)
+    y = f(xg)
+    basis = torch.eye(y.numel(), dtype=y.dtype).reshape(-1, *y.shape)
+    vjp_one = lambda v: torch.autograd.grad(y, xg, v, retain_graph=True)[0]
+    return torch.vmap(vjp_one)(basis).reshape(y.shape + x.shape)
 
 
 # --- Sigmoid -------------------------------------------------------------------------------------------------
@@ -359,6 +474,8 @@ CORRECT = [
     (grad_of_ok, "grad_of"),
     (second_ok, "second_derivative"),
     (vjp_ok, "vjp"),
+    (jacobian_rows_ok, "jacobian"),
+    (jacobian_batched_ok, "jacobian"),
     (SigmoidOk, "Sigmoid"),
     (descent_ok, "gradient_descent"),
 ]
@@ -378,7 +495,7 @@ def test_independent_implementation_passes(impl, name):
     (numerical_grad_in_place_on_x, "numerical_grad", ("x requires grad", "copy")),
     (numerical_grad_cpu_buffer, "numerical_grad", ("device check", "device=x.device")),
     (grad_of_backward, "grad_of", ("called `backward`", "torch.autograd.grad")),
-    (grad_of_backward_on_x, "grad_of", ("x.grad",)),
+    (grad_of_backward_on_x, "grad_of", ("x already had a .grad and your code changed it",)),
     (grad_of_leaves_flag, "grad_of", ("x.requires_grad was False", "after")),
     (grad_of_resets_flag, "grad_of", ("x.requires_grad was True",)),
     (grad_of_create_graph, "grad_of", ("still requires grad",)),
@@ -388,10 +505,24 @@ def test_independent_implementation_passes(impl, name):
     (second_flips_flag, "second_derivative", ("x.requires_grad was False",)),
     (second_cpu_zeros, "second_derivative", ("device check", "device=x.device")),
     (vjp_ignores_v, "vjp", ("v was ignored",)),
-    (vjp_scales_after, "vjp", ("tanh",)),
+    (vjp_scales_after, "vjp", ("tanh", "pass it as grad_outputs=v")),
     (vjp_backward_on_x, "vjp", ("x.requires_grad was False",)),
-    (vjp_functional, "vjp", ("called `vjp`", "grad_outputs")),
+    (vjp_backward_on_x, "vjp", ("plus vᵀJ", "backward() adds into x.grad")),
+    (vjp_functional, "vjp", ("called `torch.autograd.functional.vjp`", "grad_outputs")),
+    (vjp_func_alias, "vjp", ("called `torch.func.vjp`", "grad_outputs")),
     (vjp_no_grad_outputs, "vjp", ("grad_outputs=v",)),
+    (jacobian_transposed, "jacobian", ("x.shape + f(x).shape", "one row per output element")),
+    (jacobian_transposed, "jacobian", ("(3,) -> (3,)", "this is the transpose")),
+    (jacobian_flat, "jacobian", ("flattened", "reshape it to f(x).shape + x.shape")),
+    (jacobian_create_graph, "jacobian", ("the Jacobian still requires grad", "retain_graph=True")),
+    (jacobian_no_allow_unused, "jacobian", ("f's own weight", "allow_unused=True", "zeros")),
+    (jacobian_no_allow_unused, "jacobian", ("constant output", "f(x).requires_grad is False", "zeros")),
+    (jacobian_keeps_none, "jacobian", ("no gradient (None, not zeros)", "zeros_like(x)")),
+    (jacobian_backward_on_x, "jacobian", ("x already had a .grad and your code changed it", "torch.autograd.grad")),
+    (jacobian_ready_made, "jacobian", ("called `torch.autograd.functional.jacobian`", "vector-Jacobian")),
+    (jacobian_alias, "jacobian", ("called `torch.autograd.functional.jacobian`",)),
+    (jacobian_jacrev_alias, "jacobian", ("called `torch.func.jacrev`",)),
+    (jacobian_vmap, "jacobian", ("vmap`, which this exercise forbids", "is_grads_batched=True")),
     (SigmoidCallsSigmoid, "Sigmoid", ("called `sigmoid`", "saved output")),
     (SigmoidSavesInput, "Sigmoid", ("saved the input",)),
     (SigmoidNoUpstream, "Sigmoid", ("grad_output is missing",)),
@@ -425,7 +556,8 @@ class SigmoidStub(torch.autograd.Function):
         raise NotImplementedError()
 
 
-@pytest.mark.parametrize("name", ["numerical_grad", "grad_of", "second_derivative", "vjp", "gradient_descent"])
+@pytest.mark.parametrize("name", ["numerical_grad", "grad_of", "second_derivative", "vjp", "jacobian",
+                                  "gradient_descent"])
 def test_stub_is_not_attempted(name):
     report = evaluate(stub, name=name)
     assert report.status == "not_attempted" and report.points == 0
@@ -434,3 +566,24 @@ def test_stub_is_not_attempted(name):
 def test_sigmoid_stub_is_not_attempted():
     report = evaluate(SigmoidStub, name="Sigmoid")
     assert report.status == "not_attempted" and report.points == 0
+
+
+@pytest.mark.parametrize("impl", [jacobian_rows_ok, jacobian_batched_ok])
+def test_jacobian_hidden_round_draws_other_sizes_and_passes(impl, monkeypatch):
+    monkeypatch.setenv("TORCHDOJO_HIDDEN_SEED", "918273645")
+    report = evaluate(impl, name="jacobian")
+    hidden = [c for c in report.cases if c.hidden]
+    assert report.passed and hidden and all(c.passed for c in hidden), report.text()
+
+
+def test_jacobian_hidden_round_catches_a_table_of_public_sizes(monkeypatch):
+    """An answer that only handles the public sizes (5, and (4, 2)) fails the hidden round."""
+    def sized_jacobian(f, x):
+        if x.numel() not in (0, 1, 3, 5, 6, 8):
+            raise KeyError(tuple(x.shape))
+        return jacobian_rows_ok(f, x)
+
+    assert evaluate(sized_jacobian, name="jacobian").passed
+    monkeypatch.setenv("TORCHDOJO_HIDDEN_SEED", "918273645")
+    report = evaluate(sized_jacobian, name="jacobian")
+    assert report.status == "failed" and all(c.hidden for c in report.cases if not c.passed and not c.skipped)
