@@ -129,7 +129,7 @@ print("state_dict:", list(leaky.state_dict()))
 
 # %% [markdown]
 # The most common symptom: a model whose tensors all live in a plain attribute (or a Python list, see
-# section 6) has no parameters, and the optimizer refuses to start.
+# section 5) has no parameters, and the optimizer refuses to start.
 
 # %%
 class AllPlain(nn.Module):
@@ -181,6 +181,51 @@ def parameter_table(module: nn.Module) -> None:
 parameter_table(model)
 
 # %% [markdown]
+# `parameters()` and `named_parameters()` take `recurse=False` to list only the parameters a module owns
+# **itself**, without those of its submodules. Going over `modules()` with `recurse=False` meets every parameter
+# at the module that owns it (a weight shared by two layers at both): the way to apply a rule per kind of layer,
+# say no weight decay on normalisation layers.
+
+# %%
+class Gated(nn.Module):
+    """A learnable gate of its own next to a child layer."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim))  # owned by Gated itself
+        self.proj = nn.Linear(dim, dim)              # owned by the child
+
+    def forward(self, x):  # (N, dim)
+        return self.proj(x) * torch.sigmoid(self.gate)
+
+
+gated = Gated()
+print("recurse=True: ", [n for n, _ in gated.named_parameters()])
+print("recurse=False:", [n for n, _ in gated.named_parameters(recurse=False)])
+for name, m in gated.named_modules():
+    print(f"  {name or '(the model)':<12} owns {[n for n, _ in m.named_parameters(recurse=False)]}")
+
+# %% [markdown]
+# **`model.zero_grad()` versus `optimizer.zero_grad()`.** Gradients live on the parameters (`p.grad`), and
+# `backward()` adds to them. Both calls clear them (by default they set `p.grad = None`, which frees the memory),
+# but over different sets: `model.zero_grad()` clears **every** parameter of the model, `optimizer.zero_grad()`
+# only the parameters the optimizer was given. They differ as soon as an optimizer holds part of a model (only
+# a new head is trained) or several models share one loss (a GAN's generator and discriminator, each with
+# its own optimizer): the parameters outside the optimizer keep accumulating gradients from every backward.
+
+# %%
+net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+head_optimizer = torch.optim.SGD(net[2].parameters(), lr=0.1)  # trains the last layer only
+for _ in range(2):
+    net(torch.randn(8, 3)).sum().backward()
+head_optimizer.zero_grad()
+print("after optimizer.zero_grad(): head cleared:", net[2].weight.grad is None,
+      "· body cleared:", net[0].weight.grad is None)
+net.zero_grad()
+print("after model.zero_grad():     head cleared:", net[2].weight.grad is None,
+      "· body cleared:", net[0].weight.grad is None)
+
+# %% [markdown]
 # ## 5. Containers: `nn.Sequential`, `nn.ModuleList`, `nn.ModuleDict`, `add_module`
 #
 # **`nn.Sequential(*modules)`** runs its modules one after another: each output is the next input. Its
@@ -196,6 +241,45 @@ named = nn.Sequential(OrderedDict([
 print(named)
 print([name for name, _ in named.named_parameters()])
 print(named.fc1 is named[0], named(torch.randn(5, 4)).shape)  # (N, 2)
+
+# %% [markdown]
+# An `nn.Sequential` can be edited like a list, and every module you put in is registered at once:
+# `append(m)` adds at the end, `insert(i, m)` before position `i`, `seq[i] = m` replaces one, `seq.pop(i)`
+# removes one and returns it, `del seq[i]` removes it for good. Slicing (`seq[:2]`) makes a new `nn.Sequential`
+# that **shares** the modules (and so the parameters) with the original.
+
+# %%
+seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+seq.append(nn.Softmax(dim=-1))  # Linear, ReLU, Linear, Softmax
+seq.insert(2, nn.Dropout(0.1))  # Linear, ReLU, Dropout, Linear, Softmax
+seq[1] = nn.GELU()              # Linear, GELU, Dropout, Linear, Softmax
+last = seq.pop(-1)              # takes the Softmax back out
+del seq[2]                      # Linear, GELU, Linear
+print(seq)
+print("removed:", last, "· the slice shares its layers:", seq[:2][0] is seq[0])
+
+# %% [markdown]
+# The same editing replaces a **head**, the usual first step of fine-tuning: keep the trained body, put a new
+# last layer with as many outputs as the new task has classes. The new layer is a new module with new
+# parameters: it starts on the CPU in float32 (move the model again), and an optimizer built before the swap
+# still holds the old head's parameters, so build the optimizer **after** editing the model.
+
+# %%
+seq[-1] = nn.Linear(8, 10)  # a named model does the same with model.head = nn.Linear(...)
+print(seq[-1], "· input (5, 4) ->", tuple(seq(torch.randn(5, 4)).shape))
+
+# %% [markdown]
+# A linear layer wants one feature vector per example, an image batch is `(N, C, H, W)`. `nn.Flatten()`
+# flattens from `start_dim=1` to the end, so the batch dimension survives: `(N, C·H·W)`. The function
+# `torch.flatten(x)` starts at dimension 0 and would merge the whole batch into one long vector; inside a
+# model write `nn.Flatten()` or `x.flatten(1)`.
+
+# %%
+images = torch.randn(5, 1, 28, 28)  # (N, C, H, W)
+print("nn.Flatten():     ", tuple(nn.Flatten()(images).shape))        # (5, 784)
+print("torch.flatten(x): ", tuple(torch.flatten(images).shape))       # (3920,): the batch is gone
+classifier = nn.Sequential(nn.Flatten(start_dim=1), nn.Linear(28 * 28, 10))
+print("classifier:       ", tuple(classifier(images).shape))          # (5, 10)
 
 # %% [markdown]
 # **`nn.ModuleList`** is a list that registers what it holds; you write the loop in `forward` yourself, which
@@ -271,7 +355,7 @@ print("state_dict:", list(wb.state_dict()))
 print("BatchNorm1d buffers:", [n for n, _ in nn.BatchNorm1d(4).named_buffers()])
 
 # %% [markdown]
-# ## 7. Initialisation: `nn.init` and `apply`
+# ## 7. Initialisation: `nn.init`, `apply`, `reset_parameters`, lazy modules
 #
 # Every built-in layer initialises itself in its constructor. `nn.Linear(in, out)` draws its weight and bias
 # uniformly from `(-1/sqrt(in), 1/sqrt(in))`, which keeps the output's scale similar to the input's. The
@@ -342,6 +426,48 @@ except RuntimeError as e:
 with torch.no_grad():
     lin.bias.fill_(0.0)  # fine
 print(lin.bias)
+
+# %% [markdown]
+# **`reset_parameters()`.** Built-in layers (`nn.Linear`, `nn.Conv2d`, `nn.LayerNorm`, `nn.Embedding`, …) have a
+# method `reset_parameters()` that draws their default initialisation again, in place: the parameter objects
+# stay the same, only their values change. It is what their constructor calls, and the quickest way to
+# re-initialise a model between two experiments. It is a convention, not a method of `nn.Module`: containers do
+# not have it, so test for it; a module of your own can define one too.
+
+# %%
+lin = nn.Linear(4, 3)
+weight = lin.weight
+nn.init.constant_(lin.weight, 5.0)
+lin.reset_parameters()
+print("same object:", lin.weight is weight, "· back within ±1/sqrt(4):", bool(lin.weight.abs().max() <= 0.5))
+
+
+def reset_all(m: nn.Module) -> None:
+    """For apply: redraw the default initialisation of every layer that has one."""
+    if hasattr(m, "reset_parameters"):
+        m.reset_parameters()
+
+
+net.apply(reset_all)
+
+# %% [markdown]
+# **Lazy modules.** `nn.LazyLinear(out_features)` leaves `in_features` open: its weight is an
+# `UninitializedParameter` without a shape until the first forward, which reads the size of the input's last
+# dimension, creates and initialises the weight, and turns the module into an ordinary `nn.Linear`. Convenient
+# when the input size is tedious to work out (after a stack of convolutions), but everything that needs the
+# shapes must wait for one forward with a dummy batch: counting parameters, your own initialisation,
+# `load_state_dict`, and building the optimizer.
+
+# %%
+lazy = nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.LazyLinear(3))
+print("before:", lazy[0], type(lazy[0].weight).__name__)
+try:
+    sum(p.numel() for p in lazy.parameters())
+except ValueError as e:
+    print("ValueError:", str(e)[:70], "…")
+lazy(torch.randn(2, 10))  # the dummy batch: (N, 10) fixes in_features = 10
+print("after: ", lazy[0], type(lazy[0]).__name__, tuple(lazy[0].weight.shape))
+print("parameters:", sum(p.numel() for p in lazy.parameters()))
 
 # %% [markdown]
 # ## 8. `state_dict`, `load_state_dict`, saving and loading
@@ -423,6 +549,23 @@ print("registered w:", leaky.w.device, "· plain v:", leaky.v.device)  # v was l
 # On a GPU, `leaky(x.cuda())` would now fail with "Expected all tensors to be on the same device": the
 # usual consequence of a tensor that was not registered.
 #
+# `model.cuda()` and `model.cpu()` are shorthands: `model.to("cuda")` (the current GPU; `model.cuda(1)` is
+# `model.to("cuda:1")`) and `model.to("cpu")`. Like `.to`, they move the module in place and return it; on a
+# tensor they return a moved copy. Code sprinkled with `.cuda()` only runs where there is an NVIDIA GPU: pick a
+# `device` once and write `.to(device)` everywhere, and the same notebook runs on a laptop, on Apple's `mps`
+# and on a GPU server.
+
+# %%
+small = nn.Linear(2, 2).cpu()  # the same as .to("cpu"): here a no-op that returns the module
+try:
+    small.cuda()
+    print("moved to", small.weight.device)
+except (RuntimeError, AssertionError) as e:  # no GPU, or a PyTorch built without CUDA
+    print(f"{type(e).__name__}: {str(e)[:70]} …")
+device = "cuda" if torch.cuda.is_available() else "cpu"
+print("device-agnostic:", small.to(device).weight.device)
+
+# %% [markdown]
 # ## 11. `nn.functional` versus `nn`
 #
 # `torch.nn.functional` (imported as `F`) holds the computations as plain functions: `F.relu(x)`,
@@ -441,7 +584,132 @@ lin = nn.Linear(3, 2)
 print(torch.allclose(lin(x), F.linear(x, lin.weight, lin.bias)), torch.equal(nn.ReLU()(x), F.relu(x)))
 
 # %% [markdown]
-# ## Exercise 1: `Linear`
+# ## 12. Activation functions
+#
+# **Why a network needs them.** A linear layer computes `x @ W.T + b`. Two of them in a row compute
+# `(x @ W1.T + b1) @ W2.T + b2 = x @ (W2 @ W1).T + (W2 @ b1 + b2)`: again one linear layer. However many you
+# stack, without something non-linear in between the whole network is a single matrix and a shift, and can only
+# draw straight lines (planes) through the data.
+
+# %%
+first, second = nn.Linear(3, 5), nn.Linear(5, 2)
+merged = nn.Linear(3, 2)
+with torch.no_grad():
+    merged.weight.copy_(second.weight @ first.weight)             # (2, 5) @ (5, 3) -> (2, 3)
+    merged.bias.copy_(second.weight @ first.bias + second.bias)   # (2,)
+x = torch.randn(4, 3)
+print("two stacked Linear layers == one Linear:", torch.allclose(second(first(x)), merged(x), atol=1e-6))
+
+# %% [markdown]
+# An activation function between the layers breaks the collapse. A small example of what it buys: `|x|` is not
+# linear, so no stack of linear layers computes it, but one hidden layer of two ReLUs does, since
+# `|x| = relu(x) + relu(-x)`.
+
+# %%
+absolute = nn.Sequential(nn.Linear(1, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
+with torch.no_grad():
+    absolute[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))  # hidden units: x and -x
+    absolute[2].weight.copy_(torch.tensor([[1.0, 1.0]]))     # their sum after the ReLU
+x = torch.tensor([[-2.0], [-0.5], [0.0], [1.5]])             # (N, 1)
+print(absolute(x).flatten().tolist())                        # |x|
+
+# %% [markdown]
+# **The usual ones**, each an element-wise function (and a module class of the same name):
+#
+# - `ReLU`: `max(0, x)`. Cheap, does not saturate for x > 0; its gradient is exactly 0 for x < 0, so a unit
+#   whose inputs are always negative stops learning ("dead" ReLU).
+# - `LeakyReLU(negative_slope)`: `x` for x > 0, `slope·x` below; the small slope keeps a gradient everywhere
+#   (the default slope 0.01 is hard to see, the picture uses 0.1).
+# - `Sigmoid`: `1 / (1 + e^-x)`, squashes into (0, 1). Its gradient is at most 0.25 and vanishes for large
+#   |x|: fine for a gate or a probability at the output, a poor choice between deep layers.
+# - `Tanh`: squashes into (-1, 1), centred on 0, gradient at most 1, and it saturates like the sigmoid.
+# - `GELU`: `x·Φ(x)`, with Φ the standard normal distribution function: a smooth ReLU that lets a little
+#   through below 0 (the default in transformers such as BERT and GPT-2).
+# - `SiLU` (also called swish): `x·sigmoid(x)`, another smooth ReLU, used in many vision models and in the
+#   gated layers of recent language models.
+#
+# The picture draws each function and its derivative. The derivatives are not typed in: autograd computes
+# them from the functions, as it would inside a network.
+
+# %%
+def show_activations():
+    """Each activation (solid) and its derivative from autograd (dashed), on the same axes."""
+    acts = {"ReLU": nn.ReLU(), "LeakyReLU(0.1)": nn.LeakyReLU(0.1), "Sigmoid": nn.Sigmoid(),
+            "Tanh": nn.Tanh(), "GELU": nn.GELU(), "SiLU": nn.SiLU()}
+    x = torch.linspace(-4, 4, 401, requires_grad=True)
+    fig, axes = plt.subplots(1, 6, figsize=(15, 2.6), sharey=True)
+    for ax, (name, act) in zip(axes, acts.items()):
+        y = act(x)
+        (dy,) = torch.autograd.grad(y.sum(), x)  # each y[i] depends on x[i] only: the sum's gradient is dy/dx
+        ax.plot(x.detach(), y.detach(), label="f(x)")
+        ax.plot(x.detach(), dy, "--", label="f'(x)")
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.axvline(0, color="gray", lw=0.5)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylim(-1.5, 4)
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    plt.show()
+
+
+show_activations()
+
+# %% [markdown]
+# Read the dashed lines: ReLU's gradient jumps from 0 to 1; the sigmoid's never exceeds 0.25 and, like tanh's,
+# fades to 0 on both sides (saturation: a unit deep in either flat part barely learns); GELU and SiLU dip
+# slightly below 0 left of the origin and have gradients a little above 1 to the right of it.
+#
+# **`nn.ReLU` or `F.relu`?** They compute the same thing. The module version shows up in `print(model)` and in
+# `modules()`, can carry hooks, and can be passed around as a class, which is how the `MLP` exercise below
+# receives its `activation`. `F.relu` inside `forward` is shorter, and just as good when nothing needs to see
+# the activation. `inplace=True` (on the module or the function) overwrites the input to save memory: when
+# that input is still needed (by autograd, or by your own code, say a residual `x + act(x)`), you get an error
+# or a wrong value, so leave it off unless memory is tight.
+
+# %%
+block = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+x = torch.randn(2, 3)
+print(block)
+print("same values:", torch.equal(block(x), F.relu(block[0](x))))
+
+# %% [markdown]
+# ## Exercise 1: `gelu`
+#
+# Write `gelu(x, approximate="none")`, the function behind `nn.GELU`:
+#
+# - `approximate="none"`: the exact form `x·Φ(x)`, where `Φ(x) = 0.5·(1 + erf(x / √2))` is the standard
+#   normal distribution function (`torch.erf` is there);
+# - `approximate="tanh"`: the cheaper approximation `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`;
+# - any other value of `approximate` raises `ValueError`.
+#
+# The check compares values and gradients with `F.gelu` in float32 and float64, over ordinary values, far into
+# both tails and at large magnitudes. The tolerance is relative to `|x|`, which is also how exactly `F.gelu`
+# itself is computed: far in the negative tail both answers are 0 up to rounding. `F.gelu` and `nn.GELU` are off
+# limits here (the check notices).
+
+# %%
+def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """GELU, x·Φ(x): exact with erf ("none") or with the tanh approximation ("tanh")."""
+    ### BEGIN SOLUTION
+    if approximate == "none":
+        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))  # Φ(x) = 0.5·(1 + erf(x / √2))
+    if approximate == "tanh":
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)
+        return 0.5 * x * (1 + torch.tanh(inner))
+    raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    ### END SOLUTION
+
+
+# %%
+check(gelu)
+
+# %% [markdown]
+# The two forms never differ by more than 5e-4 (the largest gap is near |x| ≈ 2.7). The tanh form was proposed
+# as a faster stand-in for `erf`, and some pretrained models (GPT-2 among them) were trained with it: to
+# reproduce their outputs, use the same `approximate` they were trained with.
+
+# %% [markdown]
+# ## Exercise 2: `Linear`
 #
 # Write the class `Linear(in_features, out_features, bias=True)`, your own `nn.Linear`:
 #
@@ -481,7 +749,7 @@ class Linear(nn.Module):
 check(Linear)
 
 # %% [markdown]
-# ## Exercise 2: `MLP`
+# ## Exercise 3: `MLP`
 #
 # Write the class `MLP(sizes, activation=nn.ReLU, dropout=0.0)`: a multilayer perceptron with one `nn.Linear`
 # for each pair of consecutive sizes (`sizes = [4, 16, 16, 3]` gives `Linear(4, 16)`, `Linear(16, 16)`,
@@ -489,9 +757,10 @@ check(Linear)
 # time; `activation` is a class such as `nn.ReLU` or `nn.Tanh`), followed by `nn.Dropout(dropout)` when
 # `dropout > 0`. The last layer's output is returned as it is.
 #
-# How you organise the inside is up to you, but register the modules in the order they run (an
-# `nn.Sequential` does): the check lists your model's modules in order and compares its outputs with an
-# `nn.Sequential` built the same way, in `eval()` and in `train()` mode.
+# How you organise the inside is up to you (an `nn.Sequential`, `nn.ModuleList`s, attributes, …), as long as
+# every module is registered and runs as a module: the check runs one forward, lists the modules in the order
+# they ran and compares the outputs with an `nn.Sequential` built the same way, in `eval()` and in `train()`
+# mode.
 
 # %%
 class MLP(nn.Module):
@@ -520,7 +789,7 @@ class MLP(nn.Module):
 check(MLP)
 
 # %% [markdown]
-# ## Exercise 3: `count_parameters`
+# ## Exercise 4: `count_parameters`
 #
 # Write `count_parameters(module, trainable_only=True)` that returns, as a Python `int`, the number of
 # elements in the module's parameters: only those with `requires_grad=True` when `trainable_only`, all of them
@@ -539,12 +808,13 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
 check(count_parameters)
 
 # %% [markdown]
-# ## Exercise 4: `init_weights`
+# ## Exercise 5: `init_weights`
 #
 # Write `init_weights(module)`, meant for `model.apply(init_weights)`: when `module` is an `nn.Linear`, give
 # its weight the Xavier-uniform initialisation (uniform in `±sqrt(6 / (fan_in + fan_out))`) and set its bias,
 # if it has one, to zero. Any other module (convolutions, normalisation layers, embeddings, …) is left exactly
-# as it was. Change the existing tensors in place; do not replace them.
+# as it was. Change the existing tensors in place; do not replace them: an optimizer built before
+# `model.apply(init_weights)` holds the old parameter objects and would go on training those.
 
 # %%
 def init_weights(module: nn.Module) -> None:
@@ -561,7 +831,7 @@ def init_weights(module: nn.Module) -> None:
 check(init_weights)
 
 # %% [markdown]
-# ## Exercise 5: `RunningMean`
+# ## Exercise 6: `RunningMean`
 #
 # Write the class `RunningMean(num_features, momentum=0.1)`, a small cousin of BatchNorm:
 #
@@ -597,7 +867,7 @@ class RunningMean(nn.Module):
 check(RunningMean)
 
 # %% [markdown]
-# ## Exercise 6: `freeze`
+# ## Exercise 7: `freeze`
 #
 # Fine-tuning often trains only part of a pretrained model. Write `freeze(module, prefixes)` that sets
 # `requires_grad = False` on every parameter whose qualified name (from `named_parameters()`) **equals** one
@@ -631,7 +901,11 @@ check(freeze)
 #   compute in `forward`, and call the module: `model(x)`.
 # - Only registered tensors count: `nn.Parameter` for learned ones, `register_buffer` for the rest; modules in
 #   attributes, `nn.Sequential`, `nn.ModuleList` or `nn.ModuleDict`, never in a Python list.
-# - `named_parameters()` and `print(model)` tell you what a model holds; `apply` plus `nn.init` sets it up.
+# - `named_parameters()` and `print(model)` tell you what a model holds; `apply` plus `nn.init` (or
+#   `reset_parameters()`) sets it up, in place; lazy modules get their shapes at the first forward.
+# - Without activation functions stacked linear layers collapse into one; ReLU, GELU and SiLU are the usual
+#   choices between layers, sigmoid and tanh saturate.
+# - Edit an `nn.Sequential` like a list; build the optimizer after the model is final.
 # - Save `state_dict()`, load with `torch.load(..., weights_only=True)` and `load_state_dict` (strict).
 # - `model.eval()` before evaluating, `model.train()` before training; `model.to(device)` moves everything
 #   registered.

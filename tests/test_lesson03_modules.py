@@ -16,6 +16,153 @@ def assert_not_attempted(obj, name):
 
 
 # ============================================================================================================
+# gelu
+# ============================================================================================================
+
+def gelu_erf(x, approximate="none"):
+    if approximate == "none":
+        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+    if approximate == "tanh":
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def gelu_ndtr(x, approximate="none"):  # Φ from torch.special; tanh through 0.5 * (1 + tanh(u)) = sigmoid(2u)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(approximate)
+    if approximate == "tanh":
+        u = math.sqrt(2 / math.pi) * x * (1 + 0.044715 * x * x)
+        return x * torch.sigmoid(2 * u)
+    return x * torch.special.ndtr(x)
+
+
+def gelu_erfc(x, approximate="none"):  # Φ(x) = erfc(-x / √2) / 2, accurate far in the negative tail
+    modes = {"none": lambda: x * torch.erfc(-x * (1 / math.sqrt(2))) / 2,
+             "tanh": lambda: x * (torch.tanh((x + 0.044715 * x.pow(3)) * math.sqrt(2 / math.pi)) + 1) / 2}
+    if approximate not in modes:
+        raise ValueError("unknown approximate")
+    return modes[approximate]()
+
+
+def gelu_sigmoid_approx(x, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(approximate)
+    return x * torch.sigmoid(1.702 * x)
+
+
+def gelu_no_cubic(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * x))
+    return gelu_erf(x, approximate)
+
+
+def gelu_two_over_pi(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + torch.tanh(2 / math.pi * (x + 0.044715 * x ** 3)))
+    return gelu_erf(x, approximate)
+
+
+def gelu_erf_half(x, approximate="none"):
+    if approximate == "none":
+        return 0.5 * x * (1 + torch.erf(x / 2))
+    return gelu_erf(x, approximate)
+
+
+def gelu_ignores_approximate(x, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(approximate)
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def gelu_always_tanh(x, approximate="none"):
+    return gelu_erf(x, "tanh")
+
+
+def gelu_no_value_error(x, approximate="none"):
+    return gelu_erf(x, "tanh" if approximate == "tanh" else "none")
+
+
+def gelu_key_error(x, approximate="none"):
+    forms = {"none": gelu_erf, "tanh": lambda x: gelu_erf(x, "tanh")}
+    return forms[approximate](x)
+
+
+def gelu_calls_f(x, approximate="none"):
+    return F.gelu(x, approximate=approximate)
+
+
+def gelu_uses_module(x, approximate="none"):
+    return nn.GELU(approximate=approximate)(x)
+
+
+def gelu_rounded_constants(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + torch.tanh(0.79788 * (x + 0.044715 * x ** 3)))
+    if approximate == "none":
+        return 0.5 * x * (1 + torch.erf(x * 0.7071))
+    raise ValueError(approximate)
+
+
+class _GeluPhiOnly(torch.autograd.Function):  # a hand-written backward that forgets the product rule
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, = ctx.saved_tensors
+        return grad_output * 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def gelu_backward_phi_only(x, approximate="none"):
+    if approximate == "none":
+        return _GeluPhiOnly.apply(x)
+    return gelu_erf(x, approximate)
+
+
+def gelu_detached(x, approximate="none"):
+    return gelu_erf(x.detach(), approximate)
+
+
+def gelu_float32_inside(x, approximate="none"):
+    return gelu_erf(x.float(), approximate).to(x.dtype)
+
+
+def gelu_stub(x, approximate="none"):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("ok", [gelu_erf, gelu_ndtr, gelu_erfc])
+def test_gelu_passes(ok):
+    assert_passes(ok, "gelu")
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (gelu_sigmoid_approx, ("sigmoid approximation", "erf(x / √2)")),
+    (gelu_no_cubic, ("cubic term is missing",)),
+    (gelu_two_over_pi, ("2/π", "math.sqrt(2 / math.pi)")),
+    (gelu_erf_half, ("erf(x / 2)", "divide by math.sqrt(2)")),
+    (gelu_ignores_approximate, ("exact erf form", "approximate='tanh'")),
+    (gelu_always_tanh, ("tanh approximation", "approximate='none'")),
+    (gelu_no_value_error, ("should raise ValueError",)),
+    (gelu_key_error, ("should raise ValueError, but raised KeyError",)),
+    (gelu_calls_f, ("called `gelu`", "forbids")),
+    (gelu_uses_module, ("called `gelu`", "forbids")),
+    (gelu_rounded_constants, ("close, but not to float", "rounded constant")),
+    (gelu_backward_phi_only, ("gradient is Φ(x) alone", "product rule")),
+    (gelu_detached, ("does not track gradients",)),
+    (gelu_float32_inside, ("not to float64 precision", "no float32 tensor in between")),
+])
+def test_gelu_rejects(wrong, fragments):
+    assert_rejects(wrong, "gelu", *fragments)
+
+
+def test_gelu_stub():
+    assert_not_attempted(gelu_stub, "gelu")
+
+
+# ============================================================================================================
 # Linear
 # ============================================================================================================
 
@@ -247,14 +394,119 @@ class MLPIgnoresActivation(nn.Module):
         return self.net(x)
 
 
+class MLPTwoLists(nn.Module):  # linears in one ModuleList, activations (and dropouts) in others, interleaved
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.acts = nn.ModuleList(activation() for _ in sizes[2:])
+        self.drops = nn.ModuleList(nn.Dropout(dropout) for _ in sizes[2:]) if dropout > 0 else None
+
+    def forward(self, x):
+        for k, act in enumerate(self.acts):
+            x = act(self.linears[k](x))
+            if self.drops is not None:
+                x = self.drops[k](x)
+        return self.linears[-1](x)
+
+
+class MLPModuleDict(nn.Module):  # registered in an order unlike the run order: all hidden layers first
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        self.n, self.dropout = len(sizes) - 1, dropout
+        self.layers = nn.ModuleDict()
+        for k in range(self.n):
+            self.layers[f"fc{k}"] = nn.Linear(sizes[k], sizes[k + 1])
+        for k in range(self.n - 1):
+            self.layers[f"act{k}"] = activation()
+            if dropout > 0:
+                self.layers[f"drop{k}"] = nn.Dropout(dropout)
+
+    def forward(self, x):
+        for k in range(self.n):
+            x = self.layers[f"fc{k}"](x)
+            if k < self.n - 1:
+                x = self.layers[f"act{k}"](x)
+                if self.dropout > 0:
+                    x = self.layers[f"drop{k}"](x)
+        return x
+
+
+class MLPAttributes(nn.Module):  # one attribute per layer, set with setattr
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        self.names = []
+        for k in range(len(sizes) - 1):
+            setattr(self, f"layer{k}", nn.Linear(sizes[k], sizes[k + 1]))
+            self.names.append(f"layer{k}")
+            if k < len(sizes) - 2:
+                setattr(self, f"act{k}", activation())
+                self.names.append(f"act{k}")
+                if dropout > 0:
+                    setattr(self, f"drop{k}", nn.Dropout(dropout))
+                    self.names.append(f"drop{k}")
+
+    def forward(self, x):
+        for name in self.names:
+            x = getattr(self, name)(x)
+        return x
+
+
+class MLPBlocks(nn.Module):  # nn.Sequential of (Linear, activation[, Dropout]) blocks, then the head
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        blocks = []
+        for a, b in zip(sizes[:-2], sizes[1:-1]):
+            block = [nn.Linear(a, b), activation()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
+            blocks.append(nn.Sequential(*block))
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Linear(sizes[-2], sizes[-1])
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class MLPPlainList(nn.Module):  # the layers in a Python list: not registered
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        self.layers = _mlp_layers(sizes, activation, dropout)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class MLPHalfRegistered(nn.Module):  # linears registered, activations in a plain list
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.acts = [activation() for _ in sizes[2:]]
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        for lin, act in zip(self.linears, self.acts):
+            x = self.dropout(act(lin(x)))
+        return self.linears[-1](x)
+
+
+class MLPSkipsActivation(MLPTwoLists):  # registers the activations but forward never calls them
+    def forward(self, x):
+        for k in range(len(self.acts)):
+            x = torch.relu(self.linears[k](x))
+            if self.drops is not None:
+                x = self.drops[k](x)
+        return self.linears[-1](x)
+
+
 class MLPStub(nn.Module):
     def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
         super().__init__()
         raise NotImplementedError()
 
 
-def test_mlp_passes():
-    assert_passes(MLPOK, "MLP")
+@pytest.mark.parametrize("ok", [MLPOK, MLPTwoLists, MLPModuleDict, MLPAttributes, MLPBlocks])
+def test_mlp_passes(ok):
+    assert_passes(ok, "MLP")
 
 
 @pytest.mark.parametrize("wrong, fragments", [
@@ -264,6 +516,9 @@ def test_mlp_passes():
     (MLPAlwaysDropout, ("p=0",)),
     (MLPFunctionalRelu, ("no nn.ReLU module",)),
     (MLPIgnoresActivation, ("use the `activation` class",)),
+    (MLPPlainList, ("`self.layers` is a plain Python container", "not registered", "nn.ModuleList")),
+    (MLPHalfRegistered, ("`self.acts` is a plain Python container", "not registered")),
+    (MLPSkipsActivation, ("no nn.ReLU module runs", "torch.relu")),
 ])
 def test_mlp_rejects(wrong, fragments):
     assert_rejects(wrong, "MLP", *fragments)
@@ -288,6 +543,11 @@ def count_ok(module, trainable_only=True):
 
 def count_per_module(module, trainable_only=True):  # counts a tied weight once per owner
     return sum(p.numel() for m in module.modules() for p in m.parameters(recurse=False)
+               if p.requires_grad or not trainable_only)
+
+
+def count_over_modules(module, trainable_only=True):  # m.parameters() recurses: counted once per ancestor
+    return sum(p.numel() for m in module.modules() for p in m.parameters()
                if p.requires_grad or not trainable_only)
 
 
@@ -322,6 +582,7 @@ def test_count_parameters_passes():
 
 @pytest.mark.parametrize("wrong, fragments", [
     (count_per_module, ("counted twice",)),
+    (count_over_modules, ("once per module above it", "already recurses", "module.parameters() once")),
     (count_ignores_flag, ("trainable_only",)),
     (count_tensors, ("number of parameter tensors",)),
     (count_state_dict, ("state_dict",)),
@@ -389,6 +650,20 @@ def init_new_parameter(m):
             nn.init.zeros_(m.bias)
 
 
+def init_new_parameter_same_device(m):  # a new Parameter where the old one was: the optimizer's is stale
+    if isinstance(m, nn.Linear):
+        m.weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty_like(m.weight)))
+        if m.bias is not None:
+            m.bias = nn.Parameter(torch.zeros_like(m.bias))
+
+
+def init_swaps_data(m):
+    if isinstance(m, nn.Linear):
+        m.weight.data = nn.init.xavier_uniform_(torch.empty_like(m.weight))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
 def init_fill_without_no_grad(m):
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
@@ -410,7 +685,9 @@ def test_init_weights_passes():
     (init_every_weight, ("only nn.Linear layers",)),
     (init_forgets_none_bias, ("NoneType",)),
     (init_keeps_bias, ("is not zero",)),
-    (init_new_parameter, ("ended up on cpu",)),
+    (init_new_parameter, ("new nn.Parameter", "optimizer", "in place", "nn.init.xavier_uniform_(module.weight)")),
+    (init_new_parameter_same_device, ("new nn.Parameter", "still holds the old tensor")),
+    (init_swaps_data, ("points to other memory", "in place")),
     (init_fill_without_no_grad, ("leaf Variable",)),
 ])
 def test_init_weights_rejects(wrong, fragments):

@@ -6,16 +6,28 @@ strings, lists and dicts of them). The check then judges that data against PyTor
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.compare import Mismatch, expect_tensor, expect_value, shape_str
+from grader.compare import Mismatch, expect_tensor, expect_value, known_mistake, shape_str
 from grader.registry import exercise
-from grader.runner import Inconclusive, LearnerError, untraced
+from grader.runner import Inconclusive, LearnerError, run_case, untraced
 from grader.tracing import MixedDevices
+
+
+def _expect_with(expect, advice: str, *args, **kwargs) -> None:
+    """expect(*args, **kwargs), adding '→ advice' to a bare value mismatch (one without its own diagnosis)."""
+    try:
+        expect(*args, **kwargs)
+    except Mismatch as e:
+        first = e.message.splitlines()[0]
+        if " — " in first or " should " in f" {first}":
+            raise
+        raise Mismatch(f"{e.message}\n→ {advice}", e.detail) from None
 
 
 def _type_name(obj) -> str:
@@ -48,6 +60,207 @@ def _registration(m: nn.Module) -> dict:
             "state": {k: v.detach().clone() for k, v in m.state_dict().items()},
             "plain_tensors": sorted(k for k, v in vars(m).items() if isinstance(v, torch.Tensor)),
         }
+
+
+# ============================================================================================================
+# gelu
+# ============================================================================================================
+
+SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+GELU_FORMULAS = ("GELU(x) = x·Φ(x) = 0.5·x·(1 + erf(x / √2)); approximate='tanh' asks for "
+                 "0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))")
+GELU_ULPS = 16  # allowed error, in units of the dtype's eps times the scale of each element (see _gelu_scales)
+
+
+def _gelu_erf(x: torch.Tensor, div: float = math.sqrt(2)) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.erf(x / div))
+
+
+def _gelu_tanh(x: torch.Tensor, k: float = SQRT_2_OVER_PI, c: float = 0.044715) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.tanh(k * (x + c * x ** 3)))
+
+
+def _gelu_scales(x: torch.Tensor, approximate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per element, how large a correct computation's rounding error can be, in units of eps: |x| for the value
+    (x times a factor rounded near 1, so far in the negative tail both F.gelu and a correct answer are ~0 only up
+    to eps·|x|); for the gradient 1 plus the size of its second term: |x|·φ(x) for erf, and for tanh
+    0.5·|x|·u'(x) while tanh'(u) is not yet 0 in any float."""
+    x = x.detach().double()
+    if approximate == "tanh":
+        u = SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+        second = torch.where(u.abs() < 20, 0.5 * x.abs() * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x ** 2), 0.0)
+    else:
+        second = x.abs() * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+    return x.abs(), 1 + second
+
+
+def _gelu_value_mistakes(x: torch.Tensor, approximate: str) -> list:
+    """(diagnosis, what that mistake returns), computed in float64."""
+    x = x.detach().double()
+    mistakes = [
+        ("that is the sigmoid approximation x·σ(1.702·x), which F.gelu does not offer — " + GELU_FORMULAS,
+         lambda: x * torch.sigmoid(1.702 * x)),
+        ("that is SiLU, x·σ(x) — " + GELU_FORMULAS, lambda: x * torch.sigmoid(x)),
+    ]
+    if approximate == "tanh":
+        return mistakes + [
+            ("that is the exact erf form, but approximate='tanh' was passed — use the tanh formula when "
+             "approximate == 'tanh': 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))", lambda: _gelu_erf(x)),
+            ("the cubic term is missing — the tanh's argument is √(2/π)·(x + 0.044715·x³)",
+             lambda: _gelu_tanh(x, c=0.0)),
+            ("the scale inside tanh is 2/π — it is √(2/π) = math.sqrt(2 / math.pi) ≈ 0.798",
+             lambda: _gelu_tanh(x, k=2 / math.pi)),
+            ("the scale inside tanh is √2/π — it is √(2/π) = math.sqrt(2 / math.pi) ≈ 0.798",
+             lambda: _gelu_tanh(x, k=math.sqrt(2) / math.pi)),
+            ("the factor 0.5 is missing — 0.5·(1 + tanh(...)) runs from 0 to 1", lambda: 2 * _gelu_tanh(x)),
+        ]
+    return mistakes + [
+        ("that is the tanh approximation — approximate='none' (the default) asks for the exact form "
+         "0.5·x·(1 + erf(x / √2))", lambda: _gelu_tanh(x)),
+        ("erf(x / 2) — Φ(x) = 0.5·(1 + erf(x / √2)): divide by math.sqrt(2), not 2", lambda: _gelu_erf(x, 2.0)),
+        ("erf(x) — Φ(x) = 0.5·(1 + erf(x / √2)): divide x by math.sqrt(2) first", lambda: _gelu_erf(x, 1.0)),
+        ("erf(x·√2) — Φ(x) = 0.5·(1 + erf(x / √2)): divide by √2, do not multiply",
+         lambda: _gelu_erf(x, 1 / math.sqrt(2))),
+        ("the factor 0.5 is missing — Φ(x) = 0.5·(1 + erf(x / √2)) runs from 0 to 1", lambda: 2 * _gelu_erf(x)),
+        ("that is Φ(x), the normal CDF, alone — multiply by x: GELU(x) = x·Φ(x)",
+         lambda: 0.5 * (1 + torch.erf(x / math.sqrt(2)))),
+    ]
+
+
+def _gelu_grad_mistakes(x: torch.Tensor, upstream: torch.Tensor, approximate: str) -> list:
+    """(diagnosis, the gradient that mistake gives) for a hand-written backward, in float64."""
+    x, up = x.detach().double(), upstream.double()
+    phi = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+
+    def slope(f):  # df/dx, element-wise
+        xr = x.clone().requires_grad_(True)
+        return torch.autograd.grad(f(xr).sum(), xr)[0]
+
+    other = _gelu_erf if approximate == "tanh" else _gelu_tanh
+    return [
+        ("the gradient is Φ(x) alone — by the product rule d/dx x·Φ(x) = Φ(x) + x·φ(x), with φ(x) = "
+         "exp(-x²/2) / √(2π)", lambda: up * phi),
+        ("the gradient is Φ(x) + φ(x) — the second term is x·φ(x): d/dx x·Φ(x) = Φ(x) + x·φ(x)",
+         lambda: up * (phi + torch.exp(-x * x / 2) / math.sqrt(2 * math.pi))),
+        (f"that is the gradient of the {'erf' if approximate == 'tanh' else 'tanh'} form — the backward must "
+         "differentiate the same formula as the forward", lambda: up * slope(other)),
+        ("the upstream gradient was not multiplied in — backward returns grad_output times dGELU/dx",
+         lambda: slope(lambda v: F.gelu(v, approximate=approximate))),
+    ]
+
+
+def _expect_gelu(got, expected: torch.Tensor, scale: torch.Tensor, device: str, what: str, mistakes: list,
+                 x: torch.Tensor, advice: str) -> None:
+    """got matches expected up to GELU_ULPS·eps·scale per element, else a Mismatch naming the likely mistake."""
+    expect_tensor(got, expected, atol=math.inf, device=device, what=what)  # type, device, shape, dtype, nan, inf
+    if expected.numel() == 0:
+        return
+    finfo = torch.finfo(expected.dtype)
+    g, e = got.detach().cpu().double(), expected.detach().double()
+    tol = GELU_ULPS * finfo.eps * scale + finfo.tiny
+    err = (g - e).abs()
+    bad = err > tol
+    if not bool(bad.any()):
+        return
+    at = _where_max(err / tol)
+    why = None
+    for message, make in mistakes:  # a known mistake: got is that formula, and that formula is wrong here
+        try:
+            value = make()
+        except Exception:
+            continue
+        if value.shape == g.shape and bool(((value - e).abs() > tol).any()) and \
+                bool(((g - value).abs() <= 1e-4 * value.abs() + 1e-6 * (1 + scale)).all()):
+            why = message
+            break
+    relative = float((err / (scale + finfo.tiny)).max())
+    if why is None and relative < 1e-3:
+        why = (f"close, but not to {str(expected.dtype).removeprefix('torch.')} precision (off by up to "
+               f"{relative:.1g} of |x|) — a rounded constant? write math.sqrt(2) and math.sqrt(2 / math.pi) in full"
+               + ("; and keep every step in the input's dtype (no float32 tensor in between)"
+                  if expected.dtype == torch.float64 and relative < 1e-6 else ""))
+    digits = 17 if expected.dtype == torch.float64 else 9  # enough to tell the two numbers apart
+    raise Mismatch(f"{what}: wrong values ({int(bad.sum())} of {expected.numel()} differ, largest error "
+                   f"{float(err.max()):.3g})\n→ {why or advice}",
+                   f"at x = {x.flatten()[at].item():.{digits}g}: expected {e.flatten()[at].item():.{digits}g}, "
+                   f"got {g.flatten()[at].item():.{digits}g}")
+
+
+def _where_max(v: torch.Tensor) -> int:
+    return int(v.flatten().nan_to_num(0.0).argmax())
+
+
+def _gelu_case(t, fn, label: str, x: torch.Tensor, approximate: str, default: bool = False) -> None:
+    """One case per device: fn(x, approximate=...) (fn(x) with default=True) against F.gelu, value and gradient."""
+    kwargs = {} if default else {"approximate": approximate}
+    xr = x.detach().clone().requires_grad_(True)
+    expected = F.gelu(xr, approximate=approximate)
+    up = t.randn(*x.shape, dtype=x.dtype)
+    (expected * up).sum().backward()
+    vscale, gscale = _gelu_scales(x, approximate)
+    for device in t.devices:
+        with t.case(f"{device}: {label}"):
+            run = t.call(run_case, fn, (x.detach().clone().to(device),), kwargs, up.to(device))
+            if run["mutated"]:
+                raise Mismatch("you changed your input in place — compute a new tensor instead (y = 0.5 * x, not "
+                               "x *= 0.5 or x.mul_(0.5)): the caller still needs its input")
+            _expect_gelu(run["out"], expected.detach(), vscale, device, "the result",
+                         _gelu_value_mistakes(x, approximate), x, GELU_FORMULAS)
+            if run["grads"] is None:
+                raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), .item() or a "
+                               "round trip through numpy cut the graph: compute with torch operations on x")
+            _expect_gelu(run["grads"][0], xr.grad, gscale * up.abs().double(), device, "the gradient",
+                         _gelu_grad_mistakes(x, up, approximate), x,
+                         "the values are right but the gradient is not — build the result from torch operations "
+                         "(erf, tanh) and let autograd differentiate it, or fix your backward: d/dx x·Φ(x) = "
+                         "Φ(x) + x·φ(x)")
+
+
+_GELU_BAD = ["sigmoid", "Tanh", "exact", "erf", "TANH", "None", "approx", "fast", "tanh ", "gelu"]
+
+
+@exercise("03_modules", points=2, difficulty=2, minutes=15, hints=[
+    "GELU(x) = x·Φ(x), where Φ is the standard normal CDF: Φ(x) = 0.5·(1 + erf(x / √2)). torch.erf and "
+    "math.sqrt(2) are all that approximate='none' needs.",
+    "approximate='tanh' is 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), with math.sqrt(2 / math.pi). Test the "
+    "argument first: anything but 'none' or 'tanh' -> raise ValueError(...).",
+    "Compute with torch operations on x only (no .item(), no torch.no_grad(), no new tensors): the result then "
+    "keeps x's dtype and device, and autograd differentiates it for you.",
+], forbidden={"gelu": "compute x·Φ(x) yourself with torch.erf (or torch.tanh for approximate='tanh')"})
+def gelu(t, fn):
+    rows, cols = t.unseen(4, 5, 9), t.unseen(7, 2, 13)  # hidden round: shapes no public case has
+    for approximate in ("none", "tanh"):
+        a = f"approximate={approximate!r}"
+        for dtype in (torch.float64, torch.float32):
+            kind = str(dtype).removeprefix("torch.")
+            x = (t.randn(rows, cols) * 3).to(dtype)
+            _gelu_case(t, fn, f"{a}: x ({rows}, {cols}) {kind}, values around ±3, with gradients", x, approximate)
+            grid = torch.linspace(-12, 12, 49, dtype=torch.float64) + 0.2 * t.rand(49)
+            _gelu_case(t, fn, f"{a}: x from -12 to 12 {kind} (far left GELU(x) ≈ 0, far right ≈ x), with "
+                              "gradients", grid.to(dtype), approximate)
+            big = torch.tensor([-1e4, -1e3, -100.0, -30.0, 30.0, 100.0, 1e3, 1e4], dtype=torch.float64)
+            big = big * (1 + t.rand(8))
+            _gelu_case(t, fn, f"{a}: large magnitudes (|x| from 30 to 2e4) {kind}, with gradients",
+                       big.to(dtype), approximate)
+        if "cuda" not in t.devices:
+            t.device_check(a, fn, (t.randn(3, 4),), {"approximate": approximate})
+    _gelu_case(t, fn, "gelu(x) with approximate left out: the exact erf form", t.randn(6) * 2, "none", default=True)
+    _gelu_case(t, fn, "a 0-dim x (float64)", t.randn() - 1, "none")
+    _gelu_case(t, fn, "an empty x of shape (0, 3)", t.randn(0, 3), "tanh")
+    bad = [_GELU_BAD[0], _GELU_BAD[1]] if not t.hidden else \
+        [_GELU_BAD[t.integer(2, len(_GELU_BAD))], _GELU_BAD[t.integer(2, len(_GELU_BAD))]]
+    x = t.randn(3)
+    for value in bad:
+        with t.case(f"approximate={value!r} raises ValueError: only 'none' and 'tanh' exist"):
+            try:
+                t.raises(ValueError, fn, x, approximate=value)
+            except Mismatch as e:
+                if not e.message.startswith("should raise"):
+                    raise
+                first, *rest = e.message.splitlines()
+                raise Mismatch("\n".join([f"gelu(x, approximate={value!r}) {first} — compare approximate with "
+                                          "'none' and 'tanh' exactly and raise ValueError for anything else, as "
+                                          "F.gelu does", *rest])) from None
 
 
 # ============================================================================================================
@@ -145,7 +358,8 @@ def _expect_moved(got: dict, device: str, buffer_word: str = "register_buffer") 
     for kind in ("params", "buffers"):
         for name, dev in got[kind].items():
             if dev != device:
-                raise Mismatch(f"after .to('{device}') the {kind[:-1]} `{name}` is still on {dev}")
+                raise Mismatch(f"after .to('{device}') the {kind[:-1]} `{name}` is still on {dev} — leave moving "
+                               "to nn.Module (do not override .to or _apply): registered tensors follow the module")
     if got["plain"]:
         name, dev = next(iter(got["plain"].items()))
         raise Mismatch(f"`self.{name}` is a plain tensor attribute (on {dev} after .to('{device}')): "
@@ -184,12 +398,12 @@ def _linear_structure(info: dict, i: int, o: int, bias: bool) -> None:
                            f"{info['bias_attr']} — self.register_parameter('bias', None)")
     extra = sorted(set(params) - set(want))
     if extra:
-        raise Mismatch(f"unexpected parameter(s) {extra}: nn.Linear has only weight and bias")
+        raise Mismatch(f"unexpected parameter(s) {extra} — nn.Linear has only weight and bias")
     if sorted(info["state"]) != sorted(want):
         raise Mismatch(f"state_dict keys should be {sorted(want)}, got {sorted(info['state'])}")
     for name, v in info["state"].items():
         if v.dtype != torch.float32:
-            raise Mismatch(f"`{name}` has dtype {v.dtype}; create parameters in the default dtype "
+            raise Mismatch(f"`{name}` has dtype {v.dtype} — create parameters in the default dtype "
                            "(float32), like nn.Linear")
 
 
@@ -256,7 +470,9 @@ def Linear(t, cls):
             try:
                 ref.load_state_dict(state, strict=True)
             except RuntimeError as e:
-                raise Mismatch(f"nn.Linear.load_state_dict(your state_dict) failed: {_first_line(e)}") from None
+                raise Mismatch(f"nn.Linear.load_state_dict(your state_dict) failed: {_first_line(e)}\n→ register "
+                               "exactly `weight` (out_features, in_features) and `bias` (out_features,), like "
+                               "nn.Linear") from None
 
     for bias in (True, False):
         ref = nn.Linear(i, o, bias=bias)
@@ -269,9 +485,12 @@ def Linear(t, cls):
                     "same output"):
             got = t.call(linear_forward, cls, i, o, bias, seed, x, up, dict(ref.state_dict()))
             if "load_error" in got:
-                raise Mismatch(f"your Linear could not load nn.Linear's state_dict: {got['load_error']}")
+                raise Mismatch(f"your Linear could not load nn.Linear's state_dict: {got['load_error']}\n→ "
+                               "register exactly `weight` (out_features, in_features) and `bias` (out_features,), "
+                               "like nn.Linear")
             expected = F.linear(x, ref.weight.double(), None if ref.bias is None else ref.bias.double())
-            expect_tensor(got["out"], expected, atol=1e-10, rtol=1e-9)
+            _expect_with(expect_tensor, "with nn.Linear's weights loaded, forward should compute "
+                         "x @ self.weight.T + self.bias", got["out"], expected, atol=1e-10, rtol=1e-9)
 
     shapes = [(i,), (4, i), (2, 3, i), (1, i), (0, i)]
     for device in t.devices:
@@ -292,7 +511,8 @@ def Linear(t, cls):
                     if isinstance(got["out"], torch.Tensor) and got["out"].shape == expected.shape and \
                             bias and x.numel() > 0 and torch.allclose(got["out"].cpu(), x @ w.T, atol=1e-9):
                         raise Mismatch("the output ignores the bias — add self.bias")
-                    expect_tensor(got["out"], expected, atol=1e-10, rtol=1e-9, device=device)
+                    _expect_with(expect_tensor, "forward should compute x @ self.weight.T + self.bias",
+                                 got["out"], expected, atol=1e-10, rtol=1e-9, device=device)
                     if got["grads"] is None:
                         raise Mismatch("the output does not track gradients — did you use .data, .detach() or "
                                        "torch.no_grad() in forward?")
@@ -305,8 +525,10 @@ def Linear(t, cls):
                         g = got["grads"].get(name)
                         if g is None:
                             raise Mismatch(f"no gradient reached `{name}` — is it used in forward?")
-                        expect_tensor(g, ref_t.grad, atol=1e-9, rtol=1e-8, device=device,
-                                      what=f"the gradient of {name}")
+                        _expect_with(expect_tensor, "build the output from x, self.weight and self.bias with "
+                                     "torch operations and let autograd differentiate it",
+                                     g, ref_t.grad, atol=1e-9, rtol=1e-8, device=device,
+                                     what=f"the gradient of {name}")
 
     if "cuda" not in t.devices:
         for bias in (True, False):
@@ -320,9 +542,45 @@ def Linear(t, cls):
 # MLP
 # ============================================================================================================
 
+_NO_OPS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity)  # even empty, they compute nothing
+
+
+def _is_leaf(m: nn.Module) -> bool:
+    """A module that computes something itself: no submodules, and not an (empty) container or nn.Identity."""
+    return next(m.children(), None) is None and not isinstance(m, _NO_OPS)
+
+
 def _leaves(model: nn.Module) -> list:
     """Leaf modules in registration order, shared instances listed at every place they appear."""
-    return [m for _, m in model.named_modules(remove_duplicate=False) if next(m.children(), None) is None]
+    return [m for _, m in model.named_modules(remove_duplicate=False) if _is_leaf(m)]
+
+
+def _run_order(model: nn.Module, x: torch.Tensor) -> list:
+    """The leaf modules one forward on x calls, in the order it calls them: a global pre-hook sees every module
+    called, registered in `model` or not (a layer in a plain list still runs)."""
+    called = []
+    handle = nn.modules.module.register_module_forward_pre_hook(lambda m, args: called.append(m))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    with untraced():
+        return [m for m in called if _is_leaf(m)]
+
+
+def _plain_containers(model: nn.Module) -> list:
+    """'self.layers'-style names of Python lists, tuples and dicts on the model's modules that hold modules the
+    model did not register."""
+    registered = {id(m) for m in model.modules()}
+    found = []
+    for owner_name, owner in model.named_modules():
+        for attr, value in vars(owner).items():
+            if attr.startswith("_") and isinstance(value, dict):
+                continue  # nn.Module's own registries (_modules, _parameters, ...)
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+            if any(isinstance(v, nn.Module) and id(v) not in registered for v in items):
+                found.append(f"self.{owner_name + '.' if owner_name else ''}{attr}")
+    return found
 
 
 def _describe(m: nn.Module) -> str:
@@ -333,31 +591,44 @@ def _describe(m: nn.Module) -> str:
     return _short(_type_name(m))
 
 
-def mlp_layout(cls, sizes: list, kwargs: dict) -> dict:
-    """Driver: build cls(sizes, **kwargs); list its leaf modules in order and which of them are the same object."""
+def mlp_layout(cls, sizes: list, kwargs: dict, x: torch.Tensor) -> dict:
+    """Driver: build cls(sizes, **kwargs) and run one forward on x in eval mode; list the leaf modules in the
+    order they ran (in registration order if the forward called none), which of them are the same object,
+    which ran without being registered, and the Python containers that hide modules."""
     model = cls(list(sizes), **kwargs)
     with untraced():
-        leaves = _leaves(model)
+        is_module = isinstance(model, nn.Module)
+        if not is_module:
+            return {"is_module": False}
+    model.eval()
+    ran = _run_order(model, x)
+    with untraced():
+        registered = {id(m) for m in model.modules()}
+        leaves = ran or _leaves(model)
         first = {}
         same = [first.setdefault(id(m), k) for k, m in enumerate(leaves)]
-        return {"is_module": isinstance(model, nn.Module), "leaves": [_describe(m) for m in leaves],
-                "same": same, "n_params": sum(p.numel() for p in model.parameters())}
+        return {"is_module": True, "leaves": [_describe(m) for m in leaves], "same": same,
+                "order": "run" if ran else "registered",
+                "unregistered": [_describe(m) for m in ran if id(m) not in registered],
+                "containers": _plain_containers(model),
+                "n_params": sum(p.numel() for p in model.parameters())}
 
 
 def mlp_forward(cls, sizes: list, kwargs: dict, weights: list, x: torch.Tensor, seed: int) -> dict:
-    """Driver: build the MLP, copy `weights` [(W, b), ...] into its nn.Linear layers in order, then return its
-    output on x in eval mode and (after seeding the CPU generator with `seed`) in train mode."""
+    """Driver: build the MLP, copy `weights` [(W, b), ...] into its nn.Linear layers in the order they run, then
+    return its output on x in eval mode and (after seeding the CPU generator with `seed`) in train mode."""
     model = cls(list(sizes), **kwargs)
     model.to(device=x.device, dtype=x.dtype)
+    model.eval()
+    ran = _run_order(model, x)
     with untraced():
-        linears = [m for m in _leaves(model) if isinstance(m, nn.Linear)]
+        linears = [m for m in ran or _leaves(model) if isinstance(m, nn.Linear)]
         if len(linears) != len(weights):
             return {"error": f"found {len(linears)} nn.Linear layers, expected {len(weights)}"}
         with torch.no_grad():
             for lin, (w, b) in zip(linears, weights):
                 lin.weight.copy_(w)
                 lin.bias.copy_(b)
-    model.eval()
     out_eval = model(x)
     model.train()
     with untraced():
@@ -379,6 +650,13 @@ def _expected_layout(sizes: list, act: str, dropout: float) -> list:
 
 
 def _layout_diagnosis(got: list, want: list, act: str) -> str:
+    if act in want and got == [w for w in want if w != act]:
+        return (f"no {act} module runs — create activation() in __init__ and add it to the model as a module "
+                "after every hidden nn.Linear (a call like torch.relu in forward is invisible to the model's "
+                "modules)")
+    if any(w.startswith("nn.Dropout") for w in want) and got == [w for w in want if not w.startswith("nn.Dropout")]:
+        return ("no nn.Dropout module runs — after each hidden activation add nn.Dropout(dropout) when dropout > 0 "
+                "(F.dropout in forward is invisible to the model's modules and ignores model.eval())")
     k = next((k for k, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
     g = got[k] if k < len(got) else None
     w = want[k] if k < len(want) else None
@@ -400,7 +678,8 @@ def _layout_diagnosis(got: list, want: list, act: str) -> str:
         return f"layer sizes: expected {w}, got {g} — one nn.Linear(sizes[k], sizes[k + 1]) per consecutive pair"
     if g is not None and w is not None and g != w and not g.startswith(("nn.Linear", "nn.Dropout")):
         return f"expected {w} at position {k}, got {g} — use the `activation` class you were given"
-    return f"module {k}: expected {w}, got {g}"
+    return (f"module {k} runs as {g}, where {w} belongs — the modules should run as Linear, activation "
+            "(then Dropout), ..., Linear")
 
 
 @exercise("03_modules", points=3, difficulty=2, minutes=20, hints=[
@@ -426,13 +705,20 @@ def MLP(t, cls):
                                          for k, v in kwargs.items()])
         label = f"MLP({args})"
         want = _expected_layout(sizes, act, p)
-        with t.case(f"{label}: modules in order {want}"):
-            got = t.call(mlp_layout, cls, sizes, kwargs)
+        with t.case(f"{label}: the modules run in the order {want}"):
+            got = t.call(mlp_layout, cls, sizes, kwargs, t.randn(2, sizes[0], dtype=torch.float32))
             if not got["is_module"]:
                 raise Mismatch("MLP should be an nn.Module (subclass nn.Module or nn.Sequential)")
+            if got["unregistered"]:
+                where = f"`{got['containers'][0]}` is a plain Python container, so " if got["containers"] else ""
+                raise Mismatch(f"{where}{got['unregistered'][0]} runs in forward but is not registered — the "
+                               "model cannot see it: parameters() (so the optimizer), .to(device), state_dict() and "
+                               "train()/eval() all skip it; keep the layers in nn.Sequential(*layers) or "
+                               "nn.ModuleList(layers)")
             if got["leaves"] != want:
+                order = "ran" if got["order"] == "run" else "are registered (forward called none of them)"
                 raise Mismatch(_layout_diagnosis(got["leaves"], want, act),
-                               f"expected {want}\ngot      {got['leaves']}")
+                               f"expected {want}\ngot      {got['leaves']} (in the order they {order})")
             shared = [k for k, s in enumerate(got["same"]) if s != k]
             if shared:
                 k = shared[0]
@@ -440,7 +726,8 @@ def MLP(t, cls):
                                "activation() once per layer so that each layer has its own instance")
             n_want = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
             if got["n_params"] != n_want:
-                raise Mismatch(f"the model has {got['n_params']} parameters, an MLP of {sizes} has {n_want}")
+                raise Mismatch(f"the model has {got['n_params']} parameters, an MLP of {sizes} has {n_want} — "
+                               "register exactly the nn.Linear layers, with bias, and no parameters of your own")
         if not t.results[-1].passed:
             continue
         ref_layers = []
@@ -463,12 +750,15 @@ def MLP(t, cls):
                 got = t.call(mlp_forward, cls, sizes, kwargs, [(w.to(device), b.to(device)) for w, b in weights],
                              x.to(device), seed)
                 if "error" in got:
-                    raise Mismatch(got["error"])
+                    raise Mismatch(f"{got['error']} — forward should run one nn.Linear per consecutive pair of "
+                                   "sizes")
                 with torch.no_grad():
                     ref.eval()
                     expected_eval = ref(x)
-                    expect_tensor(got["eval"], expected_eval, device=device, atol=1e-10, rtol=1e-9,
-                                  what="the output in eval mode")
+                    _expect_with(expect_tensor, "the modules are right, but forward combines them differently — "
+                                 "feed each module's output to the next and return the last one's output",
+                                 got["eval"], expected_eval, device=device, atol=1e-10, rtol=1e-9,
+                                 what="the output in eval mode")
                     ref.train()
                     _seed(seed)
                     expected = ref(x)
@@ -477,8 +767,10 @@ def MLP(t, cls):
                     raise Mismatch("train mode gives the same output as eval mode — dropout is not active "
                                    "in training")
                 if device == "cpu":  # other devices draw their dropout masks from their own generators
-                    expect_tensor(got["train"], expected, device=device, atol=1e-10, rtol=1e-9,
-                                  what="the output in train mode (seeded dropout)")
+                    _expect_with(expect_tensor, "in train mode dropout should come from the nn.Dropout modules, "
+                                 "applied once each in the order Linear, activation, Dropout",
+                                 got["train"], expected, device=device, atol=1e-10, rtol=1e-9,
+                                 what="the output in train mode (seeded dropout)")
         _meta_forward(t, f"{label} forward", cls, [sizes], kwargs, t.randn(2, sizes[0], dtype=torch.float32))
 
 
@@ -551,7 +843,11 @@ def _count_mistakes(model: nn.Module, trainable_only: bool) -> dict:
     everything = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     twice = sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False) if keep(p))
+    per_ancestor = sum(p.numel() for m in model.modules() for p in m.parameters() if keep(p))
     return {  # later entries win when two mistakes give the same number
+        per_ancestor: "each parameter was counted once per module above it: module.modules() lists the model, "
+               "every container and every layer, and m.parameters() already recurses into m's submodules: sum "
+               "p.numel() over module.parameters() once, with no loop over modules()",
         sum(p.numel() for c in model.children() for p in c.parameters() if keep(p)): "parameters registered on "
                "the module itself were missed — module.parameters() covers the module and all its descendants",
         twice: "a shared (tied) weight was counted twice — count each Parameter once, as module.parameters() "
@@ -586,9 +882,10 @@ def count_parameters(t, fn):
         with t.case(f"{kind}{f' (widened by {k})' if k else ''}: {call} == {want}"):
             got = t.call(count_on, fn, kind, trainable_only, k)
             if isinstance(got, int) and not isinstance(got, bool) and got != want:
-                advice = _count_mistakes(model, only).get(got)
-                if advice:
-                    raise Mismatch(f"expected {want}, got {got} — {advice}")
+                advice = _count_mistakes(model, only).get(got) or (
+                    "add up p.numel() over module.parameters(), keeping only the parameters with "
+                    "requires_grad=True when trainable_only is True")
+                raise Mismatch(f"expected {want}, got {got} — {advice}")
             expect_value(got, want, what=call)
 
 
@@ -617,18 +914,36 @@ class InitNet(nn.Module):
 
 
 def init_run(fn, seed: int, device: str, sizes: tuple = INIT_SIZES) -> dict:
-    """Driver: build InitNet(sizes) on `device`, call model.apply(fn); return the state before and after."""
+    """Driver: build InitNet(sizes) on `device`, call model.apply(fn); return the state before and after, the
+    parameters that are other objects afterwards, and those whose memory moved (weight.data = ...)."""
     with untraced():
         _seed(seed)
         model = InitNet(tuple(sizes)).to(device)
         before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        objects = dict(model.named_parameters())
+        pointers = {n: p.data_ptr() for n, p in objects.items()} if device != "meta" else {}
     model.apply(fn)
     with untraced():
-        devices = {n: p.device.type for n, p in model.named_parameters()}
+        params = dict(model.named_parameters())
+        replaced = [n for n, p in objects.items() if params.get(n) is not p]
+        swapped = [n for n, ptr in pointers.items() if n in params and params[n].data_ptr() != ptr]
+        devices = {n: p.device.type for n, p in params.items()}
         if device == "meta":  # meta tensors hold no values worth returning
-            return {"devices": devices}
+            return {"devices": devices, "replaced": replaced, "swapped": swapped}
         after = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return {"before": before, "after": after, "devices": devices}
+        return {"before": before, "after": after, "devices": devices, "replaced": replaced, "swapped": swapped}
+
+
+def _expect_in_place(got: dict) -> None:
+    if got["replaced"]:
+        raise Mismatch(f"`{got['replaced'][0]}` is a new nn.Parameter after apply(init_weights) — an optimizer "
+                       "built before the call (optimizer = SGD(model.parameters(), ...)) still holds the old tensor "
+                       "and would train one the model no longer uses; initialise the existing parameter in place: "
+                       "nn.init.xavier_uniform_(module.weight), nn.init.zeros_(module.bias)")
+    if got["swapped"]:
+        raise Mismatch(f"`{got['swapped'][0]}` now points to other memory (a new tensor assigned to .data?) — "
+                       "fill the existing tensor in place instead: nn.init.xavier_uniform_(module.weight), "
+                       "nn.init.zeros_(module.bias)")
 
 
 @exercise("03_modules", points=2, difficulty=2, minutes=12, hints=[
@@ -647,6 +962,7 @@ def init_weights(t, fn):
     big_in, big_out = sizes[:2]
     with t.case("model.apply(init_weights) on a model with Conv2d, LayerNorm, Embedding and Linear layers"):
         got = t.call(init_run, fn, seed, "cpu", sizes)
+        _expect_in_place(got)
         before, after = got["before"], got["after"]
         for k in before:
             if k.startswith(("conv", "norm", "embed")) and not torch.equal(before[k], after[k]):
@@ -674,9 +990,10 @@ def init_weights(t, fn):
             got = t.call(init_run, fn, seed, "meta", sizes)
             moved = [n for n, d in got["devices"].items() if d != "meta"]
             if moved:
-                raise Mismatch(f"`{moved[0]}` ended up on {got['devices'][moved[0]]}: initialise the existing "
+                raise Mismatch(f"`{moved[0]}` ended up on {got['devices'][moved[0]]} — initialise the existing "
                                "tensors in place (nn.init.*_ functions) instead of assigning new ones, which "
                                "would land on the CPU and break a model on the GPU")
+            _expect_in_place(got)
 
 
 # ============================================================================================================
@@ -746,7 +1063,8 @@ def RunningMean(t, cls):
             raise Mismatch(f"no buffer named `mean` — found buffers {[n for n, _ in info['buffers']]}")
         if sorted(info["state"]) != ["mean"]:
             raise Mismatch(f"state_dict keys should be ['mean'], got {sorted(info['state'])}")
-        expect_tensor(info["initial"], torch.zeros(nf), what="the initial `mean`")
+        _expect_with(expect_tensor, "the buffer should start as zeros: torch.zeros(num_features)",
+                     info["initial"], torch.zeros(nf), what="the initial `mean`")
     if not t.results[-1].passed:
         return
 
@@ -763,7 +1081,8 @@ def RunningMean(t, cls):
             for k, (mode, x) in enumerate(steps):
                 step = f"step {k + 1} ({mode})"
                 if got["means"][k] is None:
-                    raise Mismatch(f"after {step} there is no tensor `mean` on the module")
+                    raise Mismatch(f"after {step} there is no tensor `mean` on the module — keep the buffer "
+                                   "registered as `mean` (assign a tensor back to self.mean, never None)")
                 if got["graph"][k]:
                     raise Mismatch(f"after {step} the buffer `mean` requires grad: it keeps the graph of every "
                                    "batch — update it under torch.no_grad() (or from x.detach())")
@@ -777,23 +1096,41 @@ def RunningMean(t, cls):
                 swapped = mom * prev + (1 - mom) * x.mean(0)
                 if mode == "train" and gm.shape == prev.shape and abs(mom - 0.5) > 0.1 and \
                         torch.allclose(gm, swapped, atol=1e-5):
-                    raise Mismatch(f"{step}: momentum is the weight of the new batch: "
-                                   "mean = (1 - momentum) * mean + momentum * x.mean(0)")
-                expect_tensor(gm, means[k], atol=1e-5, rtol=1e-5, what=f"`mean` after {step}")
+                    raise Mismatch(f"{step}: the momentum weighted the old mean — momentum is the weight of the "
+                                   "new batch: mean = (1 - momentum) * mean + momentum * x.mean(0)")
+                _expect_with(expect_tensor, "in train mode, mean = (1 - momentum) * mean + momentum * x.mean(0) "
+                             "(the batch mean over dim 0); in eval mode it stays", gm, means[k], atol=1e-5,
+                             rtol=1e-5, what=f"`mean` after {step}")
                 o = got["outs"][k]
                 if isinstance(o, torch.Tensor) and o.shape == x.shape and mode == "train" and \
                         torch.allclose(o, x - prev, atol=1e-5) and not torch.allclose(prev, means[k], atol=1e-5):
                     raise Mismatch(f"{step}: returned x - (the old mean) — update the buffer first, "
                                    "then subtract the updated mean")
-                expect_tensor(o, outs[k], atol=1e-5, rtol=1e-5, what=f"the output of {step}")
+                _expect_with(expect_tensor, "forward should return x - mean (the updated mean in train mode)",
+                             o, outs[k], atol=1e-5, rtol=1e-5, what=f"the output of {step}")
 
     with t.case(f"load_state_dict({{'mean': m}}) into a fresh RunningMean({nf}), then eval: x - m"):
         start = t.randn(nf, dtype=torch.float32)
         steps = [("eval", t.randn(6, nf, dtype=torch.float32)), ("train", t.randn(3, nf, dtype=torch.float32))]
         outs, means = _running_mean_reference(nf, 0.1, steps, start)
         got = t.call(running_mean_run, cls, nf, None, steps, {"mean": start})
+        x1, x2 = steps[0][1], steps[1][1]
+        mistakes = [  # per step: (diagnosis, what that mistake returns)
+            [("the buffer changed in eval mode — update it only when self.training",
+              lambda: x1 - (0.9 * start + 0.1 * x1.mean(0))),
+             ("the loaded `mean` was not used — after load_state_dict, eval mode returns x - (the loaded mean)",
+              lambda: x1)],
+            [("returned x - (the old mean) — update the buffer first, then subtract the updated mean",
+              lambda: x2 - start),
+             ("the momentum weighted the old mean — mean = (1 - momentum) * mean + momentum * x.mean(0)",
+              lambda: x2 - (0.1 * start + 0.9 * x2.mean(0)))],
+        ]
         for k in range(2):
-            expect_tensor(got["outs"][k], outs[k], atol=1e-5, rtol=1e-5, what=f"the output of step {k + 1}")
+            o = got["outs"][k]
+            why = known_mistake(o, mistakes[k], rtol=1e-5, atol=1e-5) if isinstance(o, torch.Tensor) else None
+            _expect_with(expect_tensor, why or "after load_state_dict({'mean': m}), eval mode returns x - m and "
+                         "train mode updates m first", o, outs[k], atol=1e-5, rtol=1e-5,
+                         what=f"the output of step {k + 1} ({steps[k][0]})")
 
     if "cuda" not in t.devices:
         with t.case(f"RunningMean({nf}).to('meta') moves the buffer"):
@@ -867,6 +1204,7 @@ def freeze(t, fn):
                     if close:
                         raise Mismatch(f"froze `{n}` for prefix {close[0]!r} — a prefix must match a whole name "
                                        "part: name == prefix or name.startswith(prefix + '.')")
-                    raise Mismatch(f"froze `{n}`, which matches none of {prefixes}")
+                    raise Mismatch(f"froze `{n}`, which matches none of {prefixes} — freeze only the parameters "
+                                   "whose name equals a prefix or starts with prefix + '.'")
                 raise Mismatch(f"`{n}` should be frozen (requires_grad=False) for prefixes {prefixes} — "
                                "match against the full names from module.named_parameters()")
