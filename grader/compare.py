@@ -20,6 +20,9 @@ def shape_str(shape) -> str:
 
 def _shape_advice(got: torch.Size, exp: torch.Size) -> str:
     g, e = tuple(got), tuple(exp)
+    if not g and e:
+        return " — one number where a tensor of that shape is expected: something reduced it (a sum() or mean() " \
+               "too many, or reduction='none' ignored?) — return the element-wise result"
     if len(g) + 1 == len(e) and any(e[:i] + e[i + 1:] == g for i in range(len(e)) if e[i] == 1):
         return " — a size-1 dimension is missing: keepdim=True, or unsqueeze?"
     if len(g) == len(e) + 1 and any(g[:i] + g[i + 1:] == e for i in range(len(g)) if g[i] == 1):

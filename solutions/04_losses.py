@@ -152,6 +152,35 @@ criterion = nn.MSELoss()                   # make the loss object once…
 print(criterion(pred, target), F.mse_loss(pred, target))          # …then call it: same value
 
 # %% [markdown]
+# ### Retired arguments: `size_average` and `reduce`
+#
+# Before `reduction` existed (PyTorch 0.4), every loss took two booleans, and old code and old answers online
+# still use them. `reduce=False` meant "no reduction at all", whatever `size_average` said; otherwise
+# `size_average=False` meant "add up" and `size_average=True` (the default) meant "average". They map onto
+# `reduction` like this:
+#
+# | old arguments | `reduction=` |
+# | --- | --- |
+# | `reduce=False` (any `size_average`) | `"none"` |
+# | `size_average=False` | `"sum"` |
+# | `size_average=True` or neither | `"mean"` |
+#
+# PyTorch still accepts them, translates them and warns. The trap: in `F.mse_loss(input, target, ...)` the
+# **third positional argument is still `size_average`**, so `F.mse_loss(pred, target, "sum")` reads the
+# string `"sum"` as a true `size_average` and returns the **mean**. Always pass `reduction=` by keyword.
+
+# %%
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for legacy in [dict(reduce=False), dict(size_average=False), dict(size_average=True)]:
+        print(f"nn.MSELoss(**{legacy}) -> reduction={nn.MSELoss(**legacy).reduction!r}")
+    positional = F.mse_loss(pred, target, "sum")                  # "sum" lands in size_average
+print("the warning:", caught[-1].message)
+print("F.mse_loss(pred, target, 'sum'):   ", positional.item())
+print("F.mse_loss(..., reduction='sum'):  ", F.mse_loss(pred, target, reduction="sum").item())
+print("F.mse_loss(..., reduction='mean'): ", F.mse_loss(pred, target, reduction="mean").item())
+
+# %% [markdown]
 # ## Exercise: `mse_loss`
 #
 # Write `mse_loss(input, target, reduction="mean")`: the squared error $(\text{input} - \text{target})^2$ of
@@ -378,7 +407,8 @@ check(log_softmax)
 #
 # `target` holds **class indices**: an integer (`torch.long`) tensor of shape `(N,)` with values in
 # `0 … C-1` — not one-hot vectors. (`cross_entropy` also accepts a float tensor of class *probabilities*
-# with the logits' shape; this lesson sticks to indices, by far the common case.) Its gradient is beautifully simple: for each sample,
+# with the logits' shape, shown at the end of this section; indices are by far the common case, and the
+# exercise uses them.) Its gradient is beautifully simple: for each sample,
 # $\partial \text{loss} / \partial \text{logits} = \text{softmax}(\text{logits}) - \text{onehot}(y)$ (divided
 # by $N$ for the mean): push the right class up, everything else down, in proportion to how much
 # probability it wrongly holds.
@@ -463,6 +493,48 @@ print("weighted mean, by hand:", ((wy * nll).sum() / wy.sum()).item())
 print("F.cross_entropy:       ", F.cross_entropy(logits, y, weight=w).item())
 print("per sample ('none'):   ", F.cross_entropy(logits, y, weight=w, reduction="none"))
 print("with label smoothing:  ", F.cross_entropy(logits, y, weight=w, label_smoothing=0.1).item())
+
+# %% [markdown]
+# ### Class-probability ("soft") targets
+#
+# The target can also be a whole distribution per sample: a float tensor $q$ with the logits' shape, each row
+# non-negative and summing to 1. The loss of a sample is then the cross-entropy between the two
+# distributions,
+#
+# $$\ell_n = -\sum_c q_{n,c} \log p_{n,c},$$
+#
+# which is $-\log p_{n, y_n}$ again when $q_n$ is one-hot. Soft targets come from a teacher model's
+# probabilities (distillation), from mixing two images and their labels (mixup), or from several annotators
+# who disagreed. PyTorch tells the two kinds of target apart by dtype and shape: integer `(N,)` means indices,
+# float `(N, C)` means probabilities.
+#
+# Label smoothing is one such distribution, written down once for all samples:
+# $q = (1 - \varepsilon)\,\text{onehot}(y) + \varepsilon / C$. Building it by hand gives exactly the loss of
+# `label_smoothing=ε`:
+
+# %%
+logits = torch.randn(6, 4, dtype=torch.float64)                  # (N=6, C=4)
+y = torch.tensor([0, 3, 1, 1, 2, 0])                              # (N,) class indices
+eps = 0.1
+q = (1 - eps) * F.one_hot(y, num_classes=4).double() + eps / 4   # (N, C), every row sums to 1
+by_hand = -(q * F.log_softmax(logits, dim=1)).sum(dim=1).mean()  # mean over samples of -sum_c q_c log p_c
+print("soft targets q:          ", F.cross_entropy(logits, q).item())
+print("by hand:                 ", by_hand.item())
+print("indices, label_smoothing:", F.cross_entropy(logits, y, label_smoothing=eps).item())
+print("rows of q sum to", q.sum(dim=1))
+
+# %% [markdown]
+# Two differences remain between the kinds of target. `ignore_index` exists only for indices (a distribution
+# cannot be "ignored"; give that sample zero weight yourself). And with class `weight`s, the `"mean"` of
+# probability targets divides by $N$, while that of index targets divides by the sum of the target classes'
+# weights — so with weights the two agree for `reduction="sum"` but not for `"mean"`:
+
+# %%
+w = torch.tensor([1.0, 2.0, 0.5, 1.0], dtype=torch.float64)      # (C,)
+for reduction in ["sum", "mean"]:
+    soft = F.cross_entropy(logits, q, weight=w, reduction=reduction).item()
+    hard = F.cross_entropy(logits, y, weight=w, reduction=reduction, label_smoothing=eps).item()
+    print(f"{reduction:>4}: soft targets {soft:.6f}   indices + label_smoothing {hard:.6f}")
 
 # %% [markdown]
 # ### Inputs with extra dimensions
@@ -666,6 +738,37 @@ normalised = (data - data.mean(0)) / data.std(0)                  # 0 / 0 in the
 print("normalised:", normalised, "· all finite:", torch.isfinite(normalised).all().item())
 
 # %% [markdown]
+# ### `torch.nan_to_num` hides the bug, it does not fix it
+#
+# `torch.nan_to_num(x)` replaces `nan` by 0, `inf` by the largest finite number of the dtype and `-inf` by the
+# most negative one (each replacement can be chosen with `nan=`, `posinf=`, `neginf=`). It is tempting to
+# wrap a loss in it "to get rid of the nans". Don't: it only repaints the forward pass. Below, a naive
+# log-softmax overflows on one sample (float32, `exp(120) = inf`). With `nan_to_num` the loss prints as an
+# ordinary number, but the backward pass still goes through the `inf / inf`, and every gradient of that sample
+# is `nan` — one optimizer step later, the weights are too.
+
+# %%
+print(torch.nan_to_num(torch.tensor([float("nan"), float("inf"), -float("inf"), 1.5])))
+
+logits = torch.tensor([[120.0, 0.0, -3.0],                       # (N=2, C=3) float32: exp(120) overflows
+                       [1.0, 2.0, 3.0]], requires_grad=True)
+y = torch.tensor([0, 2])                                          # (N,)
+e = logits.exp()
+logp = (e / e.sum(dim=1, keepdim=True)).log()                     # naive: nan and -inf in row 0
+loss = -torch.nan_to_num(logp).gather(1, y[:, None]).mean()      # looks finite…
+loss.backward()
+print("loss:", loss.item())
+print("gradient:", logits.grad)                                   # …but row 0 is nan
+print("the real loss:", F.cross_entropy(logits, y).item())
+
+# %% [markdown]
+# Replacing a `nan` by 0 also turns a broken sample into a perfect one (loss 0, no gradient): the model quietly
+# stops learning from it, and the one signal that something was wrong is gone. Fix the cause instead — compute
+# in log space, subtract the max, clamp a denominator, mask out what should not count — and keep
+# `nan_to_num` for data you know has gaps (a missing sensor reading, replaced deliberately, ideally with a mask
+# that says so) and for what you only print or plot.
+
+# %% [markdown]
 # ## Summary
 #
 # - A loss is one differentiable number; `reduction` decides how per-element losses become that number
@@ -678,5 +781,10 @@ print("normalised:", normalised, "· all finite:", torch.isfinite(normalised).al
 #   dimension 1; don't apply softmax first.
 # - For yes/no labels use `binary_cross_entropy_with_logits` with float targets; `pos_weight` scales the
 #   positive term of each label.
+# - `cross_entropy` also takes class-probability targets; label smoothing is one such target distribution.
+# - Pass `reduction=` by keyword: `size_average` and `reduce` are retired, and the third positional argument
+#   of `F.mse_loss` is still `size_average`.
+# - A `nan` loss has a cause; find it (`torch.isfinite`, anomaly detection) instead of painting over it with
+#   `torch.nan_to_num`.
 #
 # Next, in `05_optim`, the loss meets the optimizer that minimises it.

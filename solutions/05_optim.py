@@ -46,7 +46,7 @@ torch.manual_seed(0)
 #
 # The first line is there because **`backward()` adds into `.grad`, it does not overwrite it**. That is a
 # feature: a parameter used twice in one graph collects both contributions, and it is what makes gradient
-# accumulation (section 9) possible. But it also means that forgetting `zero_grad()` silently sums the
+# accumulation (section 8) possible. But it also means that forgetting `zero_grad()` silently sums the
 # gradients of every batch seen so far. Watch the gradient grow when the same loss is back-propagated three
 # times:
 
@@ -83,18 +83,16 @@ print(w)
 #   dicts; options missing from a dict are filled in from the constructor's arguments, the **defaults**.
 # - **`defaults`**: the constructor's options, used only to fill in groups.
 # - **`state`**: a dict from each parameter tensor to that parameter's own memory (a momentum buffer, Adam's
-#   moment estimates, a step count). It starts empty and fills in during `step()`.
+#   moment estimates, a step count). For most optimizers it starts empty and fills in during `step()`
+#   (Adagrad, in section 4, fills it in its constructor).
 #
-# A common use of groups: a smaller learning rate for a pretrained body than for a new head, and no weight
-# decay on biases.
+# A common use of groups: a smaller learning rate for a pretrained body than for a new head.
 
 # %%
 model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
-no_decay = [p for name, p in model.named_parameters() if name.endswith("bias")]
 optimizer = torch.optim.SGD([
-    {"params": decay},                            # takes lr, momentum, weight_decay from the defaults
-    {"params": no_decay, "weight_decay": 0.0},    # its own weight decay
+    {"params": model[0].parameters(), "lr": 0.01},    # the body: its own lr
+    {"params": model[2].parameters()},                 # the head: lr, momentum, weight_decay from the defaults
 ], lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 for i, group in enumerate(optimizer.param_groups):
@@ -114,6 +112,46 @@ print("state keys of the first weight after one step:", list(optimizer.state[fir
 # learning-rate scheduler does: `for g in optimizer.param_groups: g["lr"] = new_lr`. An optimizer you write
 # must therefore read every option **from the group** inside `step()`, never from the constructor's
 # arguments.
+
+# ### Groups from `named_parameters()`: no weight decay on biases and norms
+#
+# Weight decay pulls every parameter toward zero. That is a sensible prior for a weight matrix (smaller
+# weights, a smoother function), but not for a bias, which only shifts an output, nor for the scale and shift
+# of a normalisation layer (`LayerNorm`, `BatchNorm`), whose natural value is 1 and 0: decaying a norm's scale
+# toward 0 fights the very thing the layer is for. So the usual recipe, in most transformer training scripts,
+# splits the parameters into two groups by walking `model.named_parameters()`. Biases and norm parameters are
+# exactly the 1-dimensional ones, so `p.ndim <= 1` is the common test (the names, `"bias" in name`, or the
+# owning module's type via `named_modules()` are other ways to say the same thing).
+
+# %%
+model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 2))
+decay, no_decay = [], []
+for name, p in model.named_parameters():
+    if not p.requires_grad:
+        continue                                  # frozen parameters stay out of the optimizer
+    (decay if p.ndim >= 2 else no_decay).append(p)
+    print(f"{name:9} {str(tuple(p.shape)):7} {'decay' if p.ndim >= 2 else 'no decay'}")
+optimizer = torch.optim.AdamW([
+    {"params": decay, "weight_decay": 0.5},
+    {"params": no_decay, "weight_decay": 0.0},
+], lr=0.1)
+
+# %% [markdown]
+# To see the groups at work, give every parameter a zero gradient and take one step. AdamW's Adam part then
+# moves nothing (its moments are zero), so what changes is the decay alone: every weight matrix shrinks by
+# $1 - \eta\lambda = 1 - 0.1 \cdot 0.5 = 0.95$, and the biases and the `LayerNorm` scale and shift stay where
+# they were.
+
+# %%
+before = {name: p.detach().clone() for name, p in model.named_parameters()}
+for p in model.parameters():
+    p.grad = torch.zeros_like(p)
+optimizer.step()
+for name, p in model.named_parameters():
+    if torch.equal(p.detach(), before[name]):
+        print(f"{name:9} unchanged")
+    else:
+        print(f"{name:9} multiplied by {(p.detach() / before[name]).mean().item():.3f}")
 
 # %% [markdown]
 # ## 3. SGD and its options
@@ -222,6 +260,57 @@ for step in range(1, 6):
     before = p.item()
     opt.step()
     print(f"step {step}: moved by {before - p.item():.3f}  (1/sqrt(step) = {1 / math.sqrt(step):.3f})")
+
+# %% [markdown]
+# With a constant gradient $g$, after $t$ steps $s = t g^2$, so the step is $\eta\, g / \sqrt{t g^2} =
+# \eta / \sqrt{t}$: whatever the gradient's size, the step shrinks like $1/\sqrt{t}$ (the size of $g$ cancels,
+# which is Adagrad's other virtue: no need to tune `lr` to the scale of the gradients).
+#
+# In full, `torch.optim.Adagrad(params, lr, lr_decay, weight_decay, initial_accumulator_value, eps)` does, for
+# each parameter with a gradient $g$ on its own $t$-th step ($t = 1, 2, \dots$):
+#
+# 1. $g \leftarrow g + \lambda p$ (weight decay, the L2 kind, as in SGD);
+# 2. $s \leftarrow s + g^2$, elementwise; $s$ starts at `initial_accumulator_value`;
+# 3. $\eta_t = \eta / (1 + (t - 1) \cdot \text{lr\_decay})$, so the first step uses $\eta$ itself;
+# 4. $p \leftarrow p - \eta_t\, g / (\sqrt{s} + \epsilon)$, with $\epsilon$ outside the root.
+#
+# Its per-parameter state is `"step"` ($t$) and `"sum"` ($s$). Unlike SGD's and Adam's, which appear on a
+# parameter's first step, Adagrad creates both **in its constructor**, for every parameter: `sum` is already
+# filled with `initial_accumulator_value` before any step, and a `state_dict` saved right away contains it.
+
+# %%
+w = torch.zeros(2, 3, requires_grad=True)
+opt = torch.optim.Adagrad([w], lr=0.5, initial_accumulator_value=0.1)
+print("before any step:", dict(opt.state[w]))
+w.grad = torch.tensor([[1.0, -2.0, 0.0], [0.5, 0.0, 3.0]])
+opt.step()
+print("after one step: sum =", opt.state[w]["sum"])             # 0.1 + g**2
+
+# %% [markdown]
+# The picture: the effective rate $\eta / (\sqrt{s} + \epsilon)$ of two coordinates. A "frequent" feature
+# gets a gradient of about 1 on every step; a "rare" one gets a gradient of the same size, but only on one step
+# in ten (a word that seldom appears, say). Both rates only ever go down. But the rare coordinate's sum grows
+# ten times more slowly, so its rate stays about $\sqrt{10} \approx 3$ times larger, and when its gradient
+# does come, it moves that coordinate further: Adagrad lets rare features catch up.
+
+# %%
+steps = 200
+g = torch.zeros(steps, 2)                                         # (steps, 2) gradients per step
+g[:, 0] = 1.0 + 0.3 * torch.randn(steps)                          # frequent: every step, size ~1
+g[::10, 1] = 1.0                                                  # rare: every 10th step, size 1
+s = torch.cumsum(g ** 2, dim=0)                                   # (steps, 2) Adagrad's sum after each step
+rate = 1.0 / (s.sqrt() + 1e-10)                                   # (steps, 2) effective rate for lr = 1
+t = torch.arange(1, steps + 1)
+plt.figure(figsize=(7, 3.2))
+plt.loglog(t, rate[:, 0], label="frequent feature")
+plt.loglog(t, rate[:, 1], label="rare feature (a gradient every 10th step)")
+plt.loglog(t, 1 / t.sqrt(), "k:", label="1 / sqrt(t)")
+plt.xlabel("step t")
+plt.ylabel("lr / (sqrt(sum) + eps), lr = 1")
+plt.title("Adagrad: the step size of each coordinate only shrinks")
+plt.legend()
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # **Adam** replaces the ever-growing sum by exponential moving averages: $m$ of the gradient (momentum, weight
@@ -418,8 +507,8 @@ except ValueError as e:
     print("ValueError:", e)
 
 # %% [markdown]
-# Because the state is keyed by position and stored under fixed names (`momentum_buffer` for SGD; `step`,
-# `exp_avg`, `exp_avg_sq` and `max_exp_avg_sq` for Adam and AdamW), a state_dict from an optimizer you write
+# Because the state is keyed by position and stored under fixed names (`momentum_buffer` for SGD; `step` and
+# `sum` for Adagrad; `step`, `exp_avg`, `exp_avg_sq` and `max_exp_avg_sq` for Adam and AdamW), a state_dict from an optimizer you write
 # with the same names loads into PyTorch's. The checks below test exactly that.
 
 # %% [markdown]
@@ -492,6 +581,73 @@ class SGD(torch.optim.Optimizer):
 
 # %%
 check(SGD)
+
+# %% [markdown]
+# ## Exercise: `Adagrad`
+#
+# Write `Adagrad(params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10)`,
+# a subclass of `torch.optim.Optimizer` whose every step matches `torch.optim.Adagrad` (section 4):
+#
+# - `__init__` raises `ValueError` when any of the five numbers is negative, calls
+#   `super().__init__(params, defaults)`, and then, as PyTorch does, creates the state of **every** parameter
+#   right away: `self.state[p]["step"]` (0; PyTorch keeps it as a 0-dim float tensor, `torch.tensor(0.0)`) and
+#   `self.state[p]["sum"]`, a tensor like `p` filled with `initial_accumulator_value`. That value is a
+#   constructor argument, not an option of each group.
+# - `step(closure=None)` applies the four rules of section 4 to every parameter with a gradient, with its
+#   group's `lr`, `lr_decay`, `weight_decay` and `eps` and its own step count; it skips parameters whose
+#   `.grad` is `None`, must not change `p.grad`, and returns the closure's loss as in `SGD`.
+#
+# The check compares whole runs with `torch.optim.Adagrad` (several param groups, missing gradients, a
+# `state_dict` saved halfway and loaded by both), and the `state_dict` right after the constructor.
+# `torch.optim.Adagrad` and `torch.optim.adagrad.adagrad` are off limits.
+
+# %%
+class Adagrad(torch.optim.Optimizer):
+    """Adagrad: each coordinate's step is divided by the root of its accumulated squared gradients."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10):
+        ### BEGIN SOLUTION
+        for name, value in [("lr", lr), ("lr_decay", lr_decay), ("weight_decay", weight_decay),
+                            ("initial_accumulator_value", initial_accumulator_value), ("eps", eps)]:
+            if value < 0.0:
+                raise ValueError(f"invalid {name}: {value}")
+        defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
+                        initial_accumulator_value=initial_accumulator_value)
+        super().__init__(params, defaults)
+        for group in self.param_groups:                       # state exists before the first step
+            for p in group["params"]:
+                self.state[p]["step"] = torch.tensor(0.0)
+                self.state[p]["sum"] = torch.full_like(p, initial_accumulator_value)
+        ### END SOLUTION
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Update every parameter that has a gradient; return the closure's loss, if a closure is given."""
+        ### BEGIN SOLUTION
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] += 1
+                t = float(state["step"])
+                g = p.grad
+                if group["weight_decay"] != 0:
+                    g = g + group["weight_decay"] * p              # a new tensor: p.grad stays as it was
+                state["sum"].addcmul_(g, g)                        # sum += g * g
+                clr = group["lr"] / (1 + (t - 1) * group["lr_decay"])
+                p.addcdiv_(g, state["sum"].sqrt() + group["eps"], value=-clr)
+        return loss
+        ### END SOLUTION
+
+
+# %%
+check(Adagrad)
 
 # %% [markdown]
 # ## Exercise: `AdamW`
@@ -686,6 +842,8 @@ check(accumulated_step)
 #   so zeroing comes first; the optimizer updates parameters in place under `torch.no_grad()`.
 # - Options live in `param_groups`, per-parameter memory in `state`; both are saved by `state_dict()`.
 # - A `None` gradient means "skip me"; a zero gradient still lets momentum and weight decay act.
+# - Give biases and normalisation parameters a group of their own without weight decay.
+# - Adagrad divides each coordinate's step by the root of its summed squared gradients, so steps only shrink.
 # - AdamW decays the weights directly; Adam's `weight_decay` is an L2 term that gets rescaled.
 # - Accumulating over `k` micro-batches: divide each loss by `k`, step once.
 #

@@ -94,6 +94,12 @@ def mse_in_place(input, target, reduction="mean"):
     return _reduce(input ** 2, reduction)
 
 
+def mse_in_place_no_grad(input, target, reduction="mean"):
+    with torch.no_grad():                       # silences autograd's error, still changes the caller's tensor
+        input -= target
+    return _reduce(input ** 2, reduction)
+
+
 def mse_none_ignored(input, target, reduction="mean"):
     sq = (input - target) ** 2
     return sq.sum() if reduction == "sum" else sq.mean()
@@ -111,8 +117,9 @@ def mse_forbidden(input, target, reduction="mean"):
     (mse_sum_for_mean, ("summed where the mean was asked for",)),
     (mse_abs, ("absolute error",)),
     (mse_rmse, ("rmse",)),
-    (mse_in_place, ("in-place",)),
-    (mse_none_ignored, ("expected shape (4, 2, 3), got ()",)),
+    (mse_in_place, ("changed your input",)),
+    (mse_in_place_no_grad, ("in place — compute a new tensor",)),
+    (mse_none_ignored, ("expected shape (4, 2, 3), got ()", "reduction='none' ignored")),
     (mse_float32, ("expected dtype torch.float64", "float32")),
     (mse_forbidden, ("mse_loss", "forbids")),
 ])
@@ -200,7 +207,7 @@ def softmax_via_log_softmax(x, dim=-1):
     (softmax_naive, ("subtract the max",)),
     (softmax_global_max, ("not one global max",)),
     (softmax_last_dim, ("instead of dim=",)),
-    (softmax_no_keepdim, ("broadcast",)),
+    (softmax_no_keepdim, ("keepdim",)),
     (softmax_sum_all, ("sum of all elements",)),
     (softmax_torch, ("`softmax`", "forbids")),
     (softmax_method, ("`softmax`", "forbids")),

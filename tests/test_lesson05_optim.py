@@ -3,7 +3,8 @@ import math
 
 import pytest
 import torch
-from torch.optim.sgd import sgd as aliased_functional_sgd  # an alias made before any check runs
+from torch.optim.adagrad import adagrad as aliased_functional_adagrad  # aliases made before any check runs
+from torch.optim.sgd import sgd as aliased_functional_sgd
 
 from grader import evaluate
 from verdicts import assert_passes, assert_rejects
@@ -69,7 +70,7 @@ class SGDOther(torch.optim.Optimizer):
                             else st[key]
                     if self.mistake == "wd_late":
                         grad = grad + opt["weight_decay"] * p
-                    p -= opt["lr"] * grad
+                    p -= (self.defaults["lr"] if self.mistake == "lr_defaults" else opt["lr"]) * grad
         return None if self.mistake == "no_return" else loss
 
 
@@ -115,6 +116,7 @@ def test_sgd_independent_implementation_passes():
     ("wd_late", ("weight decay is added after the momentum buffer",)),
     ("damp_first", ("first momentum buffer must be a plain copy",)),
     ("defaults", ("group's own options are ignored",)),
+    ("lr_defaults", ("own lr is ignored", "read each option from its param group inside step()")),
     ("no_nesterov", ("nesterov is ignored",)),
     ("no_maximize", ("maximize is ignored",)),
     ("none_as_zero", ("grad is None was updated",)),
@@ -133,7 +135,7 @@ def test_sgd_wrong_implementations_are_rejected(mistake, fragments):
 @pytest.mark.parametrize("wrong, fragments", [
     (SGDSubclassesTorch, ("torch.optim.SGD (your class inherits from it)",)),
     (SGDCallsTorch, ("called `torch.optim.SGD`", "forbids")),
-    (SGDCallsAliasedFunctional, ("called `torch.optim.SGD`", "forbids")),
+    (SGDCallsAliasedFunctional, ("called `torch.optim.sgd.sgd`", "forbids")),
 ])
 def test_sgd_forbidden_shortcuts_are_rejected(wrong, fragments):
     assert_rejects(wrong, "SGD", *fragments)
@@ -259,6 +261,135 @@ def test_adamw_forbidden_shortcuts_are_rejected(wrong, fragments):
 
 def test_adamw_stub_is_not_attempted():
     assert_not_attempted(AdamWStub, "AdamW")
+
+
+# --- Adagrad -----------------------------------------------------------------------------------------------
+
+class AdagradOther(torch.optim.Optimizer):
+    """Written apart from the lesson (step kept as a Python int, the update out of place); `mistake` knobs."""
+    mistake = ""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+        checked = {"lr": lr, "weight_decay": weight_decay, "initial_accumulator_value": initial_accumulator_value,
+                   "eps": eps}
+        if self.mistake != "no_decay_check":
+            checked["lr_decay"] = lr_decay
+        for what, value in checked.items():
+            if value < 0:
+                raise ValueError(f"invalid {what}: {value}")
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps))
+        self.start = initial_accumulator_value
+        if self.mistake not in ("lazy", "lazy_zero"):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self._new_state(p)
+
+    def _new_state(self, p):
+        st = self.state[p]
+        st["step"] = 0
+        if self.mistake == "cpu_sum":
+            st["sum"] = torch.full(tuple(p.shape), float(self.start), dtype=p.dtype)
+        else:
+            st["sum"] = torch.zeros_like(p) if self.mistake == "lazy_zero" else torch.full_like(p, self.start)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr = self.defaults["lr"] if self.mistake == "lr_defaults" else group["lr"]
+            decay, wd, eps = group["lr_decay"], group["weight_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if not self.state[p]:
+                    self._new_state(p)
+                st = self.state[p]
+                st["step"] = int(st["step"]) + 1
+                g = p.grad + wd * p
+                st["sum"].add_((p.grad if self.mistake == "wd_late" else g) ** 2)
+                k = st["step"]
+                rate = {"decay_mul": lr * (1 - decay) ** (k - 1), "decay_step": lr / (1 + k * decay)}.get(
+                    self.mistake, lr / (1 + (k - 1) * decay))
+                std = (st["sum"] + eps).sqrt() if self.mistake == "eps_inside" else st["sum"].sqrt() + eps
+                p.copy_(p - rate * g / std)
+        return loss
+
+
+def _adagrad_variant(mistake):
+    return type("Adagrad", (AdagradOther,), {"mistake": mistake})
+
+
+class AdagradSubclassesTorch(torch.optim.Adagrad):
+    pass
+
+
+class AdagradCallsTorch(AdagradOther):
+    def step(self, closure=None):
+        for group in self.param_groups:
+            torch.optim.Adagrad(group["params"], lr=group["lr"]).step()
+
+
+class AdagradCallsAliasedFunctional(AdagradOther):
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            steps = []
+            for p in ps:
+                self.state[p]["step"] = torch.tensor(float(self.state[p]["step"]))
+                steps.append(self.state[p]["step"])
+            aliased_functional_adagrad(ps, [p.grad for p in ps], [self.state[p]["sum"] for p in ps], steps,
+                                       lr=group["lr"], weight_decay=group["weight_decay"],
+                                       lr_decay=group["lr_decay"], eps=group["eps"])
+
+
+class AdagradStub(torch.optim.Optimizer):
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+
+def test_adagrad_independent_implementation_passes():
+    assert_passes(AdagradOther, "Adagrad")
+
+
+@pytest.mark.parametrize("mistake, fragments", [
+    ("decay_mul", ("lr_decay divides the rate", "not multiply")),
+    ("decay_step", ("the first step has the full rate",)),
+    ("eps_inside", ("eps is inside the square root",)),
+    ("wd_late", ("weight decay was added after accumulating",)),
+    ("lazy", ("no state for parameter 0 before the first step", "in __init__")),
+    ("lazy_zero", ("sum started at 0", "initial_accumulator_value")),
+    ("lr_defaults", ("own lr is ignored", "read each option from its param group inside step()")),
+    ("no_decay_check", ("lr_decay=-0.1 raises ValueError", "should raise ValueError")),
+    ("cpu_sum", ("device check", "cpu tensor")),
+])
+def test_adagrad_wrong_implementations_are_rejected(mistake, fragments):
+    assert_rejects(_adagrad_variant(mistake), "Adagrad", *fragments)
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (AdagradSubclassesTorch, ("torch.optim.Adagrad (your class inherits from it)",)),
+    (AdagradCallsTorch, ("called `torch.optim.Adagrad`", "forbids")),
+    (AdagradCallsAliasedFunctional, ("called `torch.optim.adagrad.adagrad`", "forbids")),
+])
+def test_adagrad_forbidden_shortcuts_are_rejected(wrong, fragments):
+    assert_rejects(wrong, "Adagrad", *fragments)
+
+
+def test_adagrad_stub_is_not_attempted():
+    assert_not_attempted(AdagradStub, "Adagrad")
+
+
+def test_torch_adagrad_still_works_after_the_check():
+    evaluate(AdagradCallsAliasedFunctional, name="Adagrad")
+    p = torch.ones(2, requires_grad=True)
+    p.grad = torch.full((2,), 2.0)
+    torch.optim.Adagrad([p], lr=0.5).step()
+    assert torch.allclose(p.detach(), torch.full((2,), 0.5))
 
 
 # --- clip_grad_norm_ ---------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
 
 TOL32 = dict(atol=1e-5, rtol=1e-4)  # the reference computes in float32 too, in its own order
 
+
 # --- mse_loss --------------------------------------------------------------------------------------------
 
 
@@ -389,7 +390,7 @@ def cross_entropy(t, fn):
 
         tol = TOL32 if args[0].dtype == torch.float32 else {}
         t.compare(name, fn, args, ref, grad=True, wrt=(0,), kwargs=kwargs, device_check=i in on_meta,
-                     explain=lambda got, exp, a, full=full: _ce_explain(got, exp, full), **tol)
+                  explain=lambda got, exp, a, full=full: _ce_explain(got, exp, full), **tol)
 
 
 # --- binary_cross_entropy_with_logits --------------------------------------------------------------------
@@ -471,4 +472,4 @@ def binary_cross_entropy_with_logits(t, fn):
         full = args + (None, "mean")[len(args) - 2:]
         full = full[:3] + (kwargs.get("reduction", full[3]),)
         t.compare(name, fn, args, ref, grad=True, wrt=(0, 1), kwargs=kwargs, device_check=i in on_meta,
-                     explain=lambda got, exp, a, full=full: _bce_explain(got, exp, full), **tol)
+                  explain=lambda got, exp, a, full=full: _bce_explain(got, exp, full), **tol)

@@ -1,4 +1,5 @@
-"""Checks for 05_optim: SGD, AdamW, gradient clipping, a warm-up + cosine schedule, gradient accumulation.
+"""Checks for 05_optim: SGD, AdamW, Adagrad, gradient clipping, a warm-up + cosine schedule, gradient
+accumulation.
 
 The optimizers are judged by whole trajectories: the learner's class and torch.optim's take the same initial
 parameters, param groups and sequence of gradients, and every parameter is compared after every step. When they
@@ -7,10 +8,7 @@ part, plain-loop variants of the update that each make one classic mistake (a "m
 from __future__ import annotations
 
 import copy
-import importlib
 import math
-from contextlib import ExitStack, contextmanager
-from unittest import mock
 
 import torch
 from torch import nn
@@ -20,66 +18,41 @@ from grader.registry import exercise
 from grader.runner import untraced
 from grader.tracing import ForbiddenCall
 
-# The trusted side's own references, captured before any driver patches the torch namespaces.
+# The trusted side's own references (the engine makes forbidden classes refuse only while learner code runs).
 _TORCH_SGD = torch.optim.SGD
 _TORCH_ADAM = torch.optim.Adam
 _TORCH_ADAMW = torch.optim.AdamW
+_TORCH_ADAGRAD = torch.optim.Adagrad
 _TORCH_CLIP = torch.nn.utils.clip_grad_norm_
 
+# Forbidden Python objects, by import path: the classes, their functional forms, and what both run inside (so
+# that a private helper called directly refuses too). The engine refuses every alias of them.
 _OPTIM_ADVICE = "subclass torch.optim.Optimizer and write the update yourself with tensor operations"
-_FORBID_SGD = [
-    ("torch.optim", "SGD", "torch.optim.SGD"), ("torch.optim.sgd", "SGD", "torch.optim.SGD"),
-    ("torch.optim.sgd", "sgd", "torch.optim.sgd.sgd"), ("torch.optim._functional", "sgd", "torch.optim.sgd.sgd"),
-    # what SGD.step and sgd() run, looked up at call time: catches aliases made before the check started
-    ("torch.optim.sgd", "_single_tensor_sgd", "torch.optim.SGD"),
-    ("torch.optim.sgd", "_multi_tensor_sgd", "torch.optim.SGD"),
-    ("torch.optim.sgd", "_fused_sgd", "torch.optim.SGD"),
-]
-_FORBID_ADAM = [
-    ("torch.optim", "Adam", "torch.optim.Adam"), ("torch.optim", "AdamW", "torch.optim.AdamW"),
-    ("torch.optim.adam", "Adam", "torch.optim.Adam"), ("torch.optim.adamw", "AdamW", "torch.optim.AdamW"),
-    ("torch.optim.adam", "adam", "torch.optim.adam.adam"), ("torch.optim.adamw", "adamw", "torch.optim.adamw.adamw"),
-    ("torch.optim._functional", "adam", "torch.optim.adam.adam"),
-    ("torch.optim._functional", "adamw", "torch.optim.adamw.adamw"),
-    ("torch.optim.adam", "_single_tensor_adam", "torch.optim.Adam"),
-    ("torch.optim.adam", "_multi_tensor_adam", "torch.optim.Adam"),
-    ("torch.optim.adam", "_fused_adam", "torch.optim.Adam"),
-]
-_CLIP_ADVICE = "compute the total norm and scale the gradients yourself"
-_FORBID_CLIP = [
-    ("torch.nn.utils", "clip_grad_norm_", "torch.nn.utils.clip_grad_norm_"),
-    ("torch.nn.utils", "clip_grad_norm", "torch.nn.utils.clip_grad_norm"),
-    ("torch.nn.utils", "clip_grads_with_norm_", "torch.nn.utils.clip_grads_with_norm_"),
-    ("torch.nn.utils", "get_total_norm", "torch.nn.utils.get_total_norm"),
-    ("torch.nn.utils.clip_grad", "clip_grad_norm_", "torch.nn.utils.clip_grad_norm_"),
-    ("torch.nn.utils.clip_grad", "clip_grad_norm", "torch.nn.utils.clip_grad_norm"),
-    ("torch.nn.utils.clip_grad", "_clip_grads_with_norm_", "torch.nn.utils.clip_grads_with_norm_"),
-    ("torch.nn.utils.clip_grad", "_get_total_norm", "torch.nn.utils.get_total_norm"),
-]
 
 
-class _Refuse:
-    """Stands in for a forbidden torch function or class while the learner's code runs."""
-
-    def __init__(self, name: str, advice: str):
-        self.name, self.advice = name, advice
-
-    def __call__(self, *args, **kwargs):
-        raise ForbiddenCall(self.name, self.advice)
+def _refused(*paths: str, advice: str = _OPTIM_ADVICE) -> dict[str, str]:
+    return {path: advice for path in paths}
 
 
-@contextmanager
-def forbidding(targets, advice: str):
-    """Replace each (module, attribute) in `targets` by a stand-in that raises ForbiddenCall."""
-    with ExitStack() as stack:
-        for module_name, attr, shown in targets:
-            module = importlib.import_module(module_name)
-            if hasattr(module, attr):
-                stack.enter_context(mock.patch.object(module, attr, _Refuse(shown, advice)))
-        yield
+_FORBID_SGD = _refused("torch.optim.SGD", "torch.optim.sgd.sgd", "torch.optim.sgd._single_tensor_sgd",
+                       "torch.optim.sgd._multi_tensor_sgd", "torch.optim.sgd._fused_sgd")
+_FORBID_ADAM = _refused("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.adam.adam", "torch.optim.adamw.adamw",
+                        "torch.optim.adam._single_tensor_adam", "torch.optim.adam._multi_tensor_adam",
+                        "torch.optim.adam._fused_adam")
+_FORBID_ADAGRAD = _refused("torch.optim.Adagrad", "torch.optim.adagrad.adagrad",
+                           "torch.optim.adagrad._single_tensor_adagrad", "torch.optim.adagrad._multi_tensor_adagrad",
+                           "torch.optim.adagrad._fused_adagrad")
+_FORBID_CLIP = _refused("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm",
+                        "torch.nn.utils.clip_grads_with_norm_", "torch.nn.utils.get_total_norm",
+                        advice="compute the total norm and scale the gradients yourself")
+
+# which: (torch's classes the learner's must not inherit from, how to name them)
+_OWN = {"sgd": ((_TORCH_SGD,), "torch.optim.SGD"), "adamw": ((_TORCH_ADAM, _TORCH_ADAMW), "torch.optim.Adam/AdamW"),
+        "adagrad": ((_TORCH_ADAGRAD,), "torch.optim.Adagrad")}
 
 
-def _expect_own_optimizer(cls, forbidden: tuple, names: str) -> None:
+def _expect_own_optimizer(cls, which: str) -> None:
+    forbidden, names = _OWN[which]
     if not isinstance(cls, type):
         raise TypeError(f"expected a class, got {type(cls).__name__} — write `class ...(torch.optim.Optimizer):`")
     if issubclass(cls, forbidden):
@@ -139,44 +112,41 @@ def _trajectory(cls, spec: dict) -> dict:
     return out
 
 
-def sgd_run(cls, spec: dict) -> dict:
-    """Driver: the learner's SGD over the spec's steps, with torch's SGD out of reach."""
-    with forbidding(_FORBID_SGD, _OPTIM_ADVICE):
-        _expect_own_optimizer(cls, (_TORCH_SGD,), "torch.optim.SGD")
-        return _trajectory(cls, spec)
+def optimizer_run(cls, which: str, spec: dict) -> dict:
+    """Driver: the learner's optimizer class over the spec's steps (which: "sgd", "adamw" or "adagrad")."""
+    _expect_own_optimizer(cls, which)
+    return _trajectory(cls, spec)
 
 
-def adamw_run(cls, spec: dict) -> dict:
-    """Driver: the learner's AdamW over the spec's steps, with torch's Adam and AdamW out of reach."""
-    with forbidding(_FORBID_ADAM, _OPTIM_ADVICE):
-        _expect_own_optimizer(cls, (_TORCH_ADAM, _TORCH_ADAMW), "torch.optim.Adam/AdamW")
-        return _trajectory(cls, spec)
-
-
-def sgd_final(cls, spec: dict) -> list:
+def optimizer_final(cls, which: str, spec: dict) -> list:
     """Driver for the meta-device check: the parameters after the last step."""
-    return sgd_run(cls, spec)["params"][-1]
+    return optimizer_run(cls, which, spec)["params"][-1]
 
 
-def adamw_final(cls, spec: dict) -> list:
-    """Driver for the meta-device check: the parameters after the last step."""
-    return adamw_run(cls, spec)["params"][-1]
-
-
-def construct(cls, forbid: str, kwargs: dict) -> None:
+def construct(cls, which: str, kwargs: dict) -> None:
     """Driver: only construct the optimizer (for the invalid hyper-parameter cases)."""
-    targets, base = (_FORBID_SGD, (_TORCH_SGD,)) if forbid == "sgd" else (_FORBID_ADAM, (_TORCH_ADAM, _TORCH_ADAMW))
-    with forbidding(targets, _OPTIM_ADVICE):
-        _expect_own_optimizer(cls, base, "torch.optim." + ("SGD" if forbid == "sgd" else "Adam/AdamW"))
-        cls([torch.zeros(3, requires_grad=True)], **kwargs)
+    _expect_own_optimizer(cls, which)
+    cls([torch.zeros(3, requires_grad=True)], **kwargs)
 
 
-def closure_run(cls, forbid: str, kwargs: dict, start: torch.Tensor) -> dict:
+def fresh_state(cls, which: str, values: list, kwargs: dict) -> dict:
+    """Driver: the state_dict of an optimizer right after its constructor (two param groups), as plain data."""
+    _expect_own_optimizer(cls, which)
+    return _fresh_state(cls, values, kwargs)
+
+
+def _fresh_state(cls, values: list, kwargs: dict) -> dict:
+    with untraced():
+        leaves = [v.detach().clone().requires_grad_(True) for v in values]
+    sd = cls([{"params": leaves[:2]}, {"params": leaves[2:]}], **kwargs).state_dict()
+    with untraced():
+        return _plain_state_dict(sd, len(leaves))
+
+
+def closure_run(cls, which: str, kwargs: dict, start: torch.Tensor) -> dict:
     """Driver: one step(closure) on a weighted quadratic; what step returned and the parameter after it."""
-    targets, base = (_FORBID_SGD, (_TORCH_SGD,)) if forbid == "sgd" else (_FORBID_ADAM, (_TORCH_ADAM, _TORCH_ADAMW))
-    with forbidding(targets, _OPTIM_ADVICE):
-        _expect_own_optimizer(cls, base, "torch.optim." + ("SGD" if forbid == "sgd" else "Adam/AdamW"))
-        return _closure_step(cls, kwargs, start)
+    _expect_own_optimizer(cls, which)
+    return _closure_step(cls, kwargs, start)
 
 
 def _closure_step(cls, kwargs: dict, start: torch.Tensor) -> dict:
@@ -291,6 +261,11 @@ def _compare_run(got, ref, spec, *, who: str, device: str, tol, mutants: dict, h
         for key, value in r.items():
             if value is None:
                 continue
+            if not g and _step_of(r) == 0:
+                raise Mismatch(f"self.state[p] of {_where(spec, i)}, which never had a gradient, is empty; {who} "
+                               f"creates {sorted(k for k, v in r.items() if v is not None)} for every parameter in "
+                               "its constructor — create the state in __init__, after super().__init__(...), so "
+                               "that it exists (and state_dict() saves it) before the first step")
             if not g:
                 raise Mismatch(f"self.state[p] of {_where(spec, i)} is empty; {who} keeps "
                                f"{sorted(k for k, v in r.items() if v is not None)} there — keep per-parameter "
@@ -305,8 +280,22 @@ def _compare_run(got, ref, spec, *, who: str, device: str, tol, mutants: dict, h
                     raise Mismatch(f"state['step'] of {_where(spec, i)} is {got_step!r}, expected "
                                    f"{float(value):g} — count the steps each parameter actually took")
             else:
-                expect_tensor(g[key], value.to(g[key].device) if isinstance(g[key], torch.Tensor) else value,
-                              atol=tol[0], rtol=tol[1], what=f"state[{key!r}] of {_where(spec, i)}")
+                try:
+                    expect_tensor(g[key], value.to(g[key].device) if isinstance(g[key], torch.Tensor) else value,
+                                  atol=tol[0], rtol=tol[1], what=f"state[{key!r}] of {_where(spec, i)}")
+                except Mismatch as e:
+                    if "wrong values" not in e.message:
+                        raise
+                    raise Mismatch(f"{e.message}\n→ the parameters match {who}'s, but the state kept under "
+                                   f"{key!r} does not: store there exactly what {who} stores", e.detail) from None
+
+
+def _step_of(state: dict | None):
+    """A per-parameter state's step count as a float (None when there is none)."""
+    step = (state or {}).get("step")
+    if isinstance(step, torch.Tensor) and step.numel() == 1:
+        return float(step)
+    return float(step) if isinstance(step, (int, float)) else None
 
 
 def _continue_in_torch(torch_cls, got, ref, spec, tol) -> None:
@@ -347,38 +336,65 @@ def _tolerance(device: str):
     return (1e-5, 1e-4) if device == "mps" else (1e-10, 1e-8)
 
 
-def _run_cases(t, fn, driver, final_driver, torch_cls, cases, mutants, forbid: str, invalid, valid,
-               closure_kwargs: dict) -> None:
+def _run_cases(t, fn, torch_cls, which: str, cases, mutants, invalid, valid, closure_kwargs: dict,
+               first=None) -> None:
+    """The trajectory cases on every device, step(closure), the (in)valid hyper-parameters and a meta-device
+    rerun; `first(t, fn)` adds cases of the exercise's own before the trajectories."""
+    if first is not None:
+        first(t, fn)
+    who = f"torch.optim.{torch_cls.__name__}"
     for label, spec, hint in cases:
         ref = _trajectory(torch_cls, spec)
         for device in t.devices:
             with t.case(f"{device}: {label}"):
                 dtype = torch.float32 if device == "mps" else None
-                got = t.call(driver, fn, _to(spec, device, dtype))
+                got = t.call(optimizer_run, fn, which, _to(spec, device, dtype))
                 _compare_run(got, ref if dtype is None else _trajectory(torch_cls, _to(spec, "cpu", dtype)),
-                             spec, who=f"torch.optim.{torch_cls.__name__}", device=device, tol=_tolerance(device),
-                             mutants=mutants, hint=hint)
+                             spec, who=who, device=device, tol=_tolerance(device), mutants=mutants, hint=hint)
                 if spec.get("reload_at") is not None:
                     _continue_in_torch(torch_cls, got, ref, spec, _tolerance(device))
     start = t.randn(2, 3)
     ref = _closure_step(torch_cls, closure_kwargs, start)
     with t.case(f"step(closure) with {closure_kwargs}: runs the closure with gradients enabled and returns its loss"):
-        got = t.call(closure_run, fn, forbid, closure_kwargs, start)
-        expect_tensor(got["param"], ref["param"], atol=1e-10, rtol=1e-8, what="the parameter after step(closure)")
+        got = t.call(closure_run, fn, which, closure_kwargs, start)
+        try:
+            expect_tensor(got["param"], ref["param"], atol=1e-10, rtol=1e-8,
+                          what="the parameter after step(closure)")
+        except Mismatch as e:
+            raise Mismatch(f"{e.message}\n→ {_closure_diagnosis(got['param'], closure_kwargs, start, mutants)}",
+                           e.detail) from None
         if not isinstance(got["returned"], torch.Tensor):
             raise Mismatch(f"step(closure) returned {got['returned']!r}; it should return the closure's loss "
                            "(loss = None; if closure is not None: with torch.enable_grad(): loss = closure())")
-        expect_tensor(got["returned"], ref["returned"], what="the loss step(closure) returned")
+        try:
+            expect_tensor(got["returned"], ref["returned"], what="the loss step(closure) returned")
+        except Mismatch as e:
+            raise Mismatch(f"{e.message}\n→ return the value the closure returned, computed before the update",
+                           e.detail) from None
     for label, kwargs in invalid:
         with t.case(f"{label} raises ValueError"):
-            t.raises(ValueError, construct, fn, forbid, kwargs)
+            t.raises(ValueError, construct, fn, which, kwargs)
     for label, kwargs in valid:
         with t.case(f"{label} is valid (no error)"):
-            t.call(construct, fn, forbid, kwargs)
+            t.call(construct, fn, which, kwargs)
     if "cuda" not in t.devices:
         label, spec, _ = cases[-2]  # the param-group case
         # a few steps are enough to see where state is created (meta kernels run in Python: slow)
-        t.device_check(label, final_driver, (fn, {**spec, "grads": spec["grads"][:2], "reload_at": None}))
+        t.device_check(label, optimizer_final, (fn, which, {**spec, "grads": spec["grads"][:2], "reload_at": None}))
+
+
+def _closure_diagnosis(got_param, kwargs: dict, start: torch.Tensor, mutants: dict) -> str:
+    """Why one step(closure) on the quadratic went wrong: a classic mistake of the update, or the closure."""
+    with torch.no_grad():
+        weights = torch.arange(1.0, start.numel() + 1, dtype=start.dtype).reshape(start.shape)
+        spec = {"params": [[start]], "options": [{}], "defaults": kwargs, "grads": [[[2 * weights * start]]]}
+    if isinstance(got_param, torch.Tensor) and got_param.shape == start.shape and got_param.dtype == start.dtype:
+        why = _diagnose([[got_param]], spec, mutants, (1e-10, 1e-8))
+        if why:
+            return why
+    return ("step(closure) should take the same step as step() without a closure (if the trajectory cases "
+            "above fail too, fix those first), after calling the closure under torch.enable_grad(): it "
+            "recomputes p.grad")
 
 
 # --- SGD: a plain-loop model of the update with one knob per classic mistake --------------------------------
@@ -386,14 +402,22 @@ def _run_cases(t, fn, driver, final_driver, torch_cls, cases, mutants, forbid: s
 _SGD_DEFAULTS = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False)
 
 
-def _flat_options(spec, base, use_groups=True):
+def _flat_options(spec, base, mistake=""):
+    """Each parameter's options, from its group (mistake "defaults": all from the constructor's defaults,
+    "lr_defaults": only lr from them)."""
     defaults = {**base, **spec["defaults"]}
-    return [{**defaults, **o} if use_groups else defaults
-            for g, o in zip(spec["params"], spec["options"]) for _ in g]
+    pick = {"defaults": lambda o: defaults, "lr_defaults": lambda o: {**defaults, **o, "lr": defaults["lr"]}}
+    group = pick.get(mistake, lambda o: {**defaults, **o})
+    return [group(o) for g, o in zip(spec["params"], spec["options"]) for _ in g]
+
+
+_GROUP_ADVICE = ("read each option from its param group inside step() (group['lr'], ...), not from "
+                 "self.defaults or the constructor's arguments: a group's own options and a scheduler's changes "
+                 "live in self.param_groups")
 
 
 def _sgd_loop(spec, mistake=""):
-    opts = _flat_options(spec, _SGD_DEFAULTS, mistake != "defaults")
+    opts = _flat_options(spec, _SGD_DEFAULTS, mistake)
     params = [p.clone() for g in spec["params"] for p in g]
     bufs, traj = [None] * len(params), []
     for step_grads in spec["grads"]:
@@ -435,8 +459,8 @@ _SGD_MUTANTS = {
     "maximize is ignored — with maximize=True negate the gradient first": lambda s: _sgd_loop(s, "no_maximize"),
     "maximize flips the final update, so weight decay pushes the wrong way — negate the gradient first, "
     "before weight decay": lambda s: _sgd_loop(s, "maximize_late"),
-    "each group's own options are ignored — read lr, momentum, ... from the group dict (group['lr']), "
-    "not from self.defaults or the constructor's arguments": lambda s: _sgd_loop(s, "defaults"),
+    "each group's own options are ignored — " + _GROUP_ADVICE: lambda s: _sgd_loop(s, "defaults"),
+    "each group's own lr is ignored — " + _GROUP_ADVICE: lambda s: _sgd_loop(s, "lr_defaults"),
     "a parameter whose .grad is None was updated (as if its gradient were zero) — skip it: "
     "`if p.grad is None: continue`": lambda s: _sgd_loop(s, "none_as_zero"),
 }
@@ -450,7 +474,7 @@ _SGD_MUTANTS = {
     "then d_p = d_p + weight_decay * p, then the momentum buffer in self.state[p]['momentum_buffer'].",
     "Momentum: on the first step buf = d_p.clone(); later buf.mul_(momentum).add_(d_p, alpha=1 - dampening). "
     "Then d_p = d_p + momentum * buf if nesterov else buf, and p.add_(d_p, alpha=-lr).",
-], forbidden={})
+], forbidden=_FORBID_SGD)
 def SGD(t, fn):
     shapes = [(4, 3), (5,), (2, 3, 2)]
     o = lambda **kw: [kw]
@@ -472,6 +496,9 @@ def SGD(t, fn):
         ("maximize=True with weight_decay=0.05",
          _spec(t, [shapes], o(), dict(lr=0.1, weight_decay=0.05, maximize=True, momentum=0.3), 8),
          "maximize negates the gradient before anything else"),
+        ("2 param groups that differ only in lr (0.1 and 0.01), momentum=0.5",
+         _spec(t, [[(4, 3), (5,)], [(2, 3, 2)]], [dict(), dict(lr=0.01)], dict(lr=0.1, momentum=0.5), 6),
+         "each group has its own lr: read group['lr'] inside step()"),
         ("3 param groups with their own lr/momentum/nesterov/weight_decay; a parameter whose grad is None every "
          "third step, one that never gets a grad",
          _spec(t, [[(3, 2), (4,)], [(5,), (2, 2)], [(3,)]],
@@ -493,8 +520,7 @@ def SGD(t, fn):
                 dict(lr=0.1, momentum=0.9, dampening=0.1 * f, nesterov=True))]
     valid = [("lr=0.0, momentum=0.0", dict(lr=0.0, momentum=0.0)),
              ("nesterov=True with momentum=0.9", dict(lr=0.1, momentum=0.9, nesterov=True))]
-    _run_cases(t, fn, sgd_run, sgd_final, _TORCH_SGD, cases, _SGD_MUTANTS, "sgd", invalid, valid,
-               dict(lr=0.1, momentum=0.9))
+    _run_cases(t, fn, _TORCH_SGD, "sgd", cases, _SGD_MUTANTS, invalid, valid, dict(lr=0.1, momentum=0.9))
 
 
 # --- AdamW -------------------------------------------------------------------------------------------------
@@ -503,7 +529,7 @@ _ADAMW_DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
 
 
 def _adamw_loop(spec, mistake=""):
-    opts = _flat_options(spec, _ADAMW_DEFAULTS, mistake != "defaults")
+    opts = _flat_options(spec, _ADAMW_DEFAULTS, mistake)
     params = [p.clone() for g in spec["params"] for p in g]
     n = len(params)
     m, v, vmax, steps, traj = [None] * n, [None] * n, [None] * n, [0] * n, []
@@ -555,8 +581,8 @@ _ADAMW_MUTANTS = {
     "without a gradient does not advance it)": lambda s: _adamw_loop(s, "global_step"),
     "amsgrad keeps the maximum of the bias-corrected v — keep the maximum of the raw exp_avg_sq, then "
     "bias-correct it like v": lambda s: _adamw_loop(s, "max_hat"),
-    "each group's own options are ignored — read lr, betas, eps, weight_decay, amsgrad from the group dict":
-        lambda s: _adamw_loop(s, "defaults"),
+    "each group's own options are ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "defaults"),
+    "each group's own lr is ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "lr_defaults"),
 }
 
 
@@ -567,7 +593,7 @@ _ADAMW_MUTANTS = {
     "with amsgrad), created with torch.zeros_like(p) on its first step. Decay first: p.mul_(1 - lr * wd).",
     "m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; denom = sqrt(v) / sqrt(1 - b2**step) + eps "
     "(with amsgrad use the running max of v instead); p -= lr / (1 - b1**step) * m / denom.",
-])
+], forbidden=_FORBID_ADAM)
 def AdamW(t, fn):
     shapes = [(4, 3), (5,), (2, 3, 2)]
     o = lambda **kw: [kw]
@@ -603,8 +629,147 @@ def AdamW(t, fn):
                (f"betas=({-0.1 * f:g}, 0.999)", dict(betas=(-0.1 * f, 0.999))),
                (f"weight_decay={-0.01 * f:g}", dict(weight_decay=-0.01 * f))]
     valid = [("betas=(0.0, 0.0), eps=0.0, weight_decay=0.0", dict(betas=(0.0, 0.0), eps=0.0, weight_decay=0.0))]
-    _run_cases(t, fn, adamw_run, adamw_final, _TORCH_ADAMW, cases, _ADAMW_MUTANTS, "adamw", invalid, valid,
-               dict(lr=0.1))
+    _run_cases(t, fn, _TORCH_ADAMW, "adamw", cases, _ADAMW_MUTANTS, invalid, valid, dict(lr=0.1))
+
+
+# --- Adagrad -----------------------------------------------------------------------------------------------
+
+_ADAGRAD_DEFAULTS = dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10)
+
+
+def _adagrad_loop(spec, mistake=""):
+    opts = _flat_options(spec, _ADAGRAD_DEFAULTS, mistake)
+    start = 0.0 if mistake == "zero_start" else {**_ADAGRAD_DEFAULTS, **spec["defaults"]}["initial_accumulator_value"]
+    params = [p.clone() for g in spec["params"] for p in g]
+    sums, steps, traj = [torch.full_like(p, start) for p in params], [0] * len(params), []
+    for k, step_grads in enumerate(spec["grads"]):
+        for i, g in enumerate(x for gs in step_grads for x in gs):
+            if g is None:
+                continue
+            o, p = opts[i], params[i]
+            lr, decay, wd, eps = o["lr"], o["lr_decay"], o["weight_decay"], o["eps"]
+            steps[i] += 1
+            step = k + 1 if mistake == "global_step" else steps[i]
+            d = g + wd * p if mistake not in ("no_wd", "decoupled") else g
+            sums[i] = sums[i] + (g * g if mistake == "wd_late" else d * d)
+            clr = {"decay_step": lr / (1 + step * decay), "decay_mul": lr * (1 - decay) ** (step - 1),
+                   "decay_linear": lr * (1 - (step - 1) * decay), "no_decay": lr}.get(mistake,
+                                                                                    lr / (1 + (step - 1) * decay))
+            std = (sums[i] + eps).sqrt() if mistake == "eps_inside" else sums[i].sqrt() + eps
+            if mistake == "decoupled":
+                p = p * (1 - lr * wd)
+            params[i] = p - clr * d / std
+        traj.append([p.clone() for p in params])
+    return traj
+
+
+_ADAGRAD_MUTANTS = {
+    "lr_decay uses the step count itself — the first step has the full rate: clr = lr / (1 + (step - 1) * "
+    "lr_decay), with step counted from 1": lambda s: _adagrad_loop(s, "decay_step"),
+    "lr_decay divides the rate, it does not multiply it by (1 - lr_decay): clr = lr / (1 + (step - 1) * lr_decay)":
+        lambda s: _adagrad_loop(s, "decay_mul"),
+    "lr_decay divides the rate, it does not subtract from it: clr = lr / (1 + (step - 1) * lr_decay)":
+        lambda s: _adagrad_loop(s, "decay_linear"),
+    "lr_decay is ignored — the rate of step t is lr / (1 + (t - 1) * lr_decay)":
+        lambda s: _adagrad_loop(s, "no_decay"),
+    "eps is inside the square root — the denominator is sqrt(sum) + eps": lambda s: _adagrad_loop(s, "eps_inside"),
+    "weight decay was added after accumulating — add weight_decay * p to the gradient first, then square that "
+    "into sum and step with it": lambda s: _adagrad_loop(s, "wd_late"),
+    "weight_decay is ignored — add weight_decay * p to the gradient before anything else":
+        lambda s: _adagrad_loop(s, "no_wd"),
+    "weight decay was applied to the weights directly (AdamW's way) — Adagrad adds weight_decay * p to the "
+    "gradient": lambda s: _adagrad_loop(s, "decoupled"),
+    "sum started at 0 — it starts at initial_accumulator_value: torch.full_like(p, initial_accumulator_value)":
+        lambda s: _adagrad_loop(s, "zero_start"),
+    "the step count is shared by all parameters — keep it per parameter in self.state[p]['step'] (a parameter "
+    "without a gradient does not advance it)": lambda s: _adagrad_loop(s, "global_step"),
+    "each group's own options are ignored — " + _GROUP_ADVICE: lambda s: _adagrad_loop(s, "defaults"),
+    "each group's own lr is ignored — " + _GROUP_ADVICE: lambda s: _adagrad_loop(s, "lr_defaults"),
+}
+
+
+def _adagrad_fresh_state(t, fn) -> None:
+    """Cases: the state_dict right after the constructor already holds step 0 and sum = initial value."""
+    shapes = [(4, 3), (5,), (2, 3)]
+    init = 0.25 * t.unseen(1, 2, 9)
+    kwargs = dict(lr=0.1, initial_accumulator_value=init)
+    values = [t.randn(*s) for s in shapes]
+    ref = _fresh_state(_TORCH_ADAGRAD, values, kwargs)["state"]
+    for device in t.devices:
+        with t.case(f"{device}: state_dict() right after Adagrad(..., initial_accumulator_value={init:g}): every "
+                    "parameter already has state['step'] = 0 and state['sum'] filled with it"):
+            dtype = torch.float32 if device == "mps" else None
+            got = t.call(fresh_state, fn, "adagrad", [v.to(device, dtype or v.dtype) for v in values], kwargs)
+            for i, (g, r) in enumerate(zip(got["state"], ref)):
+                if not g:
+                    raise Mismatch(f"the state_dict has no state for parameter {i} before the first step; "
+                                   "torch.optim.Adagrad creates state['step'] and state['sum'] for every parameter "
+                                   "in its constructor — do the same in __init__ after super().__init__(...): "
+                                   "for each p of each group, self.state[p]['step'] = torch.tensor(0.0) and "
+                                   "self.state[p]['sum'] = torch.full_like(p, initial_accumulator_value)")
+                if sorted(g) != sorted(r):
+                    raise Mismatch(f"self.state[p] of parameter {i} has keys {sorted(g)}; torch.optim.Adagrad "
+                                   f"keeps {sorted(r)} — use the same keys, so that state_dicts are interchangeable")
+                if _step_of(g) != 0:
+                    raise Mismatch(f"state['step'] of parameter {i} is {g['step']!r} before any step — it should "
+                                   "start at 0 and count the steps this parameter took")
+                s = g["sum"]
+                if isinstance(s, torch.Tensor) and s.shape == r["sum"].shape and s.device.type != "meta" \
+                        and bool((s == 0).all()):
+                    raise Mismatch(f"state['sum'] of parameter {i} starts at 0 — fill it with "
+                                   "initial_accumulator_value: torch.full_like(p, initial_accumulator_value)")
+                expect_tensor(s, r["sum"].to(device, dtype or r["sum"].dtype), device=device,
+                              what=f"state['sum'] of parameter {i}")
+
+
+@exercise("05_optim", points=3, difficulty=2, minutes=30, hints=[
+    "Same skeleton as SGD: validate (every argument must be >= 0), super().__init__(params, defaults), then "
+    "create the state of every parameter right away: state['step'] = torch.tensor(0.0) and "
+    "state['sum'] = torch.full_like(p, initial_accumulator_value).",
+    "In step() (under @torch.no_grad()), for each p with a gradient: step += 1; g = p.grad + weight_decay * p; "
+    "sum += g * g (in place: sum.addcmul_(g, g)).",
+    "clr = lr / (1 + (step - 1) * lr_decay); p -= clr * g / (sqrt(sum) + eps), "
+    "i.e. p.addcdiv_(g, sum.sqrt() + eps, value=-clr).",
+], forbidden=_FORBID_ADAGRAD)
+def Adagrad(t, fn):
+    shapes = [(4, 3), (5,), (2, 3, 2)]
+    o = lambda **kw: [kw]
+    cases = [
+        ("default hyper-parameters (lr=1e-2), 10 steps", _spec(t, [shapes], o(), {}, 10),
+         "sum += g * g, then p -= lr * g / (sqrt(sum) + eps)"),
+        ("lr=0.1, lr_decay=0.2, 10 steps", _spec(t, [shapes], o(), dict(lr=0.1, lr_decay=0.2), 10),
+         "the rate of step t (counted from 1) is lr / (1 + (t - 1) * lr_decay)"),
+        ("lr=0.05, weight_decay=0.3, 8 steps", _spec(t, [shapes], o(), dict(lr=0.05, weight_decay=0.3), 8),
+         "weight decay adds weight_decay * p to the gradient before it is squared into sum"),
+        ("eps=0.1, gradients of size 1e-2", _spec(t, [shapes], o(), dict(lr=0.01, eps=0.1), 8, scale=1e-2),
+         "eps is added to sqrt(sum), outside the square root"),
+        ("initial_accumulator_value=0.5, lr=0.1, 8 steps",
+         _spec(t, [shapes], o(), dict(lr=0.1, initial_accumulator_value=0.5), 8),
+         "sum starts at initial_accumulator_value, not at 0"),
+        ("2 param groups that differ only in lr (0.1 and 0.01)",
+         _spec(t, [[(4, 3), (5,)], [(2, 3, 2)]], [dict(), dict(lr=0.01)], dict(lr=0.1), 6),
+         "each group has its own lr: read group['lr'] inside step()"),
+        ("3 param groups with their own lr/lr_decay/weight_decay/eps, initial_accumulator_value=0.1; a parameter "
+         "whose grad is None every third step, one that never gets a grad",
+         _spec(t, [[(3, 2), (4,)], [(5,), (2, 2)], [(3,)]],
+               [dict(lr=0.2), dict(lr_decay=0.3, weight_decay=0.05), dict(lr=0.02, eps=1e-3)],
+               dict(lr=0.05, initial_accumulator_value=0.1), 12, none_at={1, 3}, never={4}),
+         "compare each group's options with the reference; parameters without a gradient must be skipped"),
+        ("state_dict round trip: at step 6 a fresh Adagrad loads the state_dict and continues; "
+         "torch.optim.Adagrad loads it too",
+         _spec(t, [[(3, 2), (4,)], [(5,)]], [dict(), dict(lr=0.02, lr_decay=0.1)],
+               dict(lr=0.1, weight_decay=0.01, initial_accumulator_value=0.2), 12, reload_at=6),
+         "all state must live in self.state[p]"),
+    ]
+    f = t.unseen(1, 2, 10)  # hidden round: other invalid values than the public ones
+    invalid = [(f"lr={-0.01 * f:g}", dict(lr=-0.01 * f)), (f"lr_decay={-0.1 * f:g}", dict(lr_decay=-0.1 * f)),
+               (f"weight_decay={-0.01 * f:g}", dict(weight_decay=-0.01 * f)),
+               (f"initial_accumulator_value={-0.1 * f:g}", dict(initial_accumulator_value=-0.1 * f)),
+               (f"eps={-1e-10 * f:g}", dict(eps=-1e-10 * f))]
+    valid = [("lr=0.0, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=0.0",
+              dict(lr=0.0, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=0.0))]
+    _run_cases(t, fn, _TORCH_ADAGRAD, "adagrad", cases, _ADAGRAD_MUTANTS, invalid, valid,
+               dict(lr=0.1, initial_accumulator_value=0.1), first=_adagrad_fresh_state)
 
 
 # --- clip_grad_norm_ ---------------------------------------------------------------------------------------
@@ -617,11 +782,7 @@ def clip_run(fn, values: list, grads: list, max_norm, norm_type, form: str) -> d
         for p, g in zip(leaves, grads):
             p.grad = None if g is None else g.clone()
     params = {"list": leaves, "generator": (p for p in leaves), "tensor": leaves[0] if leaves else None}[form]
-    with forbidding(_FORBID_CLIP, _CLIP_ADVICE):
-        if norm_type is None:
-            out = fn(params, max_norm)
-        else:
-            out = fn(params, max_norm, norm_type)
+    out = fn(params, max_norm) if norm_type is None else fn(params, max_norm, norm_type)
     with untraced():
         return {"norm": out.detach().clone() if isinstance(out, torch.Tensor) else _plain(out),
                 "grads": [None if p.grad is None else p.grad.detach().clone() for p in leaves]}
@@ -674,10 +835,12 @@ def _clip_mutants(grads, max_norm, norm_type):
          [None if g is None else g * torch.clamp(max_norm / (torch.linalg.vector_norm(g, p) + 1e-6), max=1.0)
           for g in grads]),
     ]
-    if not math.isinf(p):
-        out.append((f"the per-gradient norms were added up — combine them with the same {p:g}-norm: "
-                    f"(sum of norm**{p:g}) ** (1/{p:g})", norms.sum(),
-                    coef(torch.clamp(max_norm / (norms.sum() + 1e-6), max=1.0))))
+    combine = "for norm_type=inf, their largest" if math.isinf(p) else f"(sum of norm**{p:g}) ** (1/{p:g})"
+    out.append((f"the per-gradient norms were added up — combine them with the same {p:g}-norm: {combine}",
+                norms.sum(), coef(torch.clamp(max_norm / (norms.sum() + 1e-6), max=1.0))))
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    out.append(("that is the norm after clipping — return the total norm measured before scaling the gradients",
+                total * scale, coef(scale)))
     return out
 
 
@@ -688,7 +851,7 @@ def _clip_mutants(grads, max_norm, norm_type):
     "norm_type) — this also works for norm_type=float('inf').",
     "coef = torch.clamp(max_norm / (total + 1e-6), max=1.0); then g.mul_(coef) for every g, under "
     "torch.no_grad(); return total.",
-])
+], forbidden=_FORBID_CLIP)
 def clip_grad_norm_(t, fn):
     shapes = [(4, 3), (7,), (2, 3, 2)]
     values = lambda: [t.randn(*s) for s in shapes]
@@ -731,6 +894,11 @@ def clip_grad_norm_(t, fn):
                                       **tol)
                 except Mismatch as e:
                     why = _clip_diagnosis(got, grads, max_norm, norm_type, tol)
+                    if why is None and "wrong values" in e.message:
+                        why = ("the total norm is the norm_type-norm of the per-gradient norm_type-norms, "
+                               "measured before clipping" if e.message.startswith("the returned total norm") else
+                               "every gradient should be multiplied by the same factor, "
+                               "min(1, max_norm / (total_norm + 1e-6))")
                     if why:
                         raise Mismatch(f"{e.message}\n→ {why}", e.detail) from None
                     raise
@@ -797,24 +965,33 @@ def warmup_cosine_lr(t, fn):
         args = (step, total_steps, base_lr, warmup_steps, min_lr)
         with t.case(f"warmup_cosine_lr(step={step}, total_steps={total_steps}, base_lr={base_lr:.4g}, "
                     f"warmup_steps={warmup_steps}, min_lr={min_lr:g})"):
-            got = t.call(fn, *args)
-            expected = _schedule(*args)
-            try:
-                expect_value(got, expected, what="the learning rate")
-            except Mismatch as e:
-                if isinstance(got, float):
-                    for mistake, why in _LR_MUTANTS.items():
-                        try:
-                            wrong = _schedule(*args, mistake=mistake)
-                        except ZeroDivisionError:
-                            continue
-                        if not math.isclose(wrong, expected) and math.isclose(got, wrong, rel_tol=1e-9):
-                            raise Mismatch(f"{e.message}\n→ {why}", e.detail) from None
-                raise
+            _expect_lr(t.call(fn, *args), args, "the learning rate")
     with t.case("min_lr given as the integer 0 past the end: the result is still a float"):
-        expect_value(t.call(fn, n + 2, n, 0.3, 2, 0), 0.0, what=f"warmup_cosine_lr({n + 2}, {n}, 0.3, 2, 0)")
+        _expect_lr(t.call(fn, n + 2, n, 0.3, 2, 0), (n + 2, n, 0.3, 2, 0), f"warmup_cosine_lr({n + 2}, {n}, 0.3, 2, 0)")
     with t.case("min_lr defaults to 0.0"):
-        expect_value(t.call(fn, n, n, 0.3, 2), 0.0, what=f"warmup_cosine_lr({n}, {n}, 0.3, 2)")
+        _expect_lr(t.call(fn, n, n, 0.3, 2), (n, n, 0.3, 2, 0.0), f"warmup_cosine_lr({n}, {n}, 0.3, 2)")
+
+
+def _expect_lr(got, args: tuple, what: str) -> None:
+    """The schedule's value for args, with the classic slip it matches (or the rule that applies) when wrong."""
+    expected = _schedule(*args)
+    try:
+        expect_value(got, expected, what=what)
+    except Mismatch as e:
+        if not isinstance(got, float):
+            raise
+        for mistake, why in _LR_MUTANTS.items():
+            try:
+                wrong = _schedule(*args, mistake=mistake)
+            except ZeroDivisionError:
+                continue
+            if not math.isclose(wrong, expected) and math.isclose(got, wrong, rel_tol=1e-9):
+                raise Mismatch(f"{e.message}\n→ {why}", e.detail) from None
+        step, total_steps, _, warmup_steps, _ = args
+        rule = ("the warm-up rule applies: base_lr * (step + 1) / warmup_steps" if step < warmup_steps else
+                "step >= total_steps: the result is min_lr" if step >= total_steps else
+                "the cosine rule applies: min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * progress))")
+        raise Mismatch(f"{e.message}\n→ here {rule}", e.detail) from None
 
 
 # --- accumulated_step --------------------------------------------------------------------------------------
@@ -931,8 +1108,15 @@ def accumulated_step(t, fn):
                         if _matches([got["params"]], [_accumulate_reference(s, mistake)[1]], (1e-10, 1e-8)):
                             raise Mismatch(f"the parameters after the step differ from one step on the "
                                            f"concatenated batch\n→ {why}")
-                    expect_tensor(g, r, device=device, atol=1e-10, rtol=1e-8,
-                                  what=f"parameter {i} after the step (expected: one step on the concatenated batch)")
+                    try:
+                        expect_tensor(g, r, device=device, atol=1e-10, rtol=1e-8, what=f"parameter {i} after "
+                                      "the step (expected: one step on the concatenated batch)")
+                    except Mismatch as e:
+                        if "wrong values" not in e.message:
+                            raise
+                        raise Mismatch(f"{e.message}\n→ zero the gradients, backward() each micro-batch's loss "
+                                       "divided by the number of micro-batches, then call optimizer.step() once",
+                                       e.detail) from None
                 try:
                     expect_value(got["loss"], loss, what="the returned loss")
                 except Mismatch as e:
@@ -944,7 +1128,10 @@ def accumulated_step(t, fn):
                     if isinstance(got["loss"], float) and len(micro) > 1 and math.isclose(got["loss"], micro[-1]):
                         raise Mismatch(f"{e.message}\n→ that is the last micro-batch's loss; return the mean over "
                                        "all micro-batches", e.detail) from None
-                    raise
+                    if not isinstance(got["loss"], float):
+                        raise
+                    raise Mismatch(f"{e.message}\n→ return the mean of the micro-batch losses (each loss.item(), "
+                                   "before dividing it for backward)", e.detail) from None
 
 
 def _spec_to(spec: dict, device: str) -> dict:
