@@ -32,6 +32,56 @@ print("torchvision", torchvision.__version__)
 print("CUDA build ", torch.version.cuda)  # None on a CPU-only build
 
 # %% [markdown]
+# ### Which Python is running this notebook?
+#
+# A notebook does not run "the" Python of your machine: it runs the Python of its **kernel**, chosen in the
+# top-right corner of JupyterLab (or Colab's runtime). Many machines have several Pythons — the system's, a
+# conda environment, a virtual environment per project — and `pip install torch` in a terminal installs into
+# whichever `python` that terminal finds first. If that is not the kernel's Python, `import torch` fails in
+# the notebook, or imports an older copy installed long ago.
+#
+# `sys.executable` is the path of the kernel's Python, and `torch.__file__` tells you where the `torch` you
+# imported lives: both should point into the environment you meant. To install into exactly this kernel from
+# inside the notebook, use the `%pip install ...` magic (not `!pip`, which runs whatever `pip` the shell finds).
+# In a terminal, `python -m pip install ...` ties pip to that `python`.
+
+# %%
+import sys
+
+print("Python     ", sys.version.split()[0])
+print("executable ", sys.executable)       # the kernel's interpreter
+print("environment", sys.prefix)           # the environment it belongs to
+print("torch from ", torch.__file__)
+
+# %% [markdown]
+# ### Which processor, and why it decides what `pip` installs
+#
+# PyTorch is mostly compiled C++ and CUDA code, so it is shipped as **wheels**: archives built in advance
+# for one Python version, one operating system and one **processor architecture**. `pip` reads the tags in
+# a wheel's file name (for example `cp312-cp312-manylinux_2_28_x86_64`) and installs only a wheel whose tags
+# your interpreter accepts; when no wheel matches, you get an old release or "no matching distribution".
+#
+# `platform.machine()` names the architecture: `x86_64` (or `AMD64` on Windows) for Intel and AMD
+# processors, `arm64` for Apple-silicon Macs, `aarch64` for ARM Linux machines. It matters because:
+#
+# - CUDA builds are published for particular architectures and operating systems (x86_64 Linux and
+#   Windows above all); on a Mac there is no CUDA at all, and the GPU is used through `mps` instead.
+# - PyTorch stopped publishing wheels for Intel Macs after release 2.2. An Apple-silicon Mac can also run
+#   an x86_64 Python through its Rosetta translator; that Python reports `x86_64`, asks for x86_64 wheels,
+#   finds none newer than 2.2 ("No matching distribution found" for this course's `torch>=2.4`) and never
+#   sees `mps`. If `platform.machine()` says `x86_64` on an M-series Mac, install an arm64 Python.
+#
+# `packaging.tags.sys_tags()` lists the tags this interpreter accepts, most specific first.
+
+# %%
+import platform
+from packaging.tags import sys_tags
+
+print("architecture", platform.machine())   # e.g. x86_64, arm64, aarch64
+print("system      ", platform.system())    # Linux, Darwin (macOS) or Windows
+print("wheel tags  ", [str(tag) for tag in list(sys_tags())[:3]])  # the ones pip prefers, best first
+
+# %% [markdown]
 # ## 2. Devices
 #
 # Every tensor lives on a **device**: `cpu`, `cuda` (an NVIDIA GPU; `cuda:0`, `cuda:1`, … when there are
@@ -110,6 +160,25 @@ print("MPS available: ", torch.backends.mps.is_available())
 
 # %%
 progress("00_setup")
+
+# %% [markdown]
+# ## 4. Finding help on your own
+#
+# Checks and hints cover the exercises; for everything else, PyTorch documents itself:
+#
+# - `dir(obj)` lists the names inside a module or object. Filter it to find what you half-remember.
+# - `help(obj)` prints the docstring: the signature, each argument and usually a short example. In Jupyter,
+#   `obj?` shows the same in a side panel and **Shift+Tab** inside a call's parentheses shows the signature.
+# - The reference documentation at https://docs.pytorch.org/docs/stable/ has every function, with its
+#   shapes and dtypes; the tutorials at https://docs.pytorch.org/tutorials/ walk through whole tasks.
+# - The forum at https://discuss.pytorch.org is where to search for an error message first (someone has
+#   usually met it), and where to ask: include the full error, the shapes, dtypes and devices involved, and
+#   `torch.__version__`.
+
+# %%
+print([name for name in dir(torch.nn) if name.endswith("Loss")][:6])   # the loss modules, by name
+print([name for name in dir(torch) if name.startswith("arg")])          # argmax, argmin, argsort, argwhere
+help(torch.cuda.is_available)                                           # its signature and docstring
 
 # %% [markdown]
 # ## Exercise: `pick_device`

@@ -83,6 +83,42 @@ except RuntimeError as e:
 print((shared.float() @ w).dtype)       # convert once, at the boundary: float32
 
 # %% [markdown]
+# ### `t.numpy()`: the way back, and when it refuses
+#
+# `t.numpy()` is `from_numpy` in reverse: the array it returns is a window onto the tensor's memory, so a
+# write through either one shows up in the other. It refuses in two cases, each with an error that says what
+# to do:
+#
+# - the tensor **requires grad**: NumPy knows nothing about autograd, so PyTorch will not let the array
+#   escape the graph silently — `.detach()` first (a tensor that shares the data but has no graph);
+# - the tensor lives on a **GPU** (or any device but the CPU): NumPy arrays live in the CPU's memory, so the
+#   data has to be copied over with `.cpu()` first.
+#
+# `t.detach().cpu().numpy()` works for every tensor, and is what you write for logging and plotting. On a
+# CPU tensor `.cpu()` returns the tensor itself, so that array still shares memory; on a GPU tensor it is a copy.
+
+# %%
+t = torch.zeros(3)
+arr = t.numpy()                          # shares t's memory
+arr[0] = 7.0                             # write through NumPy...
+t[1] = 8.0                               # ...and through torch
+print(t, arr)                            # both see [7, 8, 0]
+
+w = torch.ones(2, requires_grad=True)
+try:
+    w.numpy()
+except RuntimeError as e:
+    print("RuntimeError:", e)
+
+# On a machine without a GPU, the meta device (shapes, no data) stands in: the refusal is the same.
+elsewhere = torch.zeros(2, device="cuda" if torch.cuda.is_available() else "meta")
+try:
+    elsewhere.numpy()
+except TypeError as e:
+    print("TypeError:", e)
+print(w.detach().cpu().numpy())          # the form that always works
+
+# %% [markdown]
 # ### Back to Python: `item` and `tolist`
 #
 # `.item()` turns a tensor with exactly one element into a Python number; `.tolist()` turns any tensor into
@@ -117,6 +153,29 @@ print(y.dtype, x.dtype)                                 # float64 float32: x its
 print(x.type(), x.type(torch.int32).dtype)
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print(x.to(device).device)
+
+# %% [markdown]
+# ### Bytes per element, and what a model weighs
+#
+# The dtype fixes how many bytes each element takes: `x.element_size()` says it, and `x.nbytes` is
+# `numel() * element_size()`, the size of the data. float32 takes 4 bytes, float16 and bfloat16 take 2,
+# int64 takes 8, bool 1. A model's weights are just tensors, so its memory is its number of parameters times
+# the bytes per parameter: a model with 7 billion parameters needs 28 GB in float32 and 14 GB in float16 —
+# before any activations. Training needs more: the gradients take as much again, and the Adam optimiser keeps
+# two more numbers per parameter.
+
+# %%
+for dtype in [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool]:
+    x = torch.zeros(1000, dtype=dtype)
+    print(f"{str(dtype):15} {x.element_size()} bytes each, {x.nbytes:>5} bytes for 1000")
+
+layer = torch.nn.Linear(1024, 1024)          # a layer (lesson 03): a weight (1024, 1024) and a bias (1024,)
+n_params = sum(p.numel() for p in layer.parameters())
+float32_bytes = sum(p.nbytes for p in layer.parameters())
+layer = layer.to(torch.float16)              # converts every parameter
+float16_bytes = sum(p.nbytes for p in layer.parameters())
+print(f"{n_params} parameters: {float32_bytes / 2**20:.2f} MiB in float32, {float16_bytes / 2**20:.2f} MiB in float16")
+print(f"7 billion parameters in float16: {7e9 * 2 / 1e9:.0f} GB")
 
 # %% [markdown]
 # ## 3. Indexing and slicing
@@ -165,6 +224,42 @@ except RuntimeError as e:
     print("RuntimeError:", e)
 print(t.reshape(6))                      # works: copies, since it must
 print(t.contiguous().view(-1))           # the same, spelled out
+
+# %% [markdown]
+# The picture shows what that means. The six numbers sit once in memory, in a row (the **storage**). Every
+# tensor below is a view of that same storage: element `(i, j)` is read at position
+# `storage_offset + i * stride[0] + j * stride[1]`, written under each value, and each storage slot has its
+# own colour. `x.T` reads the same slots in another order (strides `(1, 3)`), and the slice `x[:, 1:]` only
+# starts one slot later (`storage_offset() == 1`). Nothing was copied: `data_ptr()` of `x` and `x.T` is the
+# same address. `view` can only choose new strides; reading `x.T` row by row means jumping back and forth in
+# memory, which no single stride describes, hence the error above.
+
+# %%
+x = torch.arange(10, 70, 10).reshape(2, 3)   # (2, 3): values 10 … 60 in storage slots 0 … 5
+print(x.data_ptr() == x.T.data_ptr(), x[:, 1:].storage_offset(), x[:, 1:].stride())
+colours = plt.cm.tab10(range(6))             # one colour per storage slot
+
+
+def draw_view(ax, v, title):
+    """Each element of a 2-D view as a square: its value, and the storage slot (@k) it is read from."""
+    rows, cols = v.shape
+    for i in range(rows):
+        for j in range(cols):
+            k = v.storage_offset() + i * v.stride(0) + j * v.stride(1)
+            ax.add_patch(plt.Rectangle((j, rows - 1 - i), 1, 1, facecolor=colours[k], alpha=0.45,
+                                       edgecolor="black"))
+            ax.text(j + 0.5, rows - 0.5 - i, f"{v[i, j].item()}\n@{k}", ha="center", va="center")
+    ax.set_xlim(0, cols), ax.set_ylim(0, rows), ax.set_aspect("equal"), ax.axis("off")
+    ax.set_title(title, fontsize=10)
+
+
+fig, axes = plt.subplots(1, 4, figsize=(12, 2.6), gridspec_kw={"width_ratios": [6, 3, 2, 2]})
+draw_view(axes[0], x.view(1, 6), "storage: 6 numbers in a row")
+draw_view(axes[1], x, "x (2, 3)\nstrides (3, 1)")
+draw_view(axes[2], x.T, "x.T (3, 2)\nstrides (1, 3)")
+draw_view(axes[3], x[:, 1:], "x[:, 1:] (2, 2)\noffset 1, strides (3, 1)")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 5. `squeeze` and `unsqueeze`
@@ -370,6 +465,29 @@ except RuntimeError as e:
 print((a @ a.T).shape)                         # (2, 2)
 
 # %% [markdown]
+# ### `matmul` with 1-D operands: the dimensions it drops
+#
+# A 1-D operand is not a row or a column: `matmul` treats it as a matrix for the product and then removes
+# the dimension it added, so the result has **fewer** dimensions than you might expect.
+#
+# | `a` | `b` | `a @ b` | what happens |
+# | --- | --- | --- | --- |
+# | `(k,)` | `(k,)` | `()` | the dot product, a 0-dim tensor |
+# | `(n, k)` | `(k,)` | `(n,)` | `b` is used as a column `(k, 1)`, then that 1 is dropped |
+# | `(k,)` | `(k, m)` | `(m,)` | `a` is used as a row `(1, k)`, then that 1 is dropped |
+# | `(B, n, k)` | `(k,)` | `(B, n)` | the same, broadcast over the batch |
+#
+# So `W @ v` for a weight matrix and a single vector gives `(n,)`, not `(n, 1)`: keep that in mind when you
+# subtract it from something of shape `(n, 1)` (section 7's silent `(n, n)` table). Write `v[:, None]` when
+# you want a column.
+
+# %%
+W, v = torch.randn(4, 3), torch.randn(3)
+print((v @ v).shape, (W @ v).shape, (torch.randn(4) @ W).shape, (torch.randn(5, 4, 3) @ v).shape)
+print((W @ v[:, None]).shape)                  # (4, 1): a real column stays a column
+print(((W @ v) - torch.randn(4, 1)).shape)     # (4, 4): the dropped dimension broadcast against a column
+
+# %% [markdown]
 # ## Exercise: `batched_matmul`
 #
 # Write `batched_matmul(a, b)` for `a` of shape `(B, n, k)` and `b` of shape `(B, k, m)` (equal batch sizes,
@@ -421,6 +539,30 @@ except RuntimeError as e:
     print("RuntimeError:", e)
 
 # %% [markdown]
+# ### The `out=` argument
+#
+# Most functions of the `torch` namespace accept `out=`: instead of allocating a new tensor, they write the
+# result into one you already have (and return it). Loops that run millions of times use it to reuse one
+# buffer. Three rules: the result must be castable to `out`'s dtype (a float result does not go into an int64
+# buffer); an `out` of the wrong shape is resized, with a warning, unless it is empty; and autograd does not
+# track `out=` — with an input that requires grad it is an error, so keep `out=` for code that needs no
+# gradients.
+
+# %%
+a, b = torch.ones(3), torch.arange(3.0)
+buffer = torch.empty(3)
+result = torch.add(a, b, out=buffer)           # writes into buffer, and returns it
+print(buffer, result is buffer)
+try:
+    torch.add(a, b, out=torch.empty(3, dtype=torch.int64))
+except RuntimeError as e:
+    print("RuntimeError:", e)
+try:
+    torch.add(torch.ones(3, requires_grad=True), b, out=buffer)
+except RuntimeError as e:
+    print("RuntimeError:", e)
+
+# %% [markdown]
 # ## 11. Picking and placing: `gather`, `scatter_`, `masked_fill`
 #
 # `x.gather(dim, index)` reads, for every position of `index`, the element of `x` whose coordinate along
@@ -446,6 +588,38 @@ try:
     scores.gather(1, torch.tensor([1, 0]))     # index must have as many axes as scores
 except RuntimeError as e:
     print("RuntimeError:", e)
+
+# %% [markdown]
+# In pictures: `gather` reads the highlighted cells of `scores` (row i, column `chosen[i]`) into a tensor of
+# `chosen`'s shape; `scatter_` goes the other way and writes into those same cells.
+
+# %%
+def draw_grid(ax, values, marked, title):
+    """A 2-D tensor as a grid of numbers; the marked cells are highlighted."""
+    rows, cols = values.shape
+    for i in range(rows):
+        for j in range(cols):
+            ax.add_patch(plt.Rectangle((j, rows - 1 - i), 1, 1, edgecolor="black", linewidth=1,
+                                       facecolor="tab:orange" if marked[i, j] else "white", alpha=0.6))
+            ax.text(j + 0.5, rows - 0.5 - i, f"{values[i, j].item():g}", ha="center", va="center")
+    ax.set_xlim(0, 3), ax.set_ylim(0, rows), ax.set_aspect("equal"), ax.axis("off")
+    ax.set_title(title, fontsize=10)
+
+
+picked = torch.zeros(2, 3, dtype=torch.bool).scatter_(1, chosen, True)   # where gather reads
+fig, axes = plt.subplots(1, 4, figsize=(12, 2.8))
+draw_grid(axes[0], chosen, torch.ones(2, 1, dtype=torch.bool), "index: chosen (2, 1)")
+draw_grid(axes[1], scores, picked, "scores (2, 3): cell (i, chosen[i])")
+draw_grid(axes[2], scores.gather(1, chosen), torch.ones(2, 1, dtype=torch.bool), "scores.gather(1, chosen)")
+draw_grid(axes[3], grid, picked, "zeros.scatter_(1, chosen, 1.0)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Index tensors and devices.** Indexing with `[]` accepts index tensors on the CPU even for a tensor on a
+# GPU: PyTorch copies them over (a small transfer on every call). `gather`, `scatter_`, `index_select` and
+# arithmetic on index tensors do not: there, an index made on the CPU next to data on the GPU is an error.
+# Make index tensors where the data is, `torch.arange(n, device=x.device)`, and neither question arises.
 
 # %% [markdown]
 # ## Exercise: `gather_rows`
@@ -587,6 +761,40 @@ axes[1].set_title("normal_(mean=2, std=0.5)")
 axes[2].bar(["0", "1", "2"], (torch.bincount(draws, minlength=3) / 5000).numpy(), label="drawn")
 axes[2].plot(["0", "1", "2"], probs.numpy(), "ko", label="weights")
 axes[2].set_title("multinomial: frequencies"), axes[2].legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### More in-place samplers
+#
+# `uniform_` and `normal_` have siblings, each refilling a tensor with draws from another distribution. They
+# are how you make random masks, waiting times or heavy-tailed noise without a loop:
+#
+# | method | draws | typical use |
+# | --- | --- | --- |
+# | `bernoulli_(p)` | 1 with probability `p`, else 0 | random masks (dropout), coin flips |
+# | `exponential_(lambd)` | waiting times, mean `1 / lambd` | time between random events |
+# | `geometric_(p)` | the number of tries up to the first success: 1, 2, 3, … | counts |
+# | `log_normal_(mean, std)` | `exp` of a normal(`mean`, `std`): positive, skewed | sizes, prices |
+# | `cauchy_(median, sigma)` | very heavy tails: its mean does not even exist | robustness tests |
+# | `random_(low, high)` | integers in `[low, high)`, in the tensor's dtype | random labels, indices |
+#
+# All of them take `generator=` too, and keep the tensor's shape, dtype and device.
+
+# %%
+print(torch.empty(8).bernoulli_(0.25, generator=g))
+print(torch.empty(5, dtype=torch.int64).random_(0, 10, generator=g))
+samplers = {
+    "bernoulli_(0.25)": torch.empty(5000).bernoulli_(0.25, generator=g),
+    "exponential_(2.0)": torch.empty(5000).exponential_(2.0, generator=g),
+    "geometric_(0.3)": torch.empty(5000).geometric_(0.3, generator=g),
+    "log_normal_(0, 0.5)": torch.empty(5000).log_normal_(0.0, 0.5, generator=g),
+    "cauchy_(0, 1), clipped to ±10": torch.empty(5000).cauchy_(0.0, 1.0, generator=g).clamp(-10, 10),
+}
+fig, axes = plt.subplots(1, len(samplers), figsize=(14, 2.6))
+for ax, (title, sample) in zip(axes, samplers.items()):
+    ax.hist(sample.numpy(), bins=40)
+    ax.set_title(title, fontsize=10)
 plt.tight_layout()
 plt.show()
 

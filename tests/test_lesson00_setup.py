@@ -49,6 +49,10 @@ def silent_error(prefer=None):
         raise ValueError("bad device") from None
 
 
+def drops_index(prefer=None):
+    return torch.device(pick_device_other(prefer).type)  # cuda:1 becomes cuda, which means the current GPU
+
+
 def falls_back_quietly(prefer=None):
     try:
         return pick_device_other(prefer)
@@ -57,12 +61,13 @@ def falls_back_quietly(prefer=None):
 
 
 @pytest.mark.parametrize("wrong, fragments", [
-    (always_cpu, ("expected cuda",)),
+    (always_cpu, ("returned cpu, expected cuda", "take cuda before falling back to cpu")),
     (returns_strings, ("torch.device", "str")),
-    (mps_before_cuda, ("returned mps", "expected cuda")),
+    (mps_before_cuda, ("returned mps", "expected cuda", "cuda comes before mps")),
+    (drops_index, ("returned cuda, expected cuda:1", "keep the index")),
     (no_index_check, ("cuda:2", "should raise ValueError")),
     (silent_error, ("should list the available devices",)),
-    (falls_back_quietly, ("should raise ValueError", "returned normally")),
+    (falls_back_quietly, ("should raise ValueError", "returned normally", "'tpu' names no device")),
 ])
 def test_wrong_implementations_are_rejected(wrong, fragments):
     assert_rejects(wrong, "pick_device", *fragments)

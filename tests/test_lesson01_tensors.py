@@ -2,6 +2,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from numpy import broadcast_shapes as np_broadcast_shapes  # aliases bound before any check runs
+from torch import broadcast_shapes as torch_broadcast_shapes
 
 from verdicts import assert_passes, assert_rejects
 from grader import evaluate
@@ -76,6 +78,24 @@ def bs_uses_torch(a, b):
         raise ValueError(str(e)) from None
 
 
+def bs_torch_alias(a, b):
+    try:
+        return tuple(torch_broadcast_shapes(a, b))
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+
+
+def bs_numpy_alias(a, b):
+    return tuple(int(d) for d in np_broadcast_shapes(a, b))
+
+
+def bs_swallows_refusal(a, b):
+    try:
+        return tuple(torch_broadcast_shapes(a, b))
+    except BaseException:  # catches the refusal itself; the call is still on record
+        return broadcast_shape_ok(a, b)
+
+
 # --- pairwise_sq_dists -------------------------------------------------------------------------------------
 
 def sq_dists_ok(x, y):
@@ -102,6 +122,10 @@ def sq_dists_loop(x, y):
 
 def sq_dists_cross_term(x, y):
     return (x * x).sum(1, keepdim=True) - x @ y.T + (y * y).sum(1)
+
+
+def sq_dists_no_keepdim(x, y):
+    return (x * x).sum(1) - 2 * x @ y.T + (y * y).sum(1)  # (n,) broadcasts as a row, not a column
 
 
 def sq_dists_forgot_sum(x, y):
@@ -264,6 +288,16 @@ def gather_rows_cpu_arange(x, idx):
     return x.flatten()[rows * x.shape[1] + idx]
 
 
+def gather_rows_cpu_arange_index(x, idx):
+    return x[torch.arange(len(idx)), idx]  # a CPU index tensor: CUDA indexing accepts it (copies it over)
+
+
+def gather_rows_cpu_index(x, idx):
+    index = torch.zeros(len(idx), 1, dtype=torch.long)  # made on the CPU: gather on a GPU refuses it
+    index[:, 0] = idx
+    return x.gather(1, index).squeeze(1)
+
+
 # --- normalize ---------------------------------------------------------------------------------------------
 
 def normalize_ok(x, dim=-1, eps=1e-12):
@@ -301,6 +335,14 @@ def normalize_cpu_eps(x, dim=-1, eps=1e-12):
     return x / torch.maximum(norm, torch.full(norm.shape, eps, dtype=x.dtype))  # made on the CPU
 
 
+def normalize_hand_sqrt(x, dim=-1, eps=1e-12):
+    return x / torch.sqrt((x * x).sum(dim, keepdim=True))
+
+
+def normalize_sqrt_clamped_before(x, dim=-1, eps=1e-12):
+    return x / (x * x).sum(dim, keepdim=True).clamp_min(eps ** 2).sqrt()  # = max(norm, eps): right, finite
+
+
 def normalize_forbidden(x, dim=-1, eps=1e-12):
     return F.normalize(x, dim=dim, eps=eps)
 
@@ -316,7 +358,8 @@ CORRECT = [
     (causal_mask_ok, "causal_mask"),
     (bmm_ok, "batched_matmul"), (bmm_loop_over_k, "batched_matmul"),
     (gather_rows_ok, "gather_rows"), (gather_rows_gather, "gather_rows"),
-    (normalize_ok, "normalize"), (normalize_method, "normalize"),
+    (gather_rows_cpu_arange_index, "gather_rows"),
+    (normalize_ok, "normalize"), (normalize_method, "normalize"), (normalize_sqrt_clamped_before, "normalize"),
 ]
 
 
@@ -327,18 +370,24 @@ def test_independent_implementation_passes(impl, name):
 
 WRONG = [
     (bs_left_aligned, "broadcast_shape", ("lined up from the left",)),
+    (bs_left_aligned, "broadcast_shape", ("sizes 5 and 3", "shapes line up on the right (trailing dimensions)")),
     (bs_zip_truncates, "broadcast_shape", ("zip() stops at the shorter",)),
     (bs_max, "broadcast_shape", ("size-0 dimension against a size-1",)),
     (bs_never_raises, "broadcast_shape", ("should raise ValueError", "returned normally")),
     (bs_runtime_error, "broadcast_shape", ("should raise ValueError", "RuntimeError")),
     (bs_returns_size, "broadcast_shape", ("should be a tuple, got Size",)),
     (bs_returns_list, "broadcast_shape", ("should be a tuple, got list",)),
-    (bs_uses_torch, "broadcast_shape", ("broadcast_shapes", "forbids")),
-    (bs_uses_numpy, "broadcast_shape", ("broadcast_shapes", "forbids")),
+    (bs_uses_torch, "broadcast_shape", ("called `torch.broadcast_shapes`, which this exercise forbids",)),
+    (bs_uses_numpy, "broadcast_shape", ("called `numpy.broadcast_shapes`, which this exercise forbids",)),
+    (bs_torch_alias, "broadcast_shape", ("called `torch.broadcast_shapes`, which this exercise forbids",)),
+    (bs_numpy_alias, "broadcast_shape", ("called `numpy.broadcast_shapes`, which this exercise forbids",)),
+    (bs_swallows_refusal, "broadcast_shape", ("called `torch.broadcast_shapes`, which this exercise forbids",)),
     (sq_dists_not_squared, "pairwise_sq_dists", ("not squared", "drop the sqrt")),
     (sq_dists_cdist, "pairwise_sq_dists", ("cdist", "forbids")),
     (sq_dists_loop, "pairwise_sq_dists", ("python loop over rows", "vectorise with broadcasting")),
     (sq_dists_cross_term, "pairwise_sq_dists", ("cross term is -2",)),
+    (sq_dists_no_keepdim, "pairwise_sq_dists", ("without keepdim=true", "dropped")),
+    (sq_dists_no_keepdim, "pairwise_sq_dists", ("|x|² lost its dimension", "keepdim=True")),
     (sq_dists_forgot_sum, "pairwise_sq_dists", ("extra trailing dimensions",)),
     (sq_dists_float32, "pairwise_sq_dists", ("expected dtype torch.float64", "float32")),
     (one_hot_eye, "one_hot", ("expected dtype torch.int64, got torch.float32",)),
@@ -347,9 +396,9 @@ WRONG = [
     (one_hot_ignores_num_classes, "one_hot", ("num_classes=6 was given",)),
     (one_hot_forbidden, "one_hot", ("one_hot", "forbids")),
     (one_hot_cpu_zeros, "one_hot", ("device=x.device",)),
-    (one_hot_unsqueeze_in_place, "one_hot", ("modified input 0 in place",)),
+    (one_hot_unsqueeze_in_place, "one_hot", ("changed input 0 in place — compute a new tensor",)),
     (causal_mask_inverted, "causal_mask", ("inverted",)),
-    (causal_mask_diagonal, "causal_mask", ("the diagonal is masked too",)),
+    (causal_mask_diagonal, "causal_mask", ("the diagonal is masked", "attend to itself", "diagonal=1")),
     (causal_mask_transposed, "causal_mask", ("transposed",)),
     (causal_mask_ignores_device, "causal_mask", ("device='meta' was asked for", "on cpu")),
     (causal_mask_float_inf, "causal_mask", ("expected dtype torch.bool",)),
@@ -361,25 +410,47 @@ WRONG = [
     (bmm_swapped, "batched_matmul", ("operands are swapped",)),
     (bmm_b_as_rows, "batched_matmul", ("b was transposed",)),
     (bmm_no_sum, "batched_matmul", ("the sum over k is missing",)),
-    (gather_rows_columns, "gather_rows", ("takes the same columns from every row",)),
+    (gather_rows_columns, "gather_rows", ("x[:, idx] picks the idx columns of every row", "(n, n)",
+                                          "pair each row with its own index")),
     (gather_rows_no_squeeze, "gather_rows", ("squeeze",)),
     (gather_rows_dim0, "gather_rows", ("gathered along dim 0",)),
     (gather_rows_tensor_of_items, "gather_rows", ("does not track gradients",)),
     (gather_rows_cpu_arange, "gather_rows", ("device=x.device",)),
+    (gather_rows_cpu_index, "gather_rows", ("`gather` combines a CPU tensor", "on a GPU this fails")),
     (normalize_plus_eps, "normalize", ("norm + eps",)),
     (normalize_no_keepdim, "normalize", ("keepdim=True",)),
-    (normalize_sqrt, "normalize", ("rows of zeros", "gradient", "nan")),
+    (normalize_sqrt, "normalize", ("rows of zeros", "nan", "derivative of sqrt at 0 is infinite", "clamp")),
+    (normalize_hand_sqrt, "normalize", ("0 / 0 at the all-zero vectors", "clamp_min(eps)")),
+    (normalize_hand_sqrt, "normalize", ("derivative of sqrt at 0 is infinite", "vector_norm")),
     (normalize_ignores_dim, "normalize", ("normalised along dim 1", "use dim=0")),
-    (normalize_in_place, "normalize", ("modified input 0 in place",)),
+    (normalize_in_place, "normalize", ("changed your input in place — compute a new tensor", "x /= n")),
     (normalize_cpu_eps, "normalize", ("device=x.device",)),
     (normalize_forbidden, "normalize", ("`normalize`", "forbids")),
-    (normalize_no_clamp, "normalize", ("rows of zeros", "nan")),
+    (normalize_no_clamp, "normalize", ("rows of zeros", "nan", "0 / 0 at the all-zero vectors")),
+    (normalize_no_clamp, "normalize", ("divided by the norm itself", "max(norm, eps)")),
 ]
 
 
-@pytest.mark.parametrize("wrong, name, fragments", WRONG, ids=[f.__name__ for f, _, _ in WRONG])
+@pytest.mark.parametrize("wrong, name, fragments", WRONG,
+                         ids=[f"{f.__name__}-{i}" for i, (f, _, _) in enumerate(WRONG)])
 def test_wrong_implementation_is_rejected(wrong, name, fragments):
     assert_rejects(wrong, name, *fragments)
+
+
+def _failure_messages(obj, name: str) -> list[str]:
+    return [c.message for c in evaluate(obj, name=name).cases if not c.passed and not c.skipped]
+
+
+def test_a_masked_diagonal_is_never_called_inverted():
+    """With n = 1 the whole mask is its diagonal: the message names the diagonal, never an inverted mask."""
+    messages = _failure_messages(causal_mask_diagonal, "causal_mask")
+    assert messages and not any("inverted" in m.splitlines()[0] for m in messages), messages
+
+
+def test_hand_written_sqrt_is_diagnosed_as_sqrt_not_where():
+    """The learner wrote no torch.where: the gradient message must not talk about one."""
+    messages = _failure_messages(normalize_sqrt, "normalize")
+    assert messages and not any("where" in m for m in messages), messages
 
 
 def _stub(*args, **kwargs):

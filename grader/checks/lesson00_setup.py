@@ -1,27 +1,30 @@
 """Checks for 00_setup."""
-from contextlib import ExitStack, contextmanager
-from unittest import mock
+from contextlib import contextmanager
 
 import torch
 
-from grader.compare import Mismatch, expect_value
+from grader.compare import Mismatch
 from grader.registry import exercise
 
 
 @contextmanager
 def simulated(cuda: int = 0, mps: bool = False):
     """Pretend the machine has `cuda` GPUs and/or an Apple GPU, whatever it really has."""
-    with ExitStack() as stack:
-        patch = lambda target, value: stack.enter_context(mock.patch(target, return_value=value))
-        patch("torch.cuda.is_available", cuda > 0)
-        patch("torch.cuda.device_count", cuda)
-        patch("torch.backends.mps.is_available", mps)
-        if hasattr(torch, "accelerator"):
-            accel = torch.device("cuda") if cuda else torch.device("mps") if mps else None
-            patch("torch.accelerator.is_available", accel is not None)
-            patch("torch.accelerator.current_accelerator", accel)
-            patch("torch.accelerator.device_count", cuda if cuda else int(mps))
+    answers = [(torch.cuda, "is_available", cuda > 0), (torch.cuda, "device_count", cuda),
+               (torch.backends.mps, "is_available", mps)]
+    if hasattr(torch, "accelerator"):
+        accel = torch.device("cuda") if cuda else torch.device("mps") if mps else None
+        answers += [(torch.accelerator, "is_available", accel is not None),
+                    (torch.accelerator, "current_accelerator", accel),
+                    (torch.accelerator, "device_count", cuda if cuda else int(mps))]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in answers]
+    try:
+        for module, name, value in answers:  # plain functions: far cheaper than mock.patch's MagicMocks
+            setattr(module, name, lambda *args, value=value, **kwargs: value)
         yield
+    finally:
+        for module, name, original in reversed(saved):
+            setattr(module, name, original)
 
 
 def pick_on(fn, machine: dict, *args):
@@ -30,13 +33,24 @@ def pick_on(fn, machine: dict, *args):
         return fn(*args)
 
 
-def _expect_device(got, want: str) -> None:
+def _expect_device(got, want: str, prefer: str | None = None) -> None:
     if not isinstance(got, torch.device):
         raise Mismatch(f"should return a torch.device, got {type(got).__name__} {got!r} — wrap it: torch.device(...)")
     want = torch.device(want)
     same = got.type == want.type and (got.index == want.index or {got.index, want.index} <= {None, 0})
-    if not same:
-        raise Mismatch(f"returned {got}, expected {want}")
+    if same:
+        return
+    if prefer is not None:
+        why = (f"keep the index the learner asked for: torch.device({prefer!r}) has it" if got.type == want.type else
+               f"{prefer!r} is available on this machine, so return it: torch.device(prefer)")
+    elif got.type == "cpu":
+        why = (f"{'torch.cuda.is_available()' if want.type == 'cuda' else 'torch.backends.mps.is_available()'} "
+               f"is True here: without a preference, take {want.type} before falling back to cpu")
+    elif got.type == "mps" and want.type == "cuda":
+        why = "cuda comes before mps when both are available"
+    else:
+        why = f"{got.type} is not available on this machine: without a preference, try cuda, then mps, then cpu"
+    raise Mismatch(f"returned {got}, expected {want} — {why}")
 
 
 def _machines(gpus: int) -> dict:
@@ -68,17 +82,30 @@ def pick_device(t, fn):
             _expect_device(t.call(pick_on, fn, kind, None), default)
         for prefer in available + (["cuda"] if cuda else []):
             with t.case(f"{machine}: pick_device({prefer!r})"):
-                _expect_device(t.call(pick_on, fn, kind, prefer), prefer)
+                _expect_device(t.call(pick_on, fn, kind, prefer), prefer, prefer)
         unavailable = ["tpu", "gpu", ""] + ([] if cuda else ["cuda", "cuda:0"]) + \
                       ([f"cuda:{cuda}"] if cuda else []) + ([] if mps else ["mps"])
         for prefer in unavailable:
             with t.case(f"{machine}: pick_device({prefer!r}) raises ValueError listing {available}"):
-                error = str(t.raises(ValueError, pick_on, fn, kind, prefer))
+                try:
+                    error = str(t.raises(ValueError, pick_on, fn, kind, prefer))
+                except Mismatch as e:
+                    if "returned normally" not in e.message:
+                        raise
+                    why = "names no device" if prefer in ("tpu", "gpu", "") else "is not available on this machine"
+                    raise Mismatch(f"{e.message} — {prefer!r} {why}: raise ValueError and list the available "
+                                   f"devices ({', '.join(available)})") from None
                 missing = [d.split(":")[0] for d in available if d.split(":")[0] not in error]
                 if missing:
                     raise Mismatch(f"the ValueError should list the available devices; {missing[0]!r} "
                                    "is not in its message")
     with t.case("this machine: pick_device() returns a torch.device you can use"):
         got = t.call(fn)
-        expect_value(isinstance(got, torch.device), True, what="isinstance(pick_device(), torch.device)")
-        torch.zeros(1, device=got)
+        if not isinstance(got, torch.device):
+            raise Mismatch(f"should return a torch.device, got {type(got).__name__} {got!r} — wrap it: "
+                           "torch.device(...)")
+        try:
+            torch.zeros(1, device=got)
+        except (RuntimeError, AssertionError) as e:
+            raise Mismatch(f"returned {got}, which this machine cannot use — check availability with "
+                           f"torch.cuda.is_available() / torch.backends.mps.is_available() first ({e})") from None

@@ -1,14 +1,13 @@
 """Checks for 01_tensors."""
 import functools
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
 from grader.compare import Mismatch, expect_tensor, expect_value, known_mistake
 from grader.registry import exercise
-from grader.runner import Inconclusive, LearnerError
-from grader.tracing import ForbiddenCall, Tracer
+from grader.runner import Inconclusive, LearnerError, untraced
+from grader.tracing import Tracer
 
 LESSON = "01_tensors"
 
@@ -19,6 +18,17 @@ def _left_aligned(a, b):
     n = max(len(a), len(b))
     a, b = list(a) + [1] * (n - len(a)), list(b) + [1] * (n - len(b))
     return tuple(y if x == 1 else x for x, y in zip(a, b))
+
+
+def _left_clash(a, b) -> tuple[int, int] | None:
+    """The first pair of sizes that clash when the shapes are (wrongly) lined up from the left."""
+    for p, q in zip(a, b):
+        if p != q and 1 not in (p, q):
+            return p, q
+    return None
+
+
+_RULE = "compare the sizes from the right, one pair at a time: equal → that size, one of them 1 → the other"
 
 
 def _broadcast_diagnosis(got, a, b) -> str:
@@ -35,22 +45,10 @@ def _broadcast_diagnosis(got, a, b) -> str:
             pass
         if 0 in a + b and 0 not in got:
             return " — a size-0 dimension against a size-1 one gives 0 (the 1 is stretched to 0); max() gives 1"
-    return ""
+    return f" — {_RULE} (even to 0)"
 
 
 _OWN_SHAPE = "compute the shape yourself, one dimension at a time"
-
-
-def _no_torch_broadcast_shapes(*shapes):
-    raise ForbiddenCall("broadcast_shapes", _OWN_SHAPE)
-
-
-def shape_without_torch(fn, a, b):
-    """Driver: fn(a, b) with torch's and numpy's broadcast_shapes (plain Python, unseen by the tracer) blocked."""
-    with mock.patch("torch.broadcast_shapes", _no_torch_broadcast_shapes), \
-            mock.patch("torch.functional.broadcast_shapes", _no_torch_broadcast_shapes), \
-            mock.patch("numpy.broadcast_shapes", _no_torch_broadcast_shapes):
-        return fn(a, b)
 
 
 def _random_shapes(t, compatible: bool):
@@ -82,13 +80,25 @@ BROADCAST_BAD = [((3,), (4,)), ((0,), (3,)), ((2, 3), (3, 2)), ((4, 2, 3), (3, 3
     "otherwise raise ValueError.",
     "n = max(len(a), len(b)); a = (1,) * (n - len(a)) + tuple(a); same for b; then build the result with a "
     "loop over zip(a, b) and return tuple(result).",
-], forbidden={"broadcast_tensors": _OWN_SHAPE, "broadcast_to": _OWN_SHAPE})
+], forbidden={"broadcast_tensors": _OWN_SHAPE, "broadcast_to": _OWN_SHAPE,
+              # plain-Python helpers that would answer the question outright, under any alias
+              "torch.broadcast_shapes": _OWN_SHAPE, "numpy.broadcast_shapes": _OWN_SHAPE,
+              "numpy.broadcast_arrays": _OWN_SHAPE, "numpy.broadcast_to": _OWN_SHAPE})
 def broadcast_shape(t, fn):
     pairs = BROADCAST_OK + [_random_shapes(t, True) for _ in range(4)]
     for a, b in pairs:
         expected = tuple(int(d) for d in torch.broadcast_shapes(a, b))
         with t.case(f"broadcast_shape({a}, {b}) → {expected}"):
-            got = t.call(shape_without_torch, fn, a, b)
+            try:
+                got = t.call(fn, a, b)
+            except LearnerError as e:
+                clash = _left_clash(a, b) if len(a) != len(b) else None
+                if clash is None:
+                    raise Mismatch(f"{e}\n→ these shapes do broadcast, to {expected} — {_RULE} (even to 0)") \
+                        from None
+                raise Mismatch(f"{e}\n→ these shapes do broadcast: shapes line up on the right (trailing "
+                               f"dimensions), so pad the shorter one with 1s on the left — lined up from the left, "
+                               f"{clash[0]} would meet {clash[1]}") from None
             try:
                 expect_value(got, expected, what=f"broadcast_shape({a}, {b})")
             except Mismatch as e:
@@ -96,7 +106,7 @@ def broadcast_shape(t, fn):
     for a, b in BROADCAST_BAD + [_random_shapes(t, False) for _ in range(2)]:
         with t.case(f"broadcast_shape({a}, {b}) raises ValueError"):
             try:
-                t.raises(ValueError, shape_without_torch, fn, a, b)
+                t.raises(ValueError, fn, a, b)
             except Mismatch as e:
                 extra = ""
                 if "returned normally" in e.message:
@@ -105,8 +115,14 @@ def broadcast_shape(t, fn):
                         extra += " (0 against 3 is such a pair: only a 1 stretches)"
                 raise Mismatch(e.message + extra) from None
     with t.case("a torch.Size works as an input, and the result is a plain tuple"):
-        got = t.call(shape_without_torch, fn, torch.Size([2, 1, 3]), torch.Size([4, 1]))
-        expect_value(got, (2, 4, 3), what="broadcast_shape(torch.Size([2, 1, 3]), torch.Size([4, 1]))")
+        a, b = torch.Size([2, 1, 3]), torch.Size([4, 1])
+        got = t.call(fn, a, b)
+        try:
+            expect_value(got, (2, 4, 3), what="broadcast_shape(torch.Size([2, 1, 3]), torch.Size([4, 1]))")
+        except Mismatch as e:
+            if "should" in e.message:
+                raise Mismatch(f"{e.message} — build a tuple of ints: tuple(result)", e.detail) from None
+            raise Mismatch(e.message + _broadcast_diagnosis(got, tuple(a), tuple(b)), e.detail) from None
 
 
 # --- pairwise_sq_dists -------------------------------------------------------------------------------------
@@ -135,6 +151,9 @@ def _explain_sq_dists(got, expected, args):
         ("that is the L1 (Manhattan) distance — square the "
          "differences instead of taking abs",
          lambda: (x[:, None] - y[None]).abs().sum(-1)),
+        ("|x|² lost its dimension: (x * x).sum(1) is (n,) and broadcasts as a row, so row i got every |x_j|² — "
+         "keepdim=True keeps it a column (n, 1)",
+         lambda: (xx.T + yy - 2 * xy) if len(x) == len(y) else None),
     ])
 
 
@@ -182,21 +201,35 @@ def one_hot(t, fn):
     k = top + 2  # num_classes, one more than the labels need
     labels = t.randint(0, top, (7,))
     labels[t.integer(0, 7)] = top  # the largest class is present: top + 1 classes
+    wrong = []  # shape or dtype mistakes found below: the value cases would only repeat them
     with t.case("the class dimension is the last one, of size num_classes"):
-        got = t.call(fn, labels, k)
-        if isinstance(got, torch.Tensor):
-            if tuple(got.shape) == (k, 7):
-                raise Mismatch(f"expected shape (7, {k}), got ({k}, 7) — the class dimension goes last: "
-                               "labels.shape + (num_classes,)")
-            if tuple(got.shape) == (7, top + 1):
-                raise Mismatch(f"expected shape (7, {k}), got (7, {top + 1}) — num_classes={k} was given: use it "
-                               "instead of inferring the number of classes")
+        got = t.call(fn, labels.clone(), k)
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != (7, k):
+            wrong.append("shape")
+            why = {(k, 7): "the class dimension goes last: labels.shape + (num_classes,)",
+                   (7, top + 1): f"num_classes={k} was given: use it instead of inferring the number of classes"}
+            raise Mismatch(f"expected shape (7, {k}), got {tuple(got.shape)} — "
+                           + why.get(tuple(got.shape), "one_hot adds one trailing dimension of size num_classes: "
+                                                       "labels.shape + (num_classes,)"))
     with t.case("num_classes=-1 infers labels.max() + 1 classes"):
-        got = t.call(fn, labels)
-        if isinstance(got, torch.Tensor) and got.ndim == 2 and got.shape[-1] != top + 1:
-            raise Mismatch(f"labels.max() is {top}, so there are {top + 1} classes (0 … {top}), but the class "
-                           f"dimension has size {got.shape[-1]}" + (" — labels.max() + 1, not labels.max()"
-                                                                    if got.shape[-1] == top else ""))
+        got = t.call(fn, labels.clone())
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != (7, top + 1):
+            wrong.append("shape")
+            first, last = (got.shape[0], got.shape[-1]) if got.ndim else (None, None)
+            why = ("labels.max() + 1, not labels.max()" if last == top else
+                   "the class dimension goes last: labels.shape + (num_classes,)" if first == top + 1 else
+                   "with num_classes=-1 the class dimension has size labels.max() + 1")
+            raise Mismatch(f"labels.max() is {top}, so there are {top + 1} classes (0 … {top}): expected shape "
+                           f"(7, {top + 1}), got {tuple(got.shape)} — {why}")
+    with t.case("the result is int64, like F.one_hot's"):
+        got = t.call(fn, labels.clone(), k)
+        if isinstance(got, torch.Tensor) and got.dtype != torch.int64:
+            wrong.append("dtype")
+            raise Mismatch(f"expected dtype torch.int64, got {got.dtype} — create the result with "
+                           "dtype=torch.int64 (torch.eye and torch.zeros make floats by default), or convert a "
+                           "comparison with .long()")
+    if wrong:
+        return  # the value cases would only repeat the shape or dtype
     t.compare(f"labels (7,), num_classes={k}", fn, (labels, k), F.one_hot)
     t.compare("labels (7,), num_classes=-1", fn, (labels, -1), F.one_hot)
     t.compare("labels (7,), num_classes left out", fn, (labels,), F.one_hot)
@@ -222,25 +255,35 @@ def _expect_mask(got, n: int, device: str) -> None:
     if isinstance(got, torch.Tensor) and got.device.type != device:
         raise Mismatch(f"device={device!r} was asked for, but the mask is on {got.device.type} — pass the device "
                        "argument on to the tensor you create (torch.ones(n, n, device=device, ...))")
+    if isinstance(got, torch.Tensor) and got.dtype != torch.bool:
+        float_mask = " (a float mask of 0 and -inf is another convention; this one is bool)" \
+            if got.dtype.is_floating_point else ""
+        raise Mismatch(f"the mask: expected dtype torch.bool, got {got.dtype} — True marks what a query may not "
+                       f"see: create it with dtype=torch.bool, or return a comparison{float_mask}")
     if isinstance(got, torch.Tensor) and got.device.type == "meta":  # a meta tensor has no values to compare
-        expect_value(tuple(got.shape), (n, n), what="the mask's shape")
-        expect_value(got.dtype, torch.bool, what="the mask's dtype")
+        if tuple(got.shape) != (n, n):
+            raise Mismatch(f"the mask: expected shape ({n}, {n}), got {tuple(got.shape)} — one row and one "
+                           "column per position")
         return
     try:
         expect_tensor(got, expected, device=device, what="the mask")
     except Mismatch as e:
-        if not isinstance(got, torch.Tensor) or got.shape != expected.shape or got.dtype != torch.bool:
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
             raise
         got = got.cpu()
+        # The diagonal comes first: with n = 1 the mask is its diagonal, and "inverted" would be a wrong claim.
         better = known_mistake(got.long(), [
-            ("inverted: True marks what a query may NOT see (j > i); False what it may",
-             lambda: (~expected).long()),
-            ("the diagonal is masked too — a position may look at itself: only j > i is True (triu with diagonal=1)",
+            ("the diagonal is masked — a position may attend to itself: only j > i is True (triu with diagonal=1)",
              lambda: torch.triu(torch.ones(n, n, dtype=torch.long))),
-            ("transposed: True where the column index j is greater than the row index i",
+            ("the mask is inverted — True marks what a query may NOT see (j > i); False what it may",
+             lambda: (~expected).long()),
+            ("the mask is transposed — True where the column index j is greater than the row index i",
              lambda: expected.T.long()),
         ])
-        raise Mismatch(e.message + (f"\n→ {better}" if better else ""), e.detail) from None
+        if better:
+            raise Mismatch(better, e.detail) from None
+        raise Mismatch(f"{e.message} — True exactly where j > i: torch.ones(n, n, dtype=torch.bool).triu(1)",
+                       e.detail) from None
 
 
 @exercise(LESSON, points=1, difficulty=1, minutes=10, hints=[
@@ -305,10 +348,15 @@ def batched_matmul(t, fn):
         if isinstance(got, torch.Tensor) and tuple(got.shape) != (2, 3, 5):
             where = {(2, 3, 4): "summed over m instead of k", (2, 4, 5): "summed over n instead of k",
                      (2, 3, 4, 5): "the sum over k is missing", (2, 3, 5, 4): "the sum over k is missing"}
-            raise Mismatch(f"expected shape (2, 3, 5), got {tuple(got.shape)}"
-                           f"{' — ' + where[tuple(got.shape)] if tuple(got.shape) in where else ''}: "
+            raise Mismatch(f"expected shape (2, 3, 5), got {tuple(got.shape)} — "
+                           f"{where[tuple(got.shape)] + ': ' if tuple(got.shape) in where else ''}"
                            "line up a as (B, n, k, 1) and b as (B, 1, k, m), then sum over dim=2")
-    for B, n, k, m in [(3, 4, 5, 2), (1, 2, 3, 4), (2, 4, 4, 4), (4, 1, 6, 1), (2, 3, 1, 5), (0, 2, 3, 4)]:
+    # square matrices first: every shape fits, so a wrong formula shows as wrong values that `explain` can name
+    a, b = t.randn(2, 4, 4), t.randn(2, 4, 4)
+    t.compare("a (2, 4, 4), b (2, 4, 4)", fn, (a, b), torch.bmm, grad=True, explain=_explain_bmm)
+    if any(not r.passed and not r.skipped for r in t.results):
+        return  # the cases below would only repeat what is wrong above
+    for B, n, k, m in [(3, 4, 5, 2), (1, 2, 3, 4), (4, 1, 6, 1), (2, 3, 1, 5), (0, 2, 3, 4)]:
         a, b = t.randn(B, n, k), t.randn(B, k, m)
         t.compare(f"a {(B, n, k)}, b {(B, k, m)}", fn, (a, b), torch.bmm, grad=True, explain=_explain_bmm)
     t.compare("float32 stays float32", fn, (t.randn(2, 3, 4, dtype=torch.float32),
@@ -340,14 +388,19 @@ def _explain_gather(got, expected, args):
     "x[torch.arange(len(idx), device=x.device), idx].",
 ])
 def gather_rows(t, fn):
+    wrong_shape = False
     with t.case("shape: x (5, 7), idx (5,) gives (5,)"):
         got = t.call(fn, t.randn(5, 7), t.randint(0, 7, (5,)))
         if isinstance(got, torch.Tensor) and tuple(got.shape) != (5,):
-            advice = {(5, 5): "x[:, idx] takes the same columns from every row — pair row i with idx[i]: "
-                              "x[torch.arange(n), idx] or x.gather(1, idx[:, None]).squeeze(1)",
+            wrong_shape = True
+            advice = {(5, 5): "x[:, idx] picks the idx columns of every row, an (n, n) table; pair each row with "
+                              "its own index instead: x[torch.arange(n, device=x.device), idx] or "
+                              "x.gather(1, idx[:, None]).squeeze(1)",
                       (5, 1): "gather keeps the gathered dimension: squeeze(1) it"}
-            raise Mismatch(f"expected shape (5,), got {tuple(got.shape)}"
-                           + (f" — {advice[tuple(got.shape)]}" if tuple(got.shape) in advice else ""))
+            raise Mismatch(f"expected shape (5,), got {tuple(got.shape)} — "
+                           + advice.get(tuple(got.shape), "one number per row: the result has idx's shape (n,)"))
+    if wrong_shape:
+        return  # the cases below would only repeat it
     for n, c in [(5, 7), (8, 3), (1, 1), (6, 6), (0, 4)]:
         x, idx = t.randn(n, c), t.randint(0, c, (n,))
         t.compare(f"x {(n, c)}, idx {(n,)}", fn, (x, idx), lambda x, idx: x[torch.arange(len(idx)), idx],
@@ -364,10 +417,17 @@ def _explain_normalize(got, expected, args, dim=-1, eps=1e-12):
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
     others = [(f"normalised along dim {d} — use dim={dim}", lambda d=d: F.normalize(x, dim=d))
               for d in range(x.ndim) if d != dim % x.ndim]
+    zero = (norm == 0).expand_as(x)
+    if zero.any() and torch.isnan(got[zero]).all() and not torch.isnan(got[~zero]).any():
+        return "0 / 0 at the all-zero vectors — divide by the norm clamped to eps, as F.normalize does: " \
+               "norm.clamp_min(eps)"
     return known_mistake(got, [
         ("divided by norm + eps — F.normalize divides by max(norm, eps): "
          "norm.clamp_min(eps)",
          lambda: x / (norm + eps)),
+        ("divided by the norm itself — F.normalize divides by max(norm, eps), so norms below eps count as eps: "
+         "norm.clamp_min(eps)",
+         lambda: x / norm),
         ("divided by the squared norm — take the square root of the sum "
          "of squares",
          lambda: x / norm.clamp_min(eps) ** 2),
@@ -394,6 +454,53 @@ def _normalize_case(t, fn, name, x, dim=None, eps=None, grad=True):
               explain=lambda got, exp, args: _explain_normalize(got, exp, args, d, e))
 
 
+def gradient_and_ops(fn, x, upstream):
+    """Driver: the gradient of (fn(x) * upstream).sum() with respect to x (None when the result has no graph),
+    and the names of the torch functions fn called."""
+    with untraced():
+        x = x.detach().clone().requires_grad_(True)
+    with Tracer() as tracer:
+        out = fn(x)
+    with untraced():
+        if not (isinstance(out, torch.Tensor) and out.requires_grad and out.shape == upstream.shape):
+            return {"grad": None, "ops": sorted(set(tracer.called))}
+        (grad,) = torch.autograd.grad((out * upstream).sum(), x, allow_unused=True)
+    return {"grad": torch.zeros_like(x) if grad is None else grad.detach(), "ops": sorted(set(tracer.called))}
+
+
+def _expect_zero_row_gradient(run: dict, x: torch.Tensor, upstream: torch.Tensor) -> None:
+    x = x.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad((_reference_normalize(x) * upstream).sum(), x)
+    got, ops = run["grad"], run["ops"]
+    if got is None:
+        raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), .item() or a round "
+                       "trip through numpy cut the graph")
+    if not torch.isfinite(got).all():
+        fix = "use torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps), as F.normalize does: its " \
+              "gradient at 0 is finite"
+        if {"sqrt", "rsqrt"} & set(ops):
+            raise Mismatch("the gradient at an all-zero vector is nan — you take the square root of the sum of "
+                           "squares yourself, and the derivative of sqrt at 0 is infinite (1 / (2·sqrt(0))); what "
+                           "follows multiplies it by 0, and 0 × inf = nan. Clamp before the square root "
+                           "((x * x).sum(dim, keepdim=True).clamp_min(eps ** 2).sqrt() is max(norm, eps)), or "
+                           + fix)
+        if {"pow", "float_power"} & set(ops):
+            raise Mismatch("the gradient at an all-zero vector is nan — a power below 1 (such as ** 0.5) has an "
+                           "infinite derivative at 0, and 0 × inf = nan. Clamp what you raise to the power with "
+                           "clamp_min(eps ** 2) first, or " + fix)
+        if "where" in ops:
+            raise Mismatch("the gradient at an all-zero vector is nan — torch.where chooses a branch but "
+                           "back-propagates through both, and the one that divides by the zero norm gives nan: "
+                           "clamp the norm instead of branching, " + fix.replace("use ", "", 1))
+        raise Mismatch("the gradient at an all-zero vector is not finite — the norm there is 0: divide by "
+                       "torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps), as F.normalize does")
+    try:
+        expect_tensor(got, expected, atol=1e-5, rtol=1e-4, what="the gradient (x has rows of zeros)")
+    except Mismatch as e:
+        raise Mismatch(f"{e.message} — where the norm is below eps, F.normalize divides by eps itself, so the "
+                       "gradient there is upstream / eps: clamp the norm with clamp_min(eps)", e.detail) from None
+
+
 @exercise(LESSON, points=2, difficulty=2, minutes=15, hints=[
     "Divide x by its L2 norm along dim, kept as a size-1 dimension so that it broadcasts back over x.",
     "torch.linalg.vector_norm(x, dim=dim, keepdim=True) gives the norms; clamp_min(eps) makes tiny and zero "
@@ -409,8 +516,11 @@ def normalize(t, fn):
     _normalize_case(t, fn, "a single vector (7,)", t.randn(7))
     x = t.randn(5, 4)
     x[[1, 3]] = 0.0
-    _normalize_case(t, fn, "rows of zeros give zeros, with finite gradients (the slope of sqrt at 0 is "
-                          "infinite: use torch.linalg.vector_norm)", x)
+    _normalize_case(t, fn, "rows of zeros give zeros", x, grad=False)
+    with t.case("rows of zeros: the gradient is finite, like F.normalize's"):
+        upstream = t.randn(5, 4)
+        run = t.call(gradient_and_ops, fn, x, upstream)
+        _expect_zero_row_gradient(run, x, upstream)
     x = t.randn(6, 3) * torch.tensor([[0.1], [2.0], [0.01], [3.0], [0.2], [1.0]], dtype=torch.float64)
     _normalize_case(t, fn, "eps=0.5, larger than some norms: those rows are divided by eps", x, eps=0.5)
     _normalize_case(t, fn, "large values (around 1e100)", t.randn(3, 4) * 1e100, grad=False)
