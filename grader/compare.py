@@ -84,9 +84,11 @@ def expect_tensor(got, exp: torch.Tensor, *, atol: float = 1e-6, rtol: float = 1
         if not close.all():
             diff = (got_c - exp_c).abs().nan_to_num(0.0)
             at = _where(diff)
+            want, have = exp_c[at].item(), got_c[at].item()
+            if f"{want:.6g}" != f"{have:.6g}":
+                want, have = f"{want:.6g}", f"{have:.6g}"  # else every digit, to show where they part
             raise Mismatch(f"{what}: wrong values ({int((~close).sum())} of {exp.numel()} differ, "
-                           f"largest error {diff.max().item():.3g})",
-                           f"at index {at}: expected {exp_c[at].item():.6g}, got {got_c[at].item():.6g}")
+                           f"largest error {diff.max().item():.3g})", f"at index {at}: expected {want}, got {have}")
     else:
         wrong = got_c != exp_c
         if wrong.any():

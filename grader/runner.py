@@ -16,7 +16,7 @@ from grader.compare import Mismatch, expect_tensor
 from grader.devices import available_devices, to_device
 from grader.registry import Exercise
 from grader.report import CaseResult, Report
-from grader.tracing import ForbiddenCall, MixedDevices, Tracer, lifted
+from grader.tracing import ForbiddenCall, MixedDevices, Tracer, current, lifted
 
 PUBLIC_SEED = 0
 HIDDEN_SEED_ENV = "TORCHDOJO_HIDDEN_SEED"
@@ -210,7 +210,8 @@ class Tester:
             if str(e).startswith(f"raised {exc_type.__name__}"):
                 return e
             raise Mismatch(f"should raise {exc_type.__name__}, but {e}") from None
-        raise Mismatch(f"should raise {exc_type.__name__}, but returned normally")
+        raise Mismatch(f"should raise {exc_type.__name__}, but returned normally — check the arguments first and "
+                       f"raise {exc_type.__name__}(\"...\") with a message that says what is wrong")
 
     def compare(self, name: str, fn, args: tuple, ref, *, kwargs: dict | None = None, atol: float = 1e-6,
                 rtol: float = 1e-5, grad: bool = False, wrt: tuple[int, ...] | None = None,
@@ -241,6 +242,9 @@ class Tester:
                     expect_tensor(got, expected, atol=atol, rtol=rtol, device=device)
                 except Mismatch as e:
                     better = _explain(explain, got, expected, args)
+                    if not better and run.get("dropped_dim") and isinstance(got, torch.Tensor) \
+                            and got.numel() > expected.numel():
+                        better = _KEEPDIM  # (n,) against (n, d) broadcast into (n, n) silently
                     if better:
                         raise Mismatch(f"{e.message}\n→ {better}", e.detail) from None
                     raise
@@ -309,12 +313,13 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
         tracks = isinstance(out, torch.Tensor) and out.requires_grad and upstream is not None \
             and out.shape == upstream.shape
     grads = None
-    if tracks:  # note: the autograd engine runs a custom Function's backward outside the tracer
+    if tracks:
         grads = torch.autograd.grad((out * upstream).sum(), wrt, allow_unused=True)
         with untraced():
             grads = [torch.zeros_like(x) if g is None else g.detach() for x, g in zip(wrt, grads)]
     # plain tensors come back without their graph; anything else (a Parameter, a subclass) as it is, to be judged
-    return {"out": out.detach() if type(out) is torch.Tensor else out, "mutated": mutated, "grads": grads}
+    return {"out": out.detach() if type(out) is torch.Tensor else out, "mutated": mutated, "grads": grads,
+            "dropped_dim": bool(current() and current().dropped_dim)}
 
 
 def _expect_on_meta(result) -> None:

@@ -150,9 +150,14 @@ class _Refuse:
 _ACTIVE: list["Tracer"] = []  # the tracers now running learner code, innermost last
 
 
+def current() -> "Tracer | None":
+    """The tracer now running learner code (the innermost), if any."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
 def refuse(path: str):
     """Called by a forbidden Python object instead of its own code: record and raise the violation."""
-    tracer = _ACTIVE[-1] if _ACTIVE else None
+    tracer = current()
     advice = tracer.forbidden.get(path, "") if tracer else ""
     violation = ForbiddenCall(path, advice)
     if tracer is not None:
@@ -163,7 +168,7 @@ def refuse(path: str):
 @contextmanager
 def lifted():
     """Inside: the forbidden Python objects work again (the check's own bookkeeping, not the learner's)."""
-    tracer = _ACTIVE[-1] if _ACTIVE else None
+    tracer = current()
     if tracer is None or tracer.refusals is None:
         yield
         return
@@ -180,7 +185,7 @@ _ENGINE_APPLY = BackwardCFunction.apply
 def _traced_backward(node, *args):
     """The autograd engine's entry into a custom Function's backward: a learner's backward (one defined outside
     torch) runs under the active tracer, like the rest of the learner's code."""
-    tracer = _ACTIVE[-1] if _ACTIVE else None
+    tracer = current()
     if tracer is None or node._forward_cls.__module__.startswith("torch"):
         return _ENGINE_APPLY(node, *args)
     with tracer:

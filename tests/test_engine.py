@@ -373,3 +373,8 @@ def test_a_moved_copy_thrown_away_is_caught_without_a_gpu():
         assert_rejects(discarded, "demo_forward", "combines a CPU tensor")
     finally:
         del _EXERCISES["demo_forward"]
+
+
+def test_a_reduction_without_keepdim_that_broadcasts_silently_is_diagnosed(reduction_demo):
+    # (4, 7) - (4,) fails, but on a (4, 4) slice it would broadcast: here the result is larger than expected
+    assert_rejects(lambda x: x[:, :, None] - x.mean(1), reduction_demo, "expected shape", "keepdim=True")

@@ -6,6 +6,8 @@ files written into a temporary folder); drivers return plain data only.
 from __future__ import annotations
 
 import csv
+import math
+import operator
 import shutil
 import tempfile
 import warnings
@@ -15,13 +17,26 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, IterableDataset, Subset, TensorDataset, WeightedRandomSampler, \
     random_split
 
-from grader.compare import Mismatch, expect_tensor, expect_value
+from grader.compare import Mismatch, expect_tensor, expect_value, known_mistake
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, untraced
 from grader.tracing import MixedDevices
+
+
+def _says_why(message: str) -> bool:
+    """The message already names a mistake or an action (a dash, a "should", or a "→ " diagnosis line)."""
+    first, *rest = message.splitlines() or [""]
+    return " — " in first or " should " in f" {first}" or any(line.startswith("→ ") for line in rest)
+
+
+def _explained(e: Mismatch, advice: str) -> Mismatch:
+    """`e` with the check's diagnosis on a "→ " line, unless its message already says why."""
+    return e if _says_why(e.message) else Mismatch(f"{e.message}\n→ {advice}", e.detail)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # CSVImageDataset
@@ -47,13 +62,18 @@ def _one_hot_label(label):
 TRANSFORMS = {None: None, "to_float": _image_to_float, "one_hot": _one_hot_label}
 
 
-def _write_files(root: Path, images, filenames, labels) -> None:
-    """PNG files under root/images and root/labels.csv (header filename,label), rows in the given order."""
+def _write_images(root: Path, images, filenames) -> None:
+    """Each uint8 (C, H, W) image as a PNG file root/images/<name>."""
     for img, name in zip(images, filenames):
         path = root / "images" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         pixels = img.permute(1, 2, 0).numpy()  # (H, W, C)
         Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(path)
+
+
+def _write_files(root: Path, images, filenames, labels) -> None:
+    """PNG files under root/images and root/labels.csv (header filename,label), rows in the given order."""
+    _write_images(root, images, filenames)
     with open(root / "labels.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["filename", "label"])
@@ -61,7 +81,11 @@ def _write_files(root: Path, images, filenames, labels) -> None:
 
 
 def csv_dataset_run(cls, images, filenames, labels, transform, target_transform, what):
-    """Driver: write the files, build cls(csv, dir, ...); return its len (what='len') or every item."""
+    """Driver: write the files, build cls(csv, dir, ...); return its len (what='len') or every item.
+
+    what='lazy' changes the files under the dataset's feet: after construction every image is inverted
+    (255 - x) before dataset[0] is read, then put back before the other items are read. A dataset that reads
+    each image in __getitem__ sees the file as it is at that moment."""
     with untraced():
         root = Path(tempfile.mkdtemp(prefix="torchdojo-csv-"))
         _write_files(root, images, filenames, labels)
@@ -74,6 +98,13 @@ def csv_dataset_run(cls, images, filenames, labels, transform, target_transform,
         dataset = cls(str(root / "labels.csv"), str(root / "images"), **kwargs)
         if what == "len":
             return len(dataset)
+        if what == "lazy":
+            with untraced():
+                _write_images(root, [255 - img for img in images], filenames)
+            first = dataset[0]
+            with untraced():
+                _write_images(root, images, filenames)
+            return [first] + [dataset[i] for i in range(1, len(labels))]
         return [dataset[i] for i in range(len(labels))]
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -84,12 +115,45 @@ def _expected_items(images, labels, transform, target_transform):
     return [((tf(img) if tf else img), (ttf(int(y)) if ttf else int(y))) for img, y in zip(images, labels)]
 
 
-def _expect_item(got, exp, i: int, gray: bool) -> None:
+def _expect_len(n, rows: int) -> None:
+    if n == rows + 1:
+        raise Mismatch(f"len(dataset) is {n} for a CSV of {rows} rows — the header line `filename,label` was "
+                       "counted as a sample: skip it (csv.DictReader does)")
+    if isinstance(n, int) and not isinstance(n, bool) and n != rows:
+        raise Mismatch(f"len(dataset) should be {rows}, the number of rows under the header, got {n} — "
+                       "return len() of the rows read from the CSV in __init__")
+    expect_value(n, rows, what="len(dataset)")
+
+
+def _same(a, b) -> bool:
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+
+
+def _image_advice(image, i: int, raw, transform) -> str:
+    """What went wrong with the image of dataset[i]: no transform, or PIL's float scaling."""
+    if not isinstance(image, torch.Tensor):
+        return "return the tensor torchvision.io.read_image(path) gives, passed through transform if one is given"
+    if image.shape == raw[i].shape and image.is_floating_point() and torch.allclose(
+            image.double(), raw[i].double() / 255, atol=1e-6):
+        return "that is the file scaled to [0, 1] (PIL + ToTensor?) — read the file with read_image (uint8) and " \
+               "leave any conversion to the transform"
+    return "dataset[i] should be read_image(os.path.join(img_dir, filename)) for row i's filename, passed " \
+           "through transform when one is given"
+
+
+def _expect_item(got, exp, i: int, gray: bool, raw=None, expected=None, transform=None) -> None:
     what = f"dataset[{i}]"
     if not isinstance(got, (tuple, list)) or len(got) != 2:
         raise Mismatch(f"{what} should be a pair (image, label), got {type(got).__name__}"
                        + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
     image, label = got
+    others = [j for j, (e, _) in enumerate(expected or []) if j != i and _same(image, e)]
+    if others and not _same(image, exp[0]):
+        raise Mismatch(f"the image of {what} is the image of row {others[0]} — dataset[i] reads the file named in "
+                       "row i of the CSV, rows in file order")
+    if transform is not None and raw is not None and _same(image, raw[i]) and not _same(image, exp[0]):
+        raise Mismatch(f"the image of {what} is the file as read, but a transform was given — "
+                       "image = self.transform(image) when a transform is given")
     if isinstance(image, torch.Tensor) and image.is_floating_point() and not exp[0].is_floating_point():
         raise Mismatch(f"{what}: the image is {image.dtype}, expected uint8 — read it with "
                        "torchvision.io.read_image(path) and leave the conversion to the transform "
@@ -102,15 +166,34 @@ def _expect_item(got, exp, i: int, gray: bool) -> None:
             and image.shape == exp[0].shape[1:] + exp[0].shape[:1]:
         raise Mismatch(f"{what}: the image has shape {tuple(image.shape)}, expected (C, H, W) "
                        f"{tuple(exp[0].shape)} — read_image already returns channels first")
-    expect_tensor(image, exp[0], atol=1e-6, rtol=1e-6, what=f"the image of {what}")
+    try:
+        expect_tensor(image, exp[0], atol=1e-6, rtol=1e-6, what=f"the image of {what}")
+    except Mismatch as e:
+        with untraced():
+            advice = _image_advice(image, i, raw, transform) if raw is not None else \
+                "dataset[i] should be read_image(path) for row i, passed through transform when one is given"
+        raise _explained(e, advice) from None
+    labels = [y for _, y in expected] if expected is not None else []
     if isinstance(exp[1], int):
         if isinstance(label, str):
             raise Mismatch(f"the label of {what} is the string {label!r} — convert the CSV field with int()")
         if isinstance(label, np.integer):
             raise Mismatch(f"the label of {what} is a numpy {type(label).__name__} — convert it with int()")
-        expect_value(label, exp[1], what=f"the label of {what}")
+        try:
+            expect_value(label, exp[1], what=f"the label of {what}")
+        except Mismatch as e:
+            others = [j for j, y in enumerate(labels) if j != i and y == label]
+            raise _explained(e, f"that is the label of row {others[0]} — item i takes row i's label"
+                             if others and label not in (exp[1],) else
+                             "the label should be int() of row i's label field, in the CSV's row order") from None
     else:
-        expect_tensor(label, exp[1], what=f"the label of {what} (after target_transform)")
+        if isinstance(label, int):
+            raise Mismatch(f"the label of {what} is the int {label}, but a target_transform was given — "
+                           "label = self.target_transform(label) when one is given")
+        try:
+            expect_tensor(label, exp[1], what=f"the label of {what} (after target_transform)")
+        except Mismatch as e:
+            raise _explained(e, "the label should be target_transform(int(label)) for row i") from None
 
 
 def _random_images(t, sizes_channels):
@@ -119,7 +202,7 @@ def _random_images(t, sizes_channels):
 
 @exercise("06_data", points=2, difficulty=2, minutes=20, hints=[
     "__init__ reads the CSV once (csv.DictReader, or csv.reader and skip the header) into a list of "
-    "(filename, int(label)) rows; __len__ is the number of rows.",
+    "(filename, int(label)) rows; __len__ is the number of rows. Do not open any image there.",
     "__getitem__(i): path = os.path.join(img_dir, filename); image = torchvision.io.read_image(path) gives a "
     "uint8 (C, H, W) tensor; keep the label a Python int.",
     "Apply the optional transforms last: `if self.transform: image = self.transform(image)` and the same for "
@@ -143,19 +226,34 @@ def CSVImageDataset(t, cls):
         labels = [t.integer(0, 10) for _ in shapes]
         gray = any(c == 1 for c, _, _ in shapes)
         with t.case(f"{name}: len"):
-            n = t.call(csv_dataset_run, cls, images, filenames, labels, tf, ttf, "len")
-            if n == len(labels) + 1:
-                raise Mismatch(f"len(dataset) is {n} for a CSV of {len(labels)} rows — the header line "
-                               "`filename,label` was counted as a sample")
-            expect_value(n, len(labels), what="len(dataset)")
+            _expect_len(t.call(csv_dataset_run, cls, images, filenames, labels, tf, ttf, "len"), len(labels))
         with t.case(f"{name}: items (image, label)"):
             got = t.call(csv_dataset_run, cls, images, filenames, labels, tf, ttf, "items")
             with untraced():
                 expected = _expected_items(images, labels, tf, ttf)
             for i, (g, e) in enumerate(zip(got, expected)):
-                _expect_item(g, e, i, gray)
+                _expect_item(g, e, i, gray, images, expected, TRANSFORMS[tf])
     with t.case("a CSV with only its header: len 0"):
-        expect_value(t.call(csv_dataset_run, cls, [], [], [], None, None, "len"), 0, what="len(dataset)")
+        _expect_len(t.call(csv_dataset_run, cls, [], [], [], None, None, "len"), 0)
+    with t.case("each image is read when it is asked for: the files change after the dataset is built"):
+        images = _random_images(t, [(1, h, w), (3, w, h), (1, 5, 4)])
+        labels = [t.integer(0, 10) for _ in images]
+        got = t.call(csv_dataset_run, cls, images, ["u.png", "v/w.png", "z.png"], labels, None, None, "lazy")
+        now = [255 - images[0]] + images[1:]  # what each file held when its item was read
+        for i, g in enumerate(got):
+            image = g[0] if isinstance(g, (tuple, list)) and len(g) == 2 else None
+            if i == 0 and _same(image, images[0]):
+                raise Mismatch("dataset[0] returned the pixels its file had when the dataset was built, not what "
+                               "the file holds now — __init__ read every image up front\n→ read only the CSV in "
+                               "__init__ and each image in __getitem__, when it is asked for: a real dataset "
+                               "does not fit in memory, reading every file first delays the start of training, "
+                               "and each DataLoader worker would get its own copy of all the images")
+            if i > 0 and _same(image, 255 - images[i]):
+                raise Mismatch(f"dataset[{i}] returned what its file held when dataset[0] was read — the first "
+                               "access read every image\n→ dataset[i] should read only the file of row i, in "
+                               "__getitem__: reading them all costs the memory and start-up time that a lazy "
+                               "dataset saves")
+            _expect_item(g, (now[i], labels[i]), i, True, now, list(zip(now, labels)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,9 +313,24 @@ def _expect_collated(got, expected, device, batch) -> None:
             torch.equal(lengths.cpu().sort(descending=True).values, exp_len.sort(descending=True).values):
         raise Mismatch("the batch came back in another order (sorted by length?) — keep the input order: "
                        "labels and lengths must line up with the samples as given")
-    expect_tensor(padded, exp_p, device=device, what="padded")
-    expect_tensor(lengths.cpu() if isinstance(lengths, torch.Tensor) else lengths, exp_len, what="lengths")
-    expect_tensor(labels.cpu() if isinstance(labels, torch.Tensor) else labels, exp_lab, what="labels")
+    if isinstance(padded, torch.Tensor) and padded.ndim >= 2 and padded.shape == exp_p.shape \
+            and padded.dtype == exp_p.dtype and not torch.equal(padded.cpu(), exp_p) \
+            and torch.equal(padded.cpu(), exp_p.transpose(0, 1)):
+        raise Mismatch(f"padded holds (L_max, B, ...), the sequences in its columns — here B = L_max = "
+                       f"{exp_p.shape[0]} hides it in the shape: pad_sequence puts time first unless "
+                       "batch_first=True")
+    try:
+        expect_tensor(padded, exp_p, device=device, what="padded")
+    except Mismatch as e:
+        raise _explained(e, "row i of padded should be sequence i of the batch, then pad_value up to L_max") \
+            from None
+    for name, g, e, advice in (
+            ("lengths", lengths, exp_len, "lengths[i] should be sequence i's length, s.shape[0], in input order"),
+            ("labels", labels, exp_lab, "labels[i] should be the label of sample i, in the input order")):
+        try:
+            expect_tensor(g.cpu() if isinstance(g, torch.Tensor) else g, e, what=name)
+        except Mismatch as err:
+            raise _explained(err, advice) from None
 
 
 def _padding_advice(got, exp_p, pad_value, batch) -> str | None:
@@ -291,7 +404,9 @@ def pad_collate(t, fn):
         seqs = [t.randn(n, 2, dtype=torch.float32) for n in (2, 5, 1, 3, 3, 6, 4)]
         labels = [t.integer(0, 5) for _ in seqs]
         got = t.call(collate_in_loader, fn, seqs, labels, 3)
-        expect_value(len(got), 3, what="the number of batches")
+        if len(got) != 3:
+            raise Mismatch(f"the DataLoader should yield 3 batches, got {len(got)} — return one "
+                           "(padded, lengths, labels) tuple per call")
         for k, start in enumerate((0, 3, 6)):
             batch = list(zip(seqs[start:start + 3], labels[start:start + 3]))
             _expect_collated(got[k], _pad_by_hand(batch), "cpu", batch)
@@ -346,11 +461,12 @@ def split_dataset(t, fn):
             if got["reseeded"]:
                 raise Mismatch("your function changed the global random state (torch.manual_seed?) — seed a "
                                "private torch.Generator().manual_seed(seed) instead and pass it as generator=")
-            expect_value(len(got["parts"]), len(expected), what="the number of parts")
+            if len(got["parts"]) != len(expected):
+                raise Mismatch(f"should return one part per fraction ({len(expected)}), got {len(got['parts'])}")
             for k, (part, exp) in enumerate(zip(got["parts"], expected)):
                 if not part["subset"]:
-                    raise Mismatch(f"part {k} is a {part['type']}, expected a torch.utils.data.Subset "
-                                   "(random_split returns them)")
+                    raise Mismatch(f"part {k} is a {part['type']}, expected a torch.utils.data.Subset — return "
+                                   "the parts random_split gives, not their indices or data")
                 if not part["same_dataset"]:
                     raise Mismatch(f"part {k} is a Subset of another dataset — wrap the dataset you were given")
             sizes, exp_sizes = [len(p["indices"]) for p in got["parts"]], [len(e) for e in expected]
@@ -442,6 +558,9 @@ def channel_mean_std(t, fn):
                 raise Mismatch(f"your code iterated over the loader {run['passes']} times — compute both in one "
                                "streaming pass (running sums of x and x**2)")
             for what, got, exp in (("mean", mean, exp_mean), ("std", std, exp_std)):
+                if isinstance(got, torch.Tensor) and got.shape == exp.shape and got.dtype == torch.float64:
+                    raise Mismatch(f"{what}: expected dtype torch.float32, got torch.float64 — accumulate in "
+                                   f"float64, then return {what}.float()")
                 try:
                     expect_tensor(got, exp, atol=1e-4 * scale, rtol=1e-5, what=what)
                 except Mismatch as e:
@@ -454,7 +573,8 @@ def channel_mean_std(t, fn):
                                  "the variance — accumulate in float64 (images.double())"
                     if advice:
                         raise Mismatch(f"{e.message}\n→ {advice}", e.detail) from None
-                    raise
+                    raise _explained(e, "per channel c: mean = sum(x) / n and std = sqrt(sum(x**2) / n - mean**2), "
+                                        "summed over dims (0, 2, 3) of every batch, n the pixel count") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -515,7 +635,8 @@ def ShardedRange(t, cls):
                 raise Mismatch(f"integers missing: {missing[:5]} — when {end - start} is not a multiple of "
                                f"{num_workers} workers, the remainder must go to some worker (round up the "
                                "chunk size, or clamp the last chunk to end)"
-                               if num_workers > 1 else f"integers missing: {missing[:5]}")
+                               if num_workers > 1 else f"integers missing: {missing[:5]} — every integer of "
+                               "[start, end) should come out once")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -580,7 +701,8 @@ def make_balanced_sampler(t, fn):
             if w.shape != exp_w.shape:
                 raise Mismatch(f"the sampler has {w.numel()} weights, expected one per sample ({exp_w.numel()})"
                                + (" — those look like per-class weights: index them with the labels, "
-                                  "weights = class_weight[labels]" if w.numel() == len(set(labels)) else ""))
+                                  "weights = class_weight[labels]" if w.numel() == len(set(labels)) else
+                                  " — give each sample the weight 1 / count(its label)"))
             if not got["replacement"]:
                 raise Mismatch("replacement=False: each sample can then be drawn once only, so rare classes "
                                "cannot be repeated — use replacement=True")
@@ -588,7 +710,7 @@ def make_balanced_sampler(t, fn):
             if not torch.allclose(scaled, exp_w / exp_w.sum(), rtol=1e-9, atol=1e-12):
                 c = torch.tensor([Counter(labels)[y] for y in labels], dtype=torch.float64)
                 advice = " — they grow with the class count; use 1 / count" if torch.allclose(
-                    scaled, c / c.sum(), rtol=1e-9) else ""
+                    scaled, c / c.sum(), rtol=1e-9) else " — weight sample i by 1 / (how many samples share its label)"
                 raise Mismatch(f"the weights are not proportional to 1 / count(label){advice}",
                                f"expected (normalised) {(exp_w / exp_w.sum()).tolist()[:8]}…, "
                                f"got {scaled.tolist()[:8]}…")
@@ -606,6 +728,268 @@ def make_balanced_sampler(t, fn):
         got = t.call(sampler_run, fn, list(labels), None, None)
         if not got["ok"]:
             raise Mismatch(f"should return a torch.utils.data.WeightedRandomSampler, got {got['type']}")
-        expect_value(len(got["draws"]), len(labels), what="the number of indices drawn")
+        if len(got["draws"]) != len(labels):
+            raise Mismatch(f"should draw len(labels) = {len(labels)} indices when num_samples is None, drew "
+                           f"{len(got['draws'])} — num_samples defaults to len(labels)")
         if not all(0 <= i < len(labels) for i in got["draws"]):
-            raise Mismatch("drew indices outside range(len(labels))")
+            raise Mismatch("drew indices outside range(len(labels)) — give one weight per sample, so that the "
+                           "sampler draws sample indices")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# BucketBatchSampler
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiouAEIOU" else f"a {noun}"
+
+
+def _as_indices(batch) -> tuple[list[int] | None, str]:
+    """A batch as a list of Python ints, the way DataLoader uses it (each index goes to dataset[index]); or None
+    and what it was instead."""
+    if isinstance(batch, (str, bytes)) or not hasattr(batch, "__iter__"):
+        return None, f"{_a(type(batch).__name__)} ({batch!r})"
+    out = []
+    for i in batch:
+        try:
+            out.append(operator.index(i))
+        except TypeError:
+            return None, f"{_a(type(batch).__name__)} holding {_a(type(i).__name__)} ({i!r})"
+    return out, ""
+
+
+def bucket_run(cls, lengths, batch_size, drop_last, seed, global_seed, epochs):
+    """Driver: build cls(lengths, batch_size, drop_last[, generator]) after seeding the global RNG with
+    global_seed; its len() and the batches of `epochs` full passes, as lists of ints. seed=None passes no
+    generator (the sampler then draws from the global RNG)."""
+    with untraced():
+        torch.manual_seed(global_seed)  # the runner restores the learner's global RNG state afterwards
+        kwargs = {} if seed is None else {"generator": torch.Generator().manual_seed(seed)}
+    sampler = cls(lengths, batch_size, drop_last, **kwargs)
+    size = len(sampler)
+    passes, bad = [], ""
+    for _ in range(epochs):
+        batches = []
+        for batch in iter(sampler):
+            indices, bad = _as_indices(batch)
+            if indices is None:
+                return {"len": size, "epochs": passes, "bad": bad}
+            batches.append(indices)
+        passes.append(batches)
+    return {"len": size, "epochs": passes, "bad": ""}
+
+
+def bucket_build(cls, lengths, batch_size):
+    """Driver: build cls(lengths, batch_size) and return its len (plain data, whatever the class holds)."""
+    return len(cls(lengths, batch_size))
+
+
+def _pad_labelled(batch):
+    """The check's own collate_fn: (sequence, label) pairs -> (padded (B, L_max), labels (B,))."""
+    return pad_sequence([s for s, _ in batch], batch_first=True), torch.tensor([y for _, y in batch])
+
+
+def bucket_loader_run(cls, lengths, batch_size, seed):
+    """Driver: DataLoader(batch_sampler=cls(...)) over sequences whose values are their own index; for one epoch,
+    each batch's labels (the indices the loader fetched) and padded width; and len(loader)."""
+    data = [(torch.full((n,), float(i)), i) for i, n in enumerate(lengths)]
+    sampler = cls(lengths, batch_size, False, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=_pad_labelled)
+    batches = [{"labels": [int(y) for y in labels], "width": int(padded.shape[1])} for padded, labels in loader]
+    return {"len": len(loader), "batches": batches}
+
+
+def _stable_order(lengths) -> list[int]:
+    return sorted(range(len(lengths)), key=lambda i: lengths[i])  # sorted() is stable: ties keep index order
+
+
+def _cut(order: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    return batches[:-1] if drop_last and batches and len(batches[-1]) < batch_size else batches
+
+
+def _perms(n: int, seed: int, epochs: int) -> list[list[int]]:
+    """Oracle: torch.randperm(n, generator) drawn once per epoch, in sequence, from one generator."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=g).tolist() for _ in range(epochs)]
+
+
+def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def _expect_num_batches(got, n: int, batch_size: int, drop_last: bool, what: str) -> None:
+    exp = _num_batches(n, batch_size, drop_last)
+    if got == exp:
+        return
+    if type(got) is not int:
+        raise Mismatch(f"{what} should be the int {exp}, got {type(got).__name__}")
+    if drop_last and got == math.ceil(n / batch_size):
+        raise Mismatch(f"{what} is {got}, counting the short last batch that drop_last=True drops — it should be "
+                       f"n // batch_size = {exp}")
+    if not drop_last and got == n // batch_size:
+        raise Mismatch(f"{what} is {got}, leaving out the short last batch — without drop_last it counts: "
+                       f"ceil(n / batch_size) = {exp}")
+    if got == n and n != exp:
+        raise Mismatch(f"{what} is {got}, the number of samples — it should be the number of batches, {exp}")
+    raise Mismatch(f"{what} should be {exp}, the number of batches of {n} indices cut into batch_size "
+                   f"{batch_size}{' with drop_last' if drop_last else ''}, got {got}")
+
+
+def _batches_advice(got: list[list[int]], lengths, batch_size: int, drop_last: bool) -> str:
+    """What is wrong with the content of one pass (its batches taken in any order)."""
+    n, exp = len(lengths), _cut(_stable_order(lengths), batch_size, drop_last)
+
+    def length_rows(batches):  # each batch as the lengths of its indices, in the batch's order
+        return sorted(tuple(lengths[i] for i in b) for b in batches)
+
+    flat = [i for b in got for i in b]
+    if any(not 0 <= i < n for i in flat):
+        return f"indices outside range({n}) came out — a batch holds positions in lengths, 0 .. len(lengths) - 1"
+    descending = _cut(sorted(range(n), key=lambda i: -lengths[i]), batch_size, drop_last)
+    if length_rows(got) == length_rows(descending) != length_rows(exp):
+        return "the indices are sorted by descending length — sort them ascending (shortest first)"
+    if len(got) != len(exp):
+        if drop_last and len(got) == math.ceil(n / batch_size):
+            return f"the short last batch came out although drop_last=True — drop a last batch shorter than " \
+                   f"batch_size ({len(got)} batches instead of {len(exp)})"
+        if not drop_last and len(got) == n // batch_size:
+            return "the short last batch is missing although drop_last=False — keep it"
+        return f"a pass should yield {len(exp)} batches, got {len(got)} — cut the sorted indices into batches of " \
+               "batch_size"
+    if len(flat) != len(set(flat)):
+        dup = sorted({i for i in flat if flat.count(i) > 1})
+        return f"indices {dup[:5]} came more than once in one pass — each index should appear in exactly one batch"
+    if sorted(flat) != sorted(i for b in exp for i in b):
+        return "the batches hold other indices than the stable sort's batches — with drop_last, the indices that " \
+               "fall off are those of the short last batch of the sorted order (the longest sequences)"
+    sizes = sorted(len(b) for b in got)
+    if sizes != sorted(len(b) for b in exp):
+        return f"the batch sizes are {sizes}, expected {sorted(len(b) for b in exp)} — every batch has batch_size " \
+               "indices except the last one of the sorted order"
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in got)
+    if any(hi > nxt_lo for (_, hi), (nxt_lo, _) in zip(spans, spans[1:])):
+        return "the batches mix short and long sequences — sort the indices by length first, cut them into " \
+               "consecutive batches, and shuffle only the order of the batches, never the indices"
+    if length_rows(got) == length_rows(exp):
+        return "sequences of equal length are not in index order — the sort must be stable (sorted(..., key=...) " \
+               "or torch.argsort(..., stable=True)), so that ties keep their index order"
+    if {tuple(sorted(b)) for b in got} == {tuple(sorted(b)) for b in exp}:
+        return "each batch holds the right indices, but not in the sorted order — keep each batch the consecutive " \
+               "slice of the sorted indices, ascending length"
+    return "the batches should be the indices sorted stably by ascending length, cut into consecutive batches " \
+           "of batch_size"
+
+
+def _order_advice(orders: list[list[int]], perms: list[list[int]], nb: int, seed, global_seed: int) -> str:
+    """The batches are right; their order per pass (orders[e][k]: which sorted batch came k-th) is not."""
+    if nb > 1 and orders and all(o == list(range(nb)) for o in orders):
+        return "the batches come in sorted order — shuffle their order in each iter(): yield batches[i] for i in " \
+               "torch.randperm(num_batches, generator=generator)"
+    if len(orders) > 1 and all(o == orders[0] for o in orders) and any(p != perms[0] for p in perms):
+        return "every pass yields the batches in the same order — draw the permutation in __iter__ (once per " \
+               "pass), not once in __init__"
+    inverse = []
+    for p in perms:
+        inv = [0] * len(p)
+        for k, i in enumerate(p):
+            inv[i] = k
+        inverse.append(inv)
+    if orders == inverse and orders != perms:
+        return "batch i was put at position perm[i] — yield batches[perm[k]] for k = 0, 1, ... (the inverse order)"
+    if seed is not None and orders == _perms(nb, global_seed, len(orders)):
+        return "the order comes from the global random generator — pass the sampler's generator: " \
+               "torch.randperm(num_batches, generator=self.generator)"
+    if seed is None and orders == _perms(nb, torch.Generator().initial_seed(), len(orders)):
+        return "the order comes from a new torch.Generator(), the same in every run — with generator=None, " \
+               "torch.randperm(num_batches, generator=None) draws from the global generator"
+    if seed is not None and orders[0] == perms[0]:
+        return "the first pass is right, a later one is not — draw exactly one torch.randperm per iter() from " \
+               "the same generator, and nothing else from it"
+    return "the batches should come in the order torch.randperm(num_batches, generator=generator) gives, one " \
+           "permutation drawn per iter() (not random.shuffle, not a fresh generator)"
+
+
+def _expect_passes(run, lengths, batch_size: int, drop_last: bool, seed, global_seed: int, epochs: int) -> None:
+    n = len(lengths)
+    _expect_num_batches(run["len"], n, batch_size, drop_last, "len(sampler)")
+    if run["bad"]:
+        raise Mismatch(f"a batch is {run['bad']} — each batch should be a list of int indices, which the "
+                       "DataLoader hands one by one to dataset[index] (a batch sampler yields lists, a sampler "
+                       "single indices)")
+    batches = _cut(_stable_order(lengths), batch_size, drop_last)
+    nb = len(batches)
+    perms = _perms(nb, global_seed if seed is None else seed, epochs)
+    expected = [[batches[i] for i in p] for p in perms]
+    got = run["epochs"]
+    if got == expected:
+        return
+    e = next((k for k, (g, x) in enumerate(zip(got, expected)) if g != x), 0)
+    if e > 0 and not got[e] and nb:
+        raise Mismatch(f"pass {e + 1} (a new iter()) yielded nothing — __iter__ should start over each time: write "
+                       "it with yield, or return a new iterator")
+    if sorted(map(tuple, got[e])) != sorted(map(tuple, batches)):
+        raise Mismatch(f"pass {e + 1}: " + _batches_advice(got[e], lengths, batch_size, drop_last),
+                       f"expected (in some order) {batches}, got {got[e]}")
+    orders = []
+    for g in got:
+        if sorted(map(tuple, g)) != sorted(map(tuple, batches)):
+            break
+        orders.append([batches.index(b) for b in g])
+    raise Mismatch(f"pass {e + 1} has the right batches in another order: "
+                   + _order_advice(orders, perms[:len(orders)], nb, seed, global_seed),
+                   f"expected the order {perms[e]}, got {orders[e] if e < len(orders) else '?'}")
+
+
+@exercise("06_data", points=3, difficulty=2, minutes=25, hints=[
+    "In __init__: check batch_size (raise ValueError if < 1); order = sorted(range(len(lengths)), key=lambda i: "
+    "lengths[i]) is a stable sort; cut it into self.batches = [order[k:k + batch_size] for k in range(0, "
+    "len(order), batch_size)], and drop the last one if drop_last and it is short.",
+    "__len__ returns len(self.batches). __iter__ draws a new permutation every time it runs: "
+    "for i in torch.randperm(len(self.batches), generator=self.generator).tolist(): yield self.batches[i]",
+    "Draw nothing in __init__: the permutation belongs in __iter__, so that each epoch gets a new order; with "
+    "generator=None, torch.randperm uses the global generator by itself.",
+])
+def BucketBatchSampler(t, cls):
+    def lengths_of(n, top):
+        return [t.integer(1, top) for _ in range(n)]
+
+    n = t.unseen(37, 60, 120)
+    cases = [  # name, lengths, batch_size, drop_last, epochs
+        (f"{n} lengths in 1..6 (many ties), batch_size 5", lengths_of(n, 7), 5, False, 3),
+        ("23 lengths, batch_size 4, drop_last=True (the 3 longest fall off)", lengths_of(t.unseen(23, 41, 80), 30),
+         4, True, 2),
+        ("20 lengths, batch_size 5, drop_last=True (nothing to drop)", lengths_of(20, 12), 5, True, 2),
+        ("all 10 lengths equal: ties keep index order", [4] * t.unseen(10, 11, 30), 3, False, 2),
+        ("batch_size 1: every index its own batch", lengths_of(t.unseen(6, 7, 20), 9), 1, False, 2),
+        ("batch_size 8 larger than 5 lengths: one batch", lengths_of(5, 9), 8, False, 2),
+        ("batch_size 8 larger than 5 lengths, drop_last=True: no batch at all", lengths_of(5, 9), 8, True, 1),
+    ]
+    for name, lengths, batch_size, drop_last, epochs in cases:
+        seed, global_seed = t.integer(0, 10_000), t.integer(0, 10_000)
+        with t.case(f"{name}, {epochs} passes with one generator seeded {seed}"):
+            run = t.call(bucket_run, cls, lengths, batch_size, drop_last, seed, global_seed, epochs)
+            _expect_passes(run, lengths, batch_size, drop_last, seed, global_seed, epochs)
+    global_seed = t.integer(0, 10_000)
+    with t.case(f"generator=None: draws from the global generator (seeded {global_seed}), 3 passes"):
+        lengths = lengths_of(t.unseen(15, 16, 40), 10)
+        run = t.call(bucket_run, cls, lengths, 4, False, None, global_seed, 3)
+        _expect_passes(run, lengths, 4, False, None, global_seed, 3)
+    with t.case("in a DataLoader(batch_sampler=...) with a padding collate_fn"):
+        lengths, seed = lengths_of(t.unseen(17, 20, 50), 25), t.integer(0, 10_000)
+        run = t.call(bucket_loader_run, cls, lengths, 4, seed)
+        _expect_num_batches(run["len"], len(lengths), 4, False, "len(DataLoader)")
+        batches = _cut(_stable_order(lengths), 4, False)
+        expected = [batches[i] for i in _perms(len(batches), seed, 1)[0]]
+        got = [b["labels"] for b in run["batches"]]
+        if got != expected:
+            raise Mismatch("the DataLoader fetched other batches than the sampler should give — yield lists of "
+                           "indices, sorted by length and in torch.randperm order", f"expected {expected}, got {got}")
+        widths = [b["width"] for b in run["batches"]]
+        if widths != [max(lengths[i] for i in b) for b in expected]:
+            raise Mismatch("the padded widths differ from the longest sequence of each batch — yield the indices "
+                           "themselves, in sorted order", f"widths {widths}")
+    for bad in (0, -2):
+        with t.case(f"batch_size={bad} raises ValueError"):
+            t.raises(ValueError, bucket_build, cls, [3, 1, 2], bad)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 from grader.compare import Mismatch, expect_tensor
@@ -66,17 +67,29 @@ def _moves_to_device(name: str, args: tuple, kwargs: dict) -> bool:
     return "device" in kwargs or any(isinstance(a, (str, torch.device, int, torch.Tensor)) for a in args)
 
 
+# Ops that may take an unmoved batch tensor beside the device's tensors (moves and copies between devices).
+_MOVES = {"to", "cuda", "copy", "setitem", "getitem", "index_put", "set", "type_as", "new_tensor"}
+# What a loss value read off the meta device gives instead of an error (meta tensors hold no numbers).
+_META_NUMBERS = {"item": 1.0, "float": 1.0, "int": 1, "tolist": 1.0}
+
+
 class BatchMoves(TorchFunctionMode):
-    """Watches the batches a DataLoader hands out: was each batch's x and y moved with .to(device)?
+    """Watches the batches a DataLoader hands out: was each batch's x and y moved with .to(device), and was the
+    moved copy used, or the unmoved batch?
 
     Use `collate` as the loader's collate_fn; while the mode is active it notes every .to / .cuda call made on
-    the latest batch's tensors (a move from the CPU to the CPU returns the same tensor, so it is only visible
-    here).
+    the latest batch's tensors. A move from the CPU to the CPU returns the same tensor, which would hide a
+    result thrown away (`x.to(device)` on its own line); here it returns a copy instead, as a real move does,
+    so an op that later mixes the unmoved batch with other tensors shows the mistake on a CPU-only machine too.
+    With `meta_numbers`, .item() / float() of a meta tensor give a stand-in number, so that a whole epoch can
+    run on the meta device.
     """
 
-    def __init__(self):
+    def __init__(self, meta_numbers: bool = False):
         super().__init__()
         self.moved: list[list[bool]] = []  # one [x moved, y moved] per batch
+        self.discarded = [False, False]    # [x, y]: the unmoved tensor was used after a move
+        self.meta_numbers = meta_numbers
         self._current: tuple = ()
 
     def collate(self, samples):
@@ -88,19 +101,42 @@ class BatchMoves(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = canonical_name(func)
-        if name in ("to", "cuda") and args and self.moved:
+        if self.meta_numbers and name in _META_NUMBERS and args and isinstance(args[0], torch.Tensor) \
+                and args[0].device.type == "meta":
+            return _META_NUMBERS[name]
+        if not self.moved:
+            return func(*args, **kwargs)
+        if name in ("to", "cuda") and args:
+            out = func(*args, **kwargs)
             for i, batch_tensor in enumerate(self._current):
                 if args[0] is batch_tensor and _moves_to_device(name, args[1:], kwargs):
                     self.moved[-1][i] = True
+                    if out is batch_tensor:  # a CPU "move": hand back a copy, as a move to another device does
+                        with untraced():
+                            out = batch_tensor.clone()
+            return out
+        if name not in _MOVES:
+            tensors = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+            for i, batch_tensor in enumerate(self._current):
+                if self.moved[-1][i] and any(a is batch_tensor for a in tensors) and any(
+                        a is not batch_tensor and a.ndim > 0 for a in tensors):
+                    self.discarded[i] = True
         return func(*args, **kwargs)
 
     def summary(self) -> dict:
-        return {"batches": len(self.moved), "x": all(m[0] for m in self.moved), "y": all(m[1] for m in self.moved)}
+        return {"batches": len(self.moved), "x": all(m[0] for m in self.moved), "y": all(m[1] for m in self.moved),
+                "x_discarded": self.discarded[0], "y_discarded": self.discarded[1]}
 
 
 def _expect_moved(moves: dict) -> None:
     if moves["batches"] == 0:
         raise Mismatch("your code never iterated over the loader — loop with `for x, y in loader:`")
+    if moves.get("x_discarded"):
+        raise Mismatch("the inputs were moved, but the unmoved batch was used — x.to(device) returns a new tensor; "
+                       "assign it: x = x.to(device) (on a GPU the model's weights and the CPU batch would not mix)")
+    if moves.get("y_discarded"):
+        raise Mismatch("the labels were moved, but the unmoved ones were used — y.to(device) returns a new tensor; "
+                       "assign it: y = y.to(device) (on a GPU the loss would mix a GPU tensor with a CPU one)")
     if not moves["x"]:
         raise Mismatch("the inputs of a batch were not moved to `device` — x = x.to(device) before the forward "
                        "pass (on a GPU the model's weights and a CPU batch would not mix)")
@@ -130,6 +166,11 @@ def _random_state(t, template: nn.Module) -> dict:
 
 def _params(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().cpu().clone() for p in model.parameters()]
+
+
+def _state(model: nn.Module) -> list[torch.Tensor]:
+    """Every entry of the state dict (parameters and buffers), in order."""
+    return [v.detach().cpu().clone() for v in model.state_dict().values()]
 
 
 def _same(got: list, expected: list) -> bool:
@@ -239,18 +280,23 @@ def _epoch_setup(state: dict, device: str):
 
 def epoch_run(fn, state: dict, x, y, batch_size: int, start_in_eval: bool, device: str, dropout_seed: int) -> dict:
     """Driver: train_one_epoch on a small classifier with dropout; its return value, the parameters after the
-    epoch, the mode it was left in and whether every batch was moved to the device."""
+    epoch, the mode it was left in and whether every batch was moved to the device.
+
+    With device "meta" (the device check) the model and optimizer go to meta while the loader's batches stay on
+    the CPU, as they would with a GPU; only the moves and the type of the returned loss come back."""
     with untraced():
         model, optimizer = _epoch_setup(state, device)
         if start_in_eval:
             model.eval()  # as if the model had just been evaluated
-        moves = BatchMoves()
+        moves = BatchMoves(meta_numbers=device == "meta")
         loader = _loader(x, y, batch_size, moves)
         loss_fn = nn.CrossEntropyLoss()
         torch.manual_seed(dropout_seed)  # the dropout masks
     with moves:
         out = fn(model, loader, loss_fn, optimizer, torch.device(device))
     with untraced():
+        if device == "meta":
+            return {"loss": {"type": type(out).__name__, "value": None}, "moves": moves.summary()}
         return {"loss": _plain(out), "params": _params(model), "training": model.training,
                 "moves": moves.summary()}
 
@@ -331,14 +377,27 @@ def train_one_epoch(t, fn):
                     if _same(run["params"], _reference_epoch(state, x, y, batch_size, device, seed, "eval")[0]):
                         raise Mismatch("the model trained with dropout switched off — it must be in training "
                                        "mode (model.train()) for the whole epoch")
+                    detail = ""
                     for i, (g, e) in enumerate(zip(run["params"], params)):
-                        expect_tensor(g, e, atol=1e-5, rtol=1e-4, what=f"parameter {i} after the epoch")
-                    raise Mismatch("the parameters after the epoch differ from one zero_grad → forward → loss → "
-                                   "backward → step per batch, in the loader's order")
+                        try:
+                            expect_tensor(g, e, atol=1e-5, rtol=1e-4, what=f"parameter {i} after the epoch")
+                        except Mismatch as wrong:
+                            detail = f"{wrong.message}\n{wrong.detail}".strip()
+                            break
+                    raise Mismatch("the parameters after the epoch differ from the reference epoch — one "
+                                   "optimizer.zero_grad(), forward, loss_fn, loss.backward(), optimizer.step() per "
+                                   "batch, in the loader's order, with each batch used once", detail)
                 got, want = run["loss"]["value"], sum(l * s for l, s in zip(losses, sizes)) / sum(sizes)
                 if not _close(got, want):
                     raise Mismatch(f"wrong epoch loss — {_explain_epoch_loss(got, losses, sizes)}",
                                    f"expected {want:.6f}, got {got:.6f}")
+    if "cuda" not in t.devices:
+        # The model on meta, the batches on the CPU: a batch that was not moved, or whose moved copy was thrown
+        # away, meets meta weights (as it would meet GPU weights) and shows up as mixed devices.
+        n, batch_size, start_in_eval, words = cases[1]
+        x, y = t.randn(n, 5, dtype=torch.float32), t.randint(0, 3, (n,))
+        t.device_check(words, epoch_run, (fn, _random_state(t, _epoch_net()), x, y, batch_size, start_in_eval,
+                                          "meta", 0), move_inputs=False)
 
 
 # --- evaluate_accuracy -----------------------------------------------------------------------------------------
@@ -448,7 +507,8 @@ def evaluate_accuracy(t, fn):
 
 # --- save_checkpoint / load_checkpoint ---------------------------------------------------------------------------
 def _ckpt_net() -> nn.Module:
-    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    """A net with buffers beside its parameters (batch norm's running statistics), as real models have."""
+    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
 
 
 def _ckpt_setup(state: dict):
@@ -466,12 +526,13 @@ def _ckpt_reference(state, x, y, k: int, m: int) -> dict:
     """Parameters after k steps; after k + m uninterrupted steps; after k steps and m more with a fresh Adam."""
     model, optimizer = _ckpt_setup(state)
     _ckpt_train(model, optimizer, x, y, k)
-    at_k = _params(model)
+    at_k = _state(model)
     saved = {key: v.clone() for key, v in model.state_dict().items()}
     _ckpt_continue(model, optimizer, x, y, k, m)
     fresh, fresh_optimizer = _ckpt_setup(saved)
     _ckpt_continue(fresh, fresh_optimizer, x, y, k, m)
-    return {"model_at_k": saved, "at_k": at_k, "uninterrupted": _params(model), "fresh_optimizer": _params(fresh)}
+    return {"model_at_k": saved, "at_k": at_k, "uninterrupted": _params(model), "fresh_optimizer": _params(fresh),
+            "parameter_names": [name for name, _ in model.named_parameters()]}
 
 
 def _ckpt_continue(model, optimizer, x, y, k: int, m: int) -> None:
@@ -489,10 +550,14 @@ def _read_back(path) -> dict:
     if not os.path.exists(path):
         return {"exists": False}
     try:
-        return {"exists": True, "checkpoint": torch.load(path, weights_only=True)}
+        checkpoint = torch.load(path, weights_only=True)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
         return {"exists": True, "error": f"{type(e).__name__}: {first}"}
+    # nn.Parameter values (a dict of named_parameters()) come back as plain tensors: plain data crosses the wire
+    plain = tree_map(lambda v: v.detach().as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v,
+                     checkpoint)
+    return {"exists": True, "checkpoint": plain}
 
 
 def save_run(fn, state: dict, x, y, k: int, epoch: int, as_path: bool) -> dict:
@@ -572,11 +637,24 @@ def save_checkpoint(t, fn):
             ckpt = run["checkpoint"]
             if not isinstance(ckpt["model"], dict):
                 raise Mismatch("ckpt['model'] should be model.state_dict() (a dict from names to tensors)")
-            if sorted(ckpt["model"]) != sorted(reference["model_at_k"]):
-                raise Mismatch("ckpt['model'] should be model.state_dict()",
-                               f"keys {sorted(ckpt['model'])}, expected {sorted(reference['model_at_k'])}")
+            got_keys, want_keys = set(map(str, ckpt["model"])), set(reference["model_at_k"])
+            if got_keys != want_keys:
+                lost = sorted(want_keys - got_keys)
+                detail = f"keys {sorted(got_keys)}, expected {sorted(want_keys)}"
+                if got_keys == set(reference["parameter_names"]):
+                    raise Mismatch(f"ckpt['model'] holds the parameters only, so the buffers {', '.join(lost)} "
+                                   "(batch norm's running statistics) are lost — save model.state_dict(), which "
+                                   "holds the buffers too (named_parameters() and parameters() leave them out)",
+                                   detail)
+                raise Mismatch("ckpt['model'] should be model.state_dict() itself, with its own keys — "
+                               "torch.save it as it is", detail)
             for key, want in reference["model_at_k"].items():
-                expect_tensor(ckpt["model"][key], want, what=f"ckpt['model'][{key!r}]")
+                try:
+                    expect_tensor(ckpt["model"][key], want, what=f"ckpt['model'][{key!r}]")
+                except Mismatch as e:
+                    raise Mismatch(f"ckpt['model'][{key!r}] is not the model's current value — save "
+                                   "model.state_dict() as it is when save_checkpoint is called",
+                                   f"{e.message}\n{e.detail}".strip()) from None
             opt = ckpt.get("optimizer")
             if not isinstance(opt, dict) or set(opt) != {"state", "param_groups"}:
                 raise Mismatch("ckpt['optimizer'] should be optimizer.state_dict() (a dict with 'state' and "
@@ -584,8 +662,9 @@ def save_checkpoint(t, fn):
             try:
                 resumed = _resume(state, x, y, ckpt, k, m)
             except Exception as e:
-                raise Mismatch(f"the saved state dicts do not load back: {type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:160]}") from None
+                raise Mismatch("the saved state dicts do not load back into a fresh model and Adam — save "
+                               "model.state_dict() and optimizer.state_dict() unchanged",
+                               f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}") from None
             if not _same(resumed, reference["uninterrupted"]):
                 raise Mismatch(f"resuming from your checkpoint and training {m} more steps differs from training "
                                "without interruption — the optimizer state saved is not the current one")
@@ -623,7 +702,7 @@ def load_run(fn, state: dict, x, y, k: int, m: int, epoch: int) -> dict:
                         "loads": loads}
             raise
         with untraced():
-            loaded = _params(fresh)
+            loaded = _state(fresh)
             _ckpt_continue(fresh, fresh_optimizer, x, y, k, m)
             return {"returned": _plain(out), "loaded": loaded, "resumed": _params(fresh), "loads": loads}
     finally:
@@ -657,14 +736,215 @@ def load_checkpoint(t, fn):
                 raise Mismatch(f"returned {run['returned']['value']}, but the checkpoint's epoch is {epoch} — "
                                "return the saved epoch itself (the caller resumes at epoch + 1)")
             if not _same(run["loaded"], reference["at_k"]):
-                raise Mismatch("the model's weights were not restored — model.load_state_dict(ckpt['model']) "
+                raise Mismatch("the model's weights and buffers were not restored — "
+                               "model.load_state_dict(ckpt['model']) "
                                "(it loads in place; assigning a new model to the local name `model` does not "
                                "change the caller's model)")
             if not _same(run["resumed"], reference["uninterrupted"]):
                 if _same(run["resumed"], reference["fresh_optimizer"]):
                     raise Mismatch("the optimizer's state was not restored, so Adam restarted its running averages "
                                    "and step count — optimizer.load_state_dict(ckpt['optimizer'])")
-                raise Mismatch(f"after loading, {m} more steps differ from uninterrupted training")
+                raise Mismatch(f"after loading, {m} more steps differ from uninterrupted training — restore both "
+                               "state dicts exactly as saved, and change nothing else (learning rate, parameters)")
+
+
+# --- EarlyStopping --------------------------------------------------------------------------------------------
+def _stopping(metrics: list[float], patience: int, min_delta: float, mode: str, mistake: str = "") -> list:
+    """The spec as a plain loop: after each step(metric), (returned, best, num_bad_epochs).
+
+    `mistake` reproduces a learner's mistake, for the diagnosis (see _STOPPING_MISTAKES)."""
+    best, bad, out = None, 0, []
+    for i, metric in enumerate(metrics):
+        lower = mode == "min" or mistake == "mode"
+        if best is None:
+            better = mistake != "first"
+        elif mistake == "le":
+            better = metric <= best - min_delta if lower else metric >= best + min_delta
+        elif mistake == "sign":
+            better = metric < best + min_delta if lower else metric > best - min_delta
+        elif mistake == "no_delta":
+            better = metric < best if lower else metric > best
+        else:
+            better = metric < best - min_delta if lower else metric > best + min_delta
+        if better:
+            best, bad = metric, (bad if mistake == "no_reset" else 0)
+        else:
+            bad += 1
+            if best is None or mistake == "best_always":
+                best = metric
+            elif mistake == "best_any_gain" and (metric < best if lower else metric > best):
+                best = metric
+        out.append((bad == patience if mistake == "once" else bad >= patience, best, bad))
+    return out
+
+
+_STOPPING_MISTAKES = {
+    "le": "a gain of exactly min_delta counted as an improvement — it must be strictly larger: metric < best - "
+          "min_delta (mode 'min'), metric > best + min_delta (mode 'max'); with min_delta=0 an equal metric is "
+          "no improvement",
+    "best_any_gain": "`best` moved on a gain smaller than min_delta — update best only on an improvement (the "
+                     "same test that resets num_bad_epochs)",
+    "best_always": "`best` follows every metric — update it only on an improvement",
+    "no_reset": "num_bad_epochs was not reset by an improvement — set it back to 0 whenever the metric improves",
+    "once": "step() returned True only on the patience-th bad call — return num_bad_epochs >= patience, so it "
+            "stays True until an improvement",
+    "mode": "mode='max' is ignored — in mode 'max' a larger metric is better: metric > best + min_delta",
+    "first": "the first call did not count as an improvement — when best is None, take the metric as best and "
+             "keep num_bad_epochs at 0",
+    "sign": "min_delta is applied the wrong way — an improvement must beat best by more than min_delta: metric < "
+            "best - min_delta (mode 'min'), metric > best + min_delta (mode 'max')",
+    "no_delta": "min_delta is ignored — an improvement is metric < best - min_delta (mode 'min'), not just "
+                "metric < best",
+}
+
+
+def _typed(value) -> list:
+    """[type name, value] of an attribute or a return value, as plain data."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return [type(value).__name__, value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return ["Tensor", value.detach().cpu().item()]
+    return [type(value).__name__, None]
+
+
+_MISSING = object()
+
+
+def stopping_run(cls, args: list, kwargs: dict, metrics: list[float]) -> dict:
+    """Driver: cls(*args, **kwargs); `best` before any call; then step(m) for each metric, with what it returned
+    and the attributes best and num_bad_epochs after each call."""
+    stopper = cls(*args, **kwargs)
+    before = getattr(stopper, "best", _MISSING)
+    calls = []
+    for metric in metrics:
+        returned = stopper.step(metric)
+        best, bad = getattr(stopper, "best", _MISSING), getattr(stopper, "num_bad_epochs", _MISSING)
+        calls.append([_typed(returned), None if best is _MISSING else _typed(best),
+                      None if bad is _MISSING else _typed(bad)])
+    return {"before": None if before is _MISSING else _typed(before), "calls": calls}
+
+
+def stopping_construct(cls, args: list, kwargs: dict) -> None:
+    """Driver: only construct (for the ValueError cases)."""
+    cls(*args, **kwargs)
+
+
+def _metrics(t, mode: str, min_delta: float, n: int) -> list[float]:
+    """A metric sequence built against the spec's own `best`: clear improvements, gains of exactly min_delta,
+    gains smaller than it, plateaus and worse values, all multiples of 1/16 so that every tie is exact."""
+    sign = 1 if mode == "max" else -1  # the direction of an improvement
+    step = 1 / 16
+    best = (t.integer(-32, 32) + 64 * (mode == "min")) * step
+    metrics, kind = [best], t.randint(0, 5, (n - 1,)).tolist()
+    for k in kind:
+        if k == 0:                                   # a clear improvement
+            gain = min_delta + step * t.integer(1, 6)
+        elif k == 1:                                 # exactly min_delta: not an improvement
+            gain = min_delta
+        elif k == 2:                                 # a gain smaller than min_delta (none when min_delta is 0)
+            gain = step * t.integer(0, int(min_delta / step)) if min_delta > 0 else 0.0
+        elif k == 3:                                 # a plateau: the best value again
+            gain = 0.0
+        else:                                        # worse
+            gain = -step * t.integer(1, 12)
+        metric = best + sign * gain
+        if sign * (metric - best) > min_delta:
+            best = metric
+        metrics.append(metric)
+    return metrics
+
+
+def _first_difference(got: list, want: list) -> int | None:
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g != w:
+            return i
+    return None if len(got) == len(want) else min(len(got), len(want))
+
+
+def _observed(run: dict) -> list:
+    """The learner's calls as (returned, best, num_bad_epochs) with plain values (types checked before)."""
+    return [(r[1], b[1], n[1]) for r, b, n in run["calls"]]
+
+
+def _describe_call(metrics, i, patience, min_delta, mode) -> str:
+    shown = ", ".join(str(m) for m in metrics[:i + 1])
+    return (f"EarlyStopping(patience={patience}, min_delta={min_delta:g}, mode={mode!r}), step() with "
+            f"{shown}: call {i + 1}")
+
+
+@exercise(LESSON, points=2, difficulty=2, minutes=20, hints=[
+    "Keep two attributes: best (None until the first call) and num_bad_epochs (0). In step(metric): decide "
+    "whether the metric is an improvement, update the two attributes, return num_bad_epochs >= patience.",
+    "An improvement: best is None (the first call), or metric < best - min_delta in mode 'min', or metric > "
+    "best + min_delta in mode 'max'. On an improvement: best = metric and num_bad_epochs = 0; otherwise only "
+    "num_bad_epochs += 1 (best stays).",
+    "Check the arguments in __init__: raise ValueError if mode not in ('min', 'max'), patience < 1 or "
+    "min_delta < 0. Strict comparisons matter: a gain of exactly min_delta is not an improvement.",
+])
+def EarlyStopping(t, cls):
+    patience_a, patience_b = t.unseen(2, 4, 9), t.unseen(3, 4, 9)
+    n = t.unseen(18, 24, 40)
+    cases = [((patience_a,), {}, "min", 0.0), ((1,), {"min_delta": 0.25, "mode": "min"}, "min", 0.25),
+             ((), {"patience": patience_b, "mode": "max"}, "max", 0.0),
+             ((patience_a,), {"min_delta": 0.125, "mode": "max"}, "max", 0.125),
+             ((patience_b, 0.5, "min"), {}, "min", 0.5)]
+    for args, kwargs, mode, min_delta in cases:
+        patience = args[0] if args else kwargs["patience"]
+        metrics = _metrics(t, mode, min_delta, n)
+        call = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        with t.case(f"EarlyStopping({call}): step() on {n} metrics with plateaus and gains of exactly min_delta"):
+            run = t.call(stopping_run, cls, list(args), kwargs, metrics)
+            if run["before"] is None:
+                raise Mismatch("EarlyStopping should have an attribute `best` set in __init__ — self.best = None")
+            if run["before"][0] != "NoneType":
+                raise Mismatch(f"`best` should be None before the first step(), got {run['before'][1]!r} — the "
+                               "first call then counts as an improvement in either mode (no inf / 0 start)")
+            for i, (returned, best, bad) in enumerate(run["calls"]):
+                where = _describe_call(metrics, i, patience, min_delta, mode)
+                if best is None or bad is None:
+                    missing = "best" if best is None else "num_bad_epochs"
+                    raise Mismatch(f"after step() the attribute `{missing}` is missing — keep self.best and "
+                                   "self.num_bad_epochs as attributes: they are part of the interface")
+                if returned[0] != "bool":
+                    raise Mismatch(f"step() should return a Python bool, got {returned[0]} — return "
+                                   "self.num_bad_epochs >= self.patience", where)
+                if bad[0] != "int":
+                    raise Mismatch(f"num_bad_epochs should be a Python int, got {bad[0]} — count with += 1",
+                                   where)
+                if best[0] not in ("float", "int"):
+                    raise Mismatch(f"best should be the metric itself (a float), got {best[0]} — best = metric",
+                                   where)
+            want = _stopping(metrics, patience, min_delta, mode)
+            got = _observed(run)
+            i = _first_difference(got, want)
+            if i is None:
+                continue
+            for mistake, message in _STOPPING_MISTAKES.items():
+                wrong = _stopping(metrics, patience, min_delta, mode, mistake)
+                if wrong != want and got == wrong:
+                    raise Mismatch(message, f"{_describe_call(metrics, i, patience, min_delta, mode)} gave "
+                                   f"(returned, best, num_bad_epochs) = {got[i]}, expected {want[i]}")
+            (r, b, c), (wr, wb, wc) = got[i], want[i]
+            prev_best = want[i - 1][1] if i else None
+            if c != wc:
+                what = (f"num_bad_epochs is {c}, expected {wc} — each call without an improvement adds 1, an "
+                        "improvement (metric beats best by more than min_delta) sets it to 0")
+            elif b != wb:
+                what = (f"best is {b}, expected {wb} — best changes only on an improvement, and then becomes "
+                        "the metric")
+            else:
+                what = f"step() returned {r}, expected {wr} — return num_bad_epochs >= patience after the update"
+            raise Mismatch(what, f"{_describe_call(metrics, i, patience, min_delta, mode)} (best before it: "
+                           f"{prev_best})")
+    bad_patience, bad_delta = t.unseen(0, -20, 0), -t.unseen(0.1, 1, 9)
+    invalid = [("mode='average'", (3,), {"mode": "average"}), ("mode='maximize'", (3,), {"mode": "maximize"}),
+               (f"patience={bad_patience}", (bad_patience,), {}), ("patience=-1", (-1,), {}),
+               (f"min_delta={bad_delta:g}", (2,), {"min_delta": bad_delta})]
+    for label, args, kwargs in invalid:
+        with t.case(f"EarlyStopping with {label} raises ValueError"):
+            t.raises(ValueError, stopping_construct, cls, list(args), kwargs)
+    with t.case("EarlyStopping(patience=1, min_delta=0.0, mode='max') is valid (no error)"):
+        t.call(stopping_construct, cls, [], {"patience": 1, "min_delta": 0.0, "mode": "max"})
 
 
 # --- train_digits_classifier -----------------------------------------------------------------------------------
@@ -742,7 +1022,8 @@ def train_digits_classifier(t, fn):
                            "batches or a smaller model (a small MLP needs a few seconds)")
     with t.case(f"accuracy on the {len(y)} shipped test images (B, 1, 8, 8) in [0, 1] is at least {MIN_ACCURACY}"):
         if run["type"] != "Module":
-            raise Mismatch("no model to evaluate")
+            raise Mismatch("no model to evaluate — train_digits_classifier() should return the trained nn.Module "
+                           "(see the case above)")
         logits = run["logits"]
         if isinstance(logits, str):
             raise Mismatch("the model fails on a batch of test images of shape (360, 1, 8, 8), float32 in "
