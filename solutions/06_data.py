@@ -20,15 +20,20 @@ from grader import check, hint
 
 # %%
 import csv
+import multiprocessing
 import os
+import time
+import warnings
 from collections import Counter
 
+import matplotlib
 import matplotlib.pyplot as plt
 import torch
 import torchvision
-from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler,
-                              SequentialSampler, Subset, TensorDataset, WeightedRandomSampler, default_collate,
-                              get_worker_info, random_split)
+from torch.utils.data import (BatchSampler, ConcatDataset, DataLoader, Dataset, IterableDataset, RandomSampler,
+                              Sampler, SequentialSampler, Subset, TensorDataset, WeightedRandomSampler,
+                              default_collate, get_worker_info, random_split)
+from PIL import Image
 from torchvision.io import read_image
 from torchvision.transforms import v2
 
@@ -84,6 +89,23 @@ try:
     TensorDataset(torch.randn(100, 4), torch.randint(0, 3, (99,)))
 except AssertionError as e:  # first dimensions differ
     print("AssertionError:", e)
+
+# %% [markdown]
+# ### `dataset_a + dataset_b`: `ConcatDataset`
+#
+# `Dataset` defines `+`: it returns a `ConcatDataset`, which chains its parts without copying them. Its length is
+# the sum of theirs, and an index past the end of the first part continues into the second. `cumulative_sizes`
+# holds the running totals the lookup uses. Handy for merging a training set with extra data, or several shards
+# stored as separate datasets; the parts should return samples of the same structure, since they end up in the
+# same batches.
+
+# %%
+low = TensorDataset(torch.arange(0, 3))       # samples (0,), (1,), (2,)
+high = TensorDataset(torch.arange(100, 104))  # samples (100,) .. (103,)
+both = low + high
+print(type(both).__name__, len(both), both.cumulative_sizes)  # ConcatDataset 7 [3, 7]
+print(both[2], both[3], both[-1])  # the end of low, the start of high, the last of high
+print(isinstance(ConcatDataset([low, high, low]), Dataset), len(ConcatDataset([low, high, low])))
 
 # %% [markdown]
 # ## 2. `DataLoader`: batches, shuffling, and how many batches an epoch has
@@ -142,6 +164,41 @@ except ValueError as e:
     print("ValueError:", e)
 
 # %% [markdown]
+# ### Writing your own sampler
+#
+# A sampler is any iterable of indices; subclass `torch.utils.data.Sampler` and give it two methods:
+#
+# - `__iter__` yields the indices of one epoch. The loader calls `iter(sampler)` at the start of **every**
+#   epoch, so write it as a generator (with `yield`): each call then starts a fresh pass. Anything random
+#   belongs here, drawn anew each epoch.
+# - `__len__` says how many indices one pass yields; `len(loader)` is computed from it.
+#
+# Here is a sampler that shows the even indices first, then the odd ones, in a random order within each half
+# that changes from epoch to epoch:
+
+# %%
+class EvensThenOdds(Sampler):
+    """Indices 0, 2, 4, ... then 1, 3, 5, ..., each half shuffled anew per epoch."""
+
+    def __init__(self, n, generator=None):
+        self.n, self.generator = n, generator
+
+    def __iter__(self):
+        for start in (0, 1):
+            half = torch.arange(start, self.n, 2)
+            yield from half[torch.randperm(len(half), generator=self.generator)].tolist()
+
+    def __len__(self):
+        return self.n
+
+
+evens_odds = EvensThenOdds(9, generator=torch.Generator().manual_seed(0))
+print(list(evens_odds))
+print(list(evens_odds))  # a new pass: a new order within each half
+loader = DataLoader(ids, batch_size=4, sampler=evens_odds)
+print(len(loader), [yb.tolist() for _, yb in loader])  # ceil(9 / 4) = 3 batches of sample indices
+
+# %% [markdown]
 # A **batch sampler** yields whole lists of indices, one list per batch. `batch_sampler=` replaces `batch_size`,
 # `shuffle`, `sampler` and `drop_last` together; it is how you build batches with a rule, for example
 # "sequences of similar length together". `BatchSampler` wraps an ordinary sampler:
@@ -151,6 +208,59 @@ batches = BatchSampler(SequentialSampler(range(10)), batch_size=4, drop_last=Fal
 print(list(batches))  # [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 loader = DataLoader(ids, batch_sampler=batches)
 print([yb.tolist() for _, yb in loader])
+
+# %% [markdown]
+# Your own batch sampler is written the same way as a sampler: `__iter__` yields **lists** of indices, one list
+# per batch, and `__len__` is the number of batches. This one puts only samples of the same class in a batch
+# (useful when a loss compares samples within a class), with the order of the batches shuffled each epoch:
+
+# %%
+class SameLabelBatches(Sampler):
+    """Batches of up to batch_size indices that all share one label; batch order shuffled per epoch."""
+
+    def __init__(self, labels, batch_size, generator=None):
+        self.batches = []
+        for label in sorted(set(labels)):
+            members = [i for i, y in enumerate(labels) if y == label]
+            self.batches += [members[k:k + batch_size] for k in range(0, len(members), batch_size)]
+        self.generator = generator
+
+    def __iter__(self):
+        for k in torch.randperm(len(self.batches), generator=self.generator).tolist():
+            yield self.batches[k]
+
+    def __len__(self):
+        return len(self.batches)
+
+
+labels = [2, 0, 1, 0, 2, 2, 1, 0, 2, 2]
+by_label = SameLabelBatches(labels, batch_size=3, generator=torch.Generator().manual_seed(0))
+print(len(by_label), list(by_label))
+loader = DataLoader(TensorDataset(torch.arange(10), torch.tensor(labels)), batch_sampler=by_label)
+print([yb.tolist() for _, yb in loader])  # each batch holds one label only
+
+# %% [markdown]
+# ### What the default collate function does with other samples
+#
+# `default_collate` works recursively on the structure of a sample: tensors are stacked, Python numbers become a
+# tensor, strings are gathered into a list, and a tuple, list or **dict** is collated field by field, keeping its
+# structure. Returning dicts from `__getitem__` is common when a sample has many parts; the batch is then a dict
+# of batched fields:
+
+# %%
+class NamedPoints(Dataset):
+    """Sample i is a dict: a point (2,), an int label and a name."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return {"x": torch.tensor([float(i), -float(i)]), "label": i % 2, "name": f"point-{i}"}
+
+
+batch = next(iter(DataLoader(NamedPoints(), batch_size=3)))
+print(batch["x"].shape, batch["label"], batch["name"])  # (3, 2), int64 (3,), a list of 3 strings
+print(default_collate([(torch.zeros(2), 1.5), (torch.ones(2), 2.5)]))  # tuples: position by position, as a list
 
 # %% [markdown]
 # ### `collate_fn`: when samples cannot simply be stacked
@@ -202,6 +312,122 @@ def pad_collate(batch, pad_value=0):
 check(pad_collate)
 
 # %% [markdown]
+# ### Bucketing: batches of similar lengths waste less padding
+#
+# Every padded cell is work the model does for nothing (and memory it holds). A batch is as wide as its longest
+# sequence, so a random batch that happens to contain one long sequence pads all the others up to it. If the
+# sequences of a batch have similar lengths, there is little left to pad. The trick: sort the indices by length,
+# cut the sorted list into batches, and shuffle only the **order of the batches** — the model still sees the
+# batches in a random order, but each one is made of neighbours in length. (The batches themselves are then the
+# same every epoch, only their order changes; larger projects add some randomness before sorting — shuffle, then
+# sort within large chunks — so that the members of a batch vary too.)
+#
+# Let us count the padding of one epoch of 256 sequences, most short and a few long, in batches of 16:
+
+# %%
+g = torch.Generator().manual_seed(0)
+seq_lengths = (3 + 60 * torch.rand(256, generator=g) ** 3).long().tolist()  # skewed: many short, few long
+
+
+def cut(order, batch_size):
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def padded_cells(batch):
+    """How many cells of the batch's padded tensor are padding."""
+    longest = max(seq_lengths[i] for i in batch)
+    return sum(longest - seq_lengths[i] for i in batch)
+
+
+random_batches = cut(torch.randperm(256, generator=g).tolist(), 16)
+bucket_batches = cut(sorted(range(256), key=lambda i: seq_lengths[i]), 16)
+real = sum(seq_lengths)
+for name, batches in (("random batches", random_batches), ("buckets", bucket_batches)):
+    pad = sum(padded_cells(b) for b in batches)
+    print(f"{name:15}: {pad:5} padded cells for {real} real ones ({pad / (pad + real):.0%} of the tensors)")
+
+# %%
+def padding_map(batches, width):
+    """One row per sample, grouped by batch: 0 real cell, 1 padding, 2 outside the batch's tensor."""
+    rows = []
+    for b in batches:
+        longest = max(seq_lengths[i] for i in b)
+        for i in b:
+            row = torch.full((width,), 2)
+            row[:longest] = 1
+            row[:seq_lengths[i]] = 0
+            rows.append(row)
+    return torch.stack(rows)  # (256, width)
+
+
+colours = matplotlib.colors.ListedColormap(["tab:blue", "tab:orange", "white"])
+width = max(seq_lengths)
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.6]})
+for ax, name, batches in ((axes[0], "random batches", random_batches), (axes[1], "buckets", bucket_batches)):
+    ax.imshow(padding_map(batches, width), cmap=colours, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
+    ax.set_title(f"{name}: blue real, orange padding", fontsize=9)
+    ax.set_xlabel("position in the sequence")
+    ax.set_ylabel("sample (16 per batch)")
+step = torch.arange(len(random_batches))
+axes[2].bar(step - 0.2, [padded_cells(b) for b in random_batches], width=0.4, label="random batches")
+axes[2].bar(step + 0.2, [padded_cells(b) for b in bucket_batches], width=0.4, label="buckets (sorted order)")
+axes[2].set_xlabel("batch")
+axes[2].set_ylabel("padded cells")
+axes[2].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# A batch sampler is the natural home for this rule: it sees the whole epoch, decides the batches, and the
+# `collate_fn` (your `pad_collate`) then pads each batch only to its own longest sequence.
+#
+# ## Exercise: `BucketBatchSampler`
+#
+# Write `BucketBatchSampler(lengths, batch_size, drop_last=False, generator=None)`, a
+# `torch.utils.data.Sampler` to pass as `DataLoader(dataset, batch_sampler=..., collate_fn=pad_collate)`.
+# `lengths[i]` is the length of sample `i`.
+#
+# - In the constructor, raise `ValueError` if `batch_size < 1`. Sort the indices `0 .. len(lengths) - 1` by
+#   ascending length with a **stable** sort (indices of equal length keep their index order) and cut the sorted
+#   list into consecutive batches of `batch_size` indices; the last batch is shorter, or left out when
+#   `drop_last=True`.
+# - Each `iter(sampler)` yields those batches, each a list of ints, in the order
+#   `torch.randperm(num_batches, generator=generator)` gives: batch `perm[0]` first, then `perm[1]`, ...,
+#   with a new permutation drawn for every pass (so with one generator, two epochs come in two orders). With
+#   `generator=None`, `torch.randperm` draws from the global random generator, as it does by itself.
+# - `len(sampler)` is the number of batches.
+
+# %%
+class BucketBatchSampler(Sampler):
+    """Batches of indices of similar length (a stable sort, cut in order), yielded in a new random order per pass."""
+
+    def __init__(self, lengths: list[int], batch_size: int, drop_last: bool = False, generator=None):
+        ### BEGIN SOLUTION
+        if batch_size < 1:
+            raise ValueError(f"batch_size should be at least 1, got {batch_size}")
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])  # sorted() is stable
+        self.batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+        if drop_last and self.batches and len(self.batches[-1]) < batch_size:
+            self.batches.pop()
+        self.generator = generator
+        ### END SOLUTION
+
+    def __iter__(self):
+        ### BEGIN SOLUTION
+        for k in torch.randperm(len(self.batches), generator=self.generator).tolist():
+            yield self.batches[k]
+        ### END SOLUTION
+
+    def __len__(self):
+        ### BEGIN SOLUTION
+        return len(self.batches)
+        ### END SOLUTION
+
+
+# %%
+check(BucketBatchSampler)
+
+# %% [markdown]
 # ## 3. Splitting a dataset: `random_split` with a seeded generator
 #
 # `random_split(dataset, lengths_or_fractions, generator=...)` shuffles the indices once and cuts them into
@@ -220,6 +446,20 @@ print(type(train_part).__name__, list(train_part.indices), list(val_part.indices
 
 try:
     random_split(range(10), [0.5, 0.4])  # 0.9: read as lengths, not fractions
+except ValueError as e:
+    print("ValueError:", e)
+
+# %% [markdown]
+# `random_split` also takes **integer lengths**, the sizes of the parts; they must add up to `len(dataset)`
+# exactly. Use them when the sizes are fixed by a protocol ("the last 1,000 samples are the test set" is better
+# done with `Subset`, but "exactly 1,000 random validation samples" is a split by lengths). With the same seed,
+# lengths and the fractions they correspond to give the same split:
+
+# %%
+by_length = random_split(range(10), [7, 3], generator=torch.Generator().manual_seed(42))
+print([list(part.indices) for part in by_length])  # the same split as [0.7, 0.3] above
+try:
+    random_split(range(10), [7, 2])  # 9 != 10
 except ValueError as e:
     print("ValueError:", e)
 
@@ -270,6 +510,30 @@ train_digits = torchvision.datasets.ImageFolder(DIGITS / "train", transform=to_t
 print(len(train_digits), "samples; classes:", train_digits.classes)
 image, label = train_digits[0]
 print(image.shape, image.dtype, float(image.min()), float(image.max()), "label", label)  # (3, 8, 8)
+
+# %% [markdown]
+# ### `ToTensor` in v2 terms
+#
+# Old scripts write `transforms.ToTensor()`. It takes a PIL image or an `(H, W, C)` uint8 array and returns a
+# float32 `(C, H, W)` tensor in `[0, 1]` — two steps in one. In v2 the two steps are separate transforms, so
+# `ToTensor()` becomes `v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])`. Check on a real file
+# that they agree:
+
+# %%
+pil_image = Image.open(DIGITS / "train" / "3" / "0003.png").convert("RGB")  # a PIL image, (W, H) = (8, 8)
+old_style = torchvision.transforms.ToTensor()(pil_image)  # (3, 8, 8) float32
+new_style = to_tensor(pil_image)                          # (3, 8, 8) float32
+print(type(new_style).__name__, new_style.shape, new_style.dtype, old_style.shape, old_style.dtype)
+print("largest difference:", (old_style - new_style).abs().max().item())
+torch.testing.assert_close(new_style.as_subclass(torch.Tensor), old_style)  # equal up to float32 rounding
+
+# %% [markdown]
+# Two details. The difference, if any, is in the last bit of float32 (ToTensor divides by 255, ToDtype multiplies
+# by 1/255): the same tensor for any practical purpose. And `ToImage` returns a `tv_tensors.Image`, a tensor
+# subclass that tells later v2 transforms "this is an image" (as opposed to, say, a bounding box); it works
+# wherever a tensor does, and `.as_subclass(torch.Tensor)` turns it into a plain one. Splitting the steps also
+# lets you do what `ToTensor` could not: `v2.ToDtype(torch.float16, scale=True)`, or uint8 augmentations
+# (cheaper) before the conversion to float.
 
 # %% [markdown]
 # Pitfall: the image has **3** channels although the PNG files are grayscale. `ImageFolder`'s default loader
@@ -431,6 +695,48 @@ fig.suptitle("one training image, six random crops")
 plt.show()
 
 # %% [markdown]
+# ### `Resize`: interpolation and antialiasing; `CenterCrop`
+#
+# Resizing computes new pixels from old ones; `interpolation=` says how. `NEAREST` copies the closest old pixel
+# (blocky, but it never invents values — the only right choice for label masks), `BILINEAR` (v2's default)
+# blends the 2x2 nearest pixels, `BICUBIC` a 4x4 neighbourhood (smoother; on float images it can overshoot the
+# original range a little, uint8 results are clipped to 0..255).
+#
+# Shrinking has a second problem. A pixel of the small image stands for a whole block of the large one, but
+# plain interpolation only reads the few pixels nearest its centre; fine detail between them is skipped, and
+# stripes finer than the new pixel size reappear as coarse false patterns (aliasing, the moiré of a photographed
+# screen). `antialias=True` (v2's default) first averages over the whole block. It only affects
+# `BILINEAR`/`BICUBIC` downscaling; old `transforms.Resize` code on tensors defaulted to no antialiasing, one
+# reason a model trained with PIL-resized images can see slightly different inputs in production.
+#
+# `CenterCrop(size)` keeps the central `size` window (evaluation's counterpart of `RandomCrop`); `Resize(256)`
+# then `CenterCrop(224)` is the classic ImageNet evaluation pipeline.
+
+# %%
+yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+rings = ((1 + torch.cos(((xx - 64) ** 2 + (yy - 64) ** 2) / 40)) * 127.5).to(torch.uint8)[None]  # (1, 128, 128)
+digit = read_image(str(DIGITS / "train" / "3" / "0003.png"))                                        # (1, 8, 8)
+nearest, bilinear, bicubic = (v2.InterpolationMode.NEAREST, v2.InterpolationMode.BILINEAR,
+                              v2.InterpolationMode.BICUBIC)
+panels = [
+    ("rings (1, 128, 128)", rings),
+    ("→ 32, bilinear, antialias=False", v2.Resize(32, bilinear, antialias=False)(rings)),
+    ("→ 32, bilinear, antialias=True", v2.Resize(32, bilinear, antialias=True)(rings)),
+    ("CenterCrop(48) of rings", v2.CenterCrop(48)(rings)),
+    ("digit → 48, nearest", v2.Resize(48, nearest)(digit)),
+    ("digit → 48, bilinear", v2.Resize(48, bilinear)(digit)),
+    ("digit → 48, bicubic", v2.Resize(48, bicubic)(digit)),
+    ("digit, CenterCrop(6)", v2.CenterCrop(6)(digit)),
+]
+fig, axes = plt.subplots(2, 4, figsize=(10, 5.4))
+for ax, (title, img) in zip(axes.flat, panels):
+    ax.imshow(img[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## 5. A dataset from a CSV of file names and labels
 #
 # Real data rarely comes as an `ImageFolder` tree. Often there is a table — a CSV with a file name and a label
@@ -462,7 +768,8 @@ print(img.shape, img.dtype, img.min().item(), img.max().item())  # (1, 8, 8) uin
 #   default mode (uint8 `(C, H, W)`) and then passed through `transform` if one is given; the label a Python
 #   `int`, passed through `target_transform` if one is given.
 #
-# Read the CSV once, in `__init__`; read each image only when it is asked for, in `__getitem__`.
+# Read the CSV once, in `__init__`; read each image only when it is asked for, in `__getitem__` (a real dataset
+# does not fit in memory, and the check notices an `__init__` that reads the images).
 
 # %%
 class CSVImageDataset(Dataset):
@@ -579,6 +886,48 @@ class Countdown(IterableDataset):
 print([b.tolist() for b in DataLoader(Countdown(7), batch_size=3)])
 
 # %% [markdown]
+# The loader refuses everything that needs indices, with a `ValueError` when it is built:
+
+# %%
+for option in ({"shuffle": True}, {"sampler": SequentialSampler(range(7))}, {"batch_sampler": [[0, 1], [2]]}):
+    try:
+        DataLoader(Countdown(7), **option)
+    except ValueError as e:
+        print("ValueError:", e)
+
+# %% [markdown]
+# Shuffling a stream has to happen in the stream itself: read a buffer of items and yield them in a random
+# order, or shuffle the list of files the stream reads from, once per epoch.
+#
+# `len(loader)` needs `len(dataset)`. An `IterableDataset` has no `__len__` unless you write one; then the loader
+# trusts it (`ceil(len / batch_size)` batches) but cannot check it in advance; if you asked for `len(loader)`, it
+# warns once it has fetched more batches than that — which is what happens when workers do not split the stream
+# (more on that below):
+
+# %%
+try:
+    len(DataLoader(Countdown(7), batch_size=3))
+except TypeError as e:
+    print("TypeError:", e)
+
+
+class SizedCountdown(Countdown):
+    """Countdown that also reports its length."""
+
+    def __len__(self):
+        return self.n
+
+
+print(len(DataLoader(SizedCountdown(7), batch_size=3)))  # ceil(7 / 3) = 3
+
+loader = DataLoader(SizedCountdown(7), batch_size=None, num_workers=2)  # items one by one
+print(len(loader))  # 7
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    items = [int(v) for v in loader]  # both workers yield the whole countdown
+print(len(items), "items came; the loader warns:", str(caught[0].message)[:150] if caught else "nothing")
+
+# %% [markdown]
 # ### Worker processes
 #
 # `num_workers=k` starts `k` worker processes; each one gets a **copy of the dataset** and prepares whole batches,
@@ -587,10 +936,154 @@ print([b.tolist() for b in DataLoader(Countdown(7), batch_size=3)])
 #
 # - `worker_init_fn(worker_id)` runs once at the start of each worker (seed a library, open a file handle);
 # - `persistent_workers=True` keeps the workers alive between epochs instead of restarting them each time;
+# - `prefetch_factor` (default 2) is how many batches each worker prepares ahead: the loader keeps
+#   `num_workers * prefetch_factor` batches in flight;
 # - `pin_memory=True` puts batches in page-locked memory, which makes the copy to a CUDA GPU faster (it only
 #   helps when a GPU is used);
 # - each worker's torch random state is seeded from the loader's `generator`, so random transforms differ per
 #   worker and are reproducible.
+#
+# Starting workers costs time (a new process, a copy of the dataset) at the start of **every** epoch, unless
+# they persist. Let us time three short epochs over a dataset whose samples take a millisecond to read:
+
+# %%
+class SlowSquares(Dataset):
+    """Sample i is (i, i**2) as float32 scalars; reading it takes `cost` seconds (samples 16..19 of every 32: 20x)."""
+
+    def __init__(self, n, cost):
+        self.n, self.cost = n, cost
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        time.sleep(self.cost * (20 if 16 <= i % 32 < 20 else 1))  # stands for reading and decoding a file
+        x = torch.tensor(float(i))
+        return x, x ** 2
+
+
+def epoch_seconds(loader, epochs):
+    """Wall-clock time of each of `epochs` full passes over the loader."""
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for xb, yb in loader:
+            pass
+        times.append(time.perf_counter() - start)
+    return times
+
+
+slow = SlowSquares(64, cost=0.001)
+for persistent in (False, True):
+    loader = DataLoader(slow, batch_size=8, num_workers=2, persistent_workers=persistent)
+    print(f"persistent_workers={persistent}:", [f"{1000 * t:.0f} ms" for t in epoch_seconds(loader, 3)])
+del loader  # persistent workers live as long as their loader
+
+# %% [markdown]
+# With persistent workers only the first epoch pays for the start. (On macOS and Windows, where workers are
+# started fresh instead of forked, the difference is larger still.)
+#
+# `prefetch_factor` sets how far ahead the workers read. Count the samples read while the training loop holds
+# its first batch and spends 0.3 s on it: the workers have then prepared `num_workers * prefetch_factor` more
+# batches and stopped, waiting for the loop to take one.
+
+# %%
+class CountedReads(Dataset):
+    """Sample i is i; every read adds 1 to a counter shared with the worker processes."""
+
+    def __init__(self, n):
+        self.n, self.reads = n, multiprocessing.Value("i", 0)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        with self.reads.get_lock():
+            self.reads.value += 1
+        return i
+
+
+counted = CountedReads(100)
+for prefetch in (1, 4):
+    counted.reads.value = 0
+    batches = iter(DataLoader(counted, batch_size=4, num_workers=2, prefetch_factor=prefetch))
+    first = next(batches)
+    time.sleep(0.3)  # a slow training step on the first batch
+    print(f"prefetch_factor={prefetch}: {counted.reads.value} samples read = 4 in hand + "
+          f"{counted.reads.value - 4} in {(counted.reads.value - 4) // 4} batches ready")
+    del batches  # stops its workers
+
+# %% [markdown]
+# Reading ahead matters when reading is uneven: a few slow batches (a large file, a slow disk) stall training
+# unless they were started early enough. Below, a training step of 15 ms consumes batches of 4 samples, and every
+# 8th batch takes 80 ms to read. We time how long the loop waits for data (on a busy machine the numbers jump
+# around; run the cell twice):
+
+# %%
+def seconds_waiting(loader, step_seconds):
+    """Time the training loop spends waiting for the next batch, and the whole epoch's time."""
+    waited, start = 0.0, time.perf_counter()
+    batches = iter(loader)
+    while True:
+        asked = time.perf_counter()
+        batch = next(batches, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            return waited, time.perf_counter() - start
+        time.sleep(step_seconds)  # stands for forward, backward and step
+
+
+slow = SlowSquares(128, cost=0.001)
+for prefetch in (1, 4):
+    loader = DataLoader(slow, batch_size=4, num_workers=2, prefetch_factor=prefetch, persistent_workers=True)
+    seconds_waiting(loader, 0.0)  # a first epoch to start the workers
+    waited, total = seconds_waiting(loader, 0.015)
+    print(f"prefetch_factor={prefetch}: waited {1000 * waited:.0f} ms of {1000 * total:.0f} ms")
+del loader
+
+# %% [markdown]
+# More prefetching costs memory (`num_workers * prefetch_factor` batches held at once) and cannot help when
+# reading is slower than training on average — then you need more workers, or cheaper samples.
+#
+# ### `pin_memory` and `non_blocking=True`
+#
+# The operating system may move ordinary ("pageable") memory around, so a copy to the GPU first goes through a
+# page-locked staging buffer. `pin_memory=True` makes the loader put each batch in page-locked ("pinned")
+# memory directly; the GPU can then read it by itself (DMA), and `x.to("cuda", non_blocking=True)` returns at
+# once while the copy runs in the background. Kernels queued afterwards on the same CUDA stream wait for the copy,
+# so using the result is safe; the CPU meanwhile goes on preparing the next step. From pageable memory,
+# `non_blocking=True` has nothing to overlap. The reverse direction needs care: a GPU-to-CPU copy with
+# `non_blocking=True` may still be running when you read the CPU tensor — call `torch.cuda.synchronize()` first.
+#
+# This cell runs its example only when a CUDA GPU is present:
+
+# %%
+if torch.cuda.is_available():
+    loader = DataLoader(TensorDataset(torch.randn(1024, 256), torch.randint(0, 10, (1024,))), batch_size=256,
+                        pin_memory=True)
+    xb, yb = next(iter(loader))
+    print("batch pinned:", xb.is_pinned())
+    xb, yb = xb.to("cuda", non_blocking=True), yb.to("cuda", non_blocking=True)  # (256, 256), (256,)
+    print("on", xb.device, "mean of the batch:", xb.mean().item())  # .item() waits for the copy and the kernel
+
+    pageable = torch.randn(16, 1024, 1024)  # 64 MB
+    pinned = pageable.pin_memory()
+    pinned.to("cuda")  # warm-up: the first copy also sets up CUDA
+    for name, src in (("pageable", pageable), ("pinned", pinned)):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        on_gpu = src.to("cuda", non_blocking=True)
+        returned = time.perf_counter() - start  # how long the CPU was held up
+        torch.cuda.synchronize()
+        done = time.perf_counter() - start
+        print(f"{name:8}: to() returned after {1000 * returned:.1f} ms, copy done after {1000 * done:.1f} ms")
+else:
+    print("No CUDA GPU here, so nothing to pin: DataLoader(pin_memory=True) only warns, and .to(device, "
+          "non_blocking=True) is an ordinary copy on the CPU. On a GPU machine this cell shows a pinned batch and "
+          "times a 64 MB copy from pageable and from pinned memory.")
+
+# %% [markdown]
+# ### Workers and an `IterableDataset`
 #
 # With an `IterableDataset`, every worker runs the **same** `__iter__` on its own copy. Unless the dataset
 # splits the work, you get every item once per worker:
@@ -694,7 +1187,15 @@ else:
 #   `__init__`, do the expensive work per sample.
 # - `DataLoader` batches: `ceil(N / B)` batches per epoch, `N // B` with `drop_last=True`. `shuffle` or a
 #   `sampler`, never both; `batch_sampler` replaces all the batching options.
-# - Samples that cannot be stacked need a `collate_fn`; pad and return the lengths.
-# - Seed a private `torch.Generator` for splits and shuffles; never make the test set part of your statistics.
-# - Transforms: `ToImage` + `ToDtype(scale=True)` before `Normalize`; random augmentation on training data only.
-# - With `num_workers > 0`, an `IterableDataset` must split its work with `get_worker_info()`.
+# - A sampler is `__iter__` (a fresh pass per epoch, randomness drawn there) + `__len__`; a batch sampler yields
+#   lists of indices. Bucketing by length cuts padding; shuffle the batches, not the indices.
+# - `default_collate` stacks tensors and keeps tuples and dicts as they are; samples that cannot be stacked need a
+#   `collate_fn`: pad and return the lengths.
+# - `dataset_a + dataset_b` is a `ConcatDataset`. Seed a private `torch.Generator` for splits (fractions or
+#   integer lengths) and shuffles; never make the test set part of your statistics.
+# - Transforms: `ToImage` + `ToDtype(scale=True)` (the old `ToTensor`) before `Normalize`; `Resize` antialiases
+#   when shrinking; random augmentation on training data only, `CenterCrop` for evaluation.
+# - `persistent_workers` saves the workers' start-up each epoch, `prefetch_factor` absorbs slow batches,
+#   `pin_memory` + `non_blocking=True` overlap the copy to the GPU with other work.
+# - An `IterableDataset` has no sampler or `shuffle`, a `len` only if you give it one, and with
+#   `num_workers > 0` it must split its work with `get_worker_info()`.

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, IterableDataset, Subset, WeightedRandomSampler, get_worker_info, \
-    random_split
-from torchvision.io import ImageReadMode, read_image
+from torch.utils.data import BatchSampler, Dataset, IterableDataset, Sampler, Subset, WeightedRandomSampler, \
+    get_worker_info, random_split
+from torchvision.io import ImageReadMode, decode_image, read_file, read_image
 
 from grader import evaluate
 from verdicts import assert_passes, assert_rejects
@@ -84,8 +84,70 @@ class TargetTransformOnImage(CSVImagesRight):
         return image, label
 
 
-def test_csv_dataset_right():
-    assert_passes(CSVImagesRight, "CSVImageDataset")
+class CSVImagesDictReaderPIL(Dataset):
+    """Another correct answer: csv.DictReader, PIL to open each file when it is asked for."""
+
+    def __init__(self, annotations_file, img_dir, transform=None, target_transform=None):
+        with open(annotations_file, newline="") as f:
+            self.rows = list(csv.DictReader(f))
+        self.img_dir, self.transform, self.target_transform = img_dir, transform, target_transform
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        row = self.rows[i]
+        with Image.open(Path(self.img_dir) / row["filename"]) as im:
+            pixels = np.array(im)  # uint8 (H, W) or (H, W, C)
+        image = torch.from_numpy(pixels).unsqueeze(-1) if pixels.ndim == 2 else torch.from_numpy(pixels)
+        image = image.permute(2, 0, 1).contiguous()  # (C, H, W)
+        label = int(row["label"])
+        return (self.transform(image) if self.transform else image,
+                self.target_transform(label) if self.target_transform else label)
+
+
+class CSVImagesDecode(CSVImagesRight):
+    """Another correct answer: the file's bytes with read_file, then decode_image."""
+
+    def __getitem__(self, index):
+        name, label = self.items[index]
+        image = decode_image(read_file(str(self.root / name)))
+        image = self.transform(image) if self.transform else image
+        return image, self.target_transform(label) if self.target_transform else label
+
+
+class ReadsAllInInit(CSVImagesRight):
+    """Eager: every image decoded in __init__ and kept in memory."""
+
+    def __init__(self, annotations_file, img_dir, transform=None, target_transform=None):
+        super().__init__(annotations_file, img_dir, transform, target_transform)
+        self.images = [read_image(str(self.root / name)) for name, _ in self.items]
+
+    def __getitem__(self, index):
+        image, label = self.images[index], self.items[index][1]
+        image = self.transform(image) if self.transform else image
+        return image, self.target_transform(label) if self.target_transform else label
+
+
+class ReadsAllOnFirstAccess(CSVImagesRight):
+    """Loads every image the first time any item is asked for."""
+
+    def __getitem__(self, index):
+        if not hasattr(self, "images"):
+            self.images = [read_image(str(self.root / name)) for name, _ in self.items]
+        image, label = self.images[index], self.items[index][1]
+        image = self.transform(image) if self.transform else image
+        return image, self.target_transform(label) if self.target_transform else label
+
+
+class RowsShifted(CSVImagesRight):
+    def __getitem__(self, index):
+        return super().__getitem__((index + 1) % len(self))
+
+
+@pytest.mark.parametrize("right", [CSVImagesRight, CSVImagesDictReaderPIL, CSVImagesDecode])
+def test_csv_dataset_right(right):
+    assert_passes(right, "CSVImageDataset")
 
 
 @pytest.mark.parametrize("wrong, fragments", [
@@ -94,8 +156,11 @@ def test_csv_dataset_right():
     (ReadAsRGB, ("3 channels", "mode=rgb")),
     (PILToFloat, ("expected uint8",)),
     (ChannelsLast, ("channels first",)),
-    (IgnoresTransform, ("expected dtype torch.float32",)),
-    (TargetTransformOnImage, ("target_transform", "should be a torch.tensor")),
+    (IgnoresTransform, ("but a transform was given", "self.transform(image)")),
+    (TargetTransformOnImage, ("is the int", "target_transform was given")),
+    (ReadsAllInInit, ("__init__ read every image", "does not fit in memory", "each image in __getitem__")),
+    (ReadsAllOnFirstAccess, ("the first access read every image",)),
+    (RowsShifted, ("is the image of row 1", "row i of the csv")),
 ])
 def test_csv_dataset_wrong(wrong, fragments):
     assert_rejects(wrong, "CSVImageDataset", *fragments)
@@ -400,6 +465,188 @@ def test_balanced_sampler_wrong(wrong, fragments):
     assert_rejects(wrong, "make_balanced_sampler", *fragments)
 
 
+# --- BucketBatchSampler ----------------------------------------------------------------------------------
+class BucketsRight(Sampler):
+    """An independent correct answer: a stable argsort, tensor split, a permutation per iter()."""
+
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        order = torch.argsort(torch.tensor(lengths, dtype=torch.int64), stable=True)
+        self.batches = [b.tolist() for b in order.split(batch_size)] if len(lengths) else []
+        if drop_last and self.batches and len(self.batches[-1]) < batch_size:
+            self.batches.pop()
+        self.generator = generator
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for k in torch.randperm(len(self.batches), generator=self.generator):
+            yield self.batches[k]
+
+
+class BucketsTensorBatches(Sampler):
+    """Also correct: BatchSampler cuts the sorted order; batches come out as int64 tensors, which DataLoader
+    indexes with as well as with lists."""
+
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        if batch_size < 1:
+            raise ValueError("batch_size < 1")
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        self.batches = [torch.tensor(b) for b in BatchSampler(order, batch_size, drop_last)]
+        self.generator = generator
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        perm = torch.randperm(len(self), generator=self.generator).tolist()
+        return iter([self.batches[i] for i in perm])
+
+
+class BucketsDescending(BucketsRight):
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__([-n for n in lengths], batch_size, drop_last, generator)
+
+
+class BucketsUnstable(BucketsRight):
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, batch_size, drop_last, generator)
+        order = torch.argsort(torch.tensor(lengths))  # not stable: ties in any order
+        self.batches = [b.tolist() for b in order.split(batch_size)][:len(self.batches)]
+
+
+class BucketsShuffledIndices(BucketsRight):
+    def __iter__(self):
+        flat = [i for b in self.batches for i in b]
+        perm = torch.randperm(len(flat), generator=self.generator).tolist()
+        shuffled = [flat[i] for i in perm]
+        sizes = [len(b) for b in self.batches]
+        start = 0
+        for size in sizes:
+            yield shuffled[start:start + size]
+            start += size
+
+
+class BucketsLenIgnoresDropLast(BucketsRight):
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, batch_size, drop_last, generator)
+        self.size = math.ceil(len(lengths) / batch_size)
+
+    def __len__(self):
+        return self.size
+
+
+class BucketsOrderInInit(BucketsRight):
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, batch_size, drop_last, generator)
+        self.order = torch.randperm(len(self.batches), generator=generator).tolist()
+
+    def __iter__(self):
+        return iter([self.batches[i] for i in self.order])
+
+
+class BucketsIgnoresGenerator(BucketsRight):
+    def __iter__(self):
+        for k in torch.randperm(len(self.batches)).tolist():
+            yield self.batches[k]
+
+
+class BucketsInversePermutation(BucketsRight):
+    def __iter__(self):
+        out = [None] * len(self.batches)
+        for batch, k in zip(self.batches, torch.randperm(len(self.batches), generator=self.generator).tolist()):
+            out[k] = batch
+        return iter(out)
+
+
+class BucketsFreshGenerator(BucketsRight):
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, batch_size, drop_last, generator or torch.Generator())
+
+
+class BucketsPythonShuffle(BucketsRight):
+    def __iter__(self):
+        batches = list(self.batches)
+        random.shuffle(batches)
+        return iter(batches)
+
+
+class BucketsKeepsShortBatch(BucketsRight):
+    """len() follows drop_last; the batches do not."""
+
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, batch_size, False, generator)
+        self.size = len(lengths) // batch_size if drop_last else len(self.batches)
+
+    def __len__(self):
+        return self.size
+
+
+class BucketsNoValueError(BucketsRight):
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, max(batch_size, 1), drop_last, generator)
+
+
+class BucketsYieldIndices(BucketsRight):
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield from batch
+
+
+class BucketsOneIterator(BucketsRight):
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, batch_size, drop_last, generator)
+        self.it = super().__iter__()
+
+    def __iter__(self):
+        return self.it
+
+
+@pytest.mark.parametrize("right", [BucketsRight, BucketsTensorBatches])
+def test_bucket_batch_sampler_right(right):
+    assert_passes(right, "BucketBatchSampler")
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (BucketsDescending, ("descending length",)),
+    (BucketsUnstable, ("stable",)),
+    (BucketsShuffledIndices, ("mix short and long", "never the indices")),
+    (BucketsLenIgnoresDropLast, ("drop_last=true drops", "n // batch_size")),
+    (BucketsOrderInInit, ("same order", "not once in __init__")),
+    (BucketsIgnoresGenerator, ("global random generator", "generator=self.generator")),
+    (BucketsInversePermutation, ("batches[perm[k]]",)),
+    (BucketsFreshGenerator, ("new torch.generator()",)),
+    (BucketsPythonShuffle, ("torch.randperm(num_batches, generator=generator)",)),
+    (BucketsKeepsShortBatch, ("although drop_last=true",)),
+    (BucketsNoValueError, ("should raise valueerror",)),
+    (BucketsYieldIndices, ("a batch is an int", "list of int indices")),
+    (BucketsOneIterator, ("yielded nothing", "start over")),
+])
+def test_bucket_batch_sampler_wrong(wrong, fragments):
+    assert_rejects(wrong, "BucketBatchSampler", *fragments)
+
+
+class BucketsTable(BucketsRight):
+    """Right only for the numbers of lengths the public round uses (a stand-in for tabulated answers)."""
+
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        if len(lengths) not in {3, 5, 6, 10, 15, 17, 20, 23, 37}:
+            raise KeyError(len(lengths))
+        super().__init__(lengths, batch_size, drop_last, generator)
+
+
+@pytest.mark.parametrize("seed", ["1", "918273645"])
+def test_bucket_batch_sampler_hidden_round_draws_new_sizes(seed, monkeypatch):
+    assert_passes(BucketsTable, "BucketBatchSampler")
+    monkeypatch.setenv("TORCHDOJO_HIDDEN_SEED", seed)
+    table = evaluate(BucketsTable, name="BucketBatchSampler")
+    assert table.status == "failed" and all(c.hidden for c in table.cases if not c.passed), table.text()
+    right = evaluate(BucketsRight, name="BucketBatchSampler")
+    assert right.passed and any(c.hidden for c in right.cases), right.text()
+
+
 # --- stubs -------------------------------------------------------------------------------------------------
 def stub_function(*args, **kwargs):
     raise NotImplementedError()
@@ -416,6 +663,7 @@ class StubClass(IterableDataset):
 @pytest.mark.parametrize("name, stub", [
     ("CSVImageDataset", StubClass), ("pad_collate", stub_function), ("split_dataset", stub_function),
     ("channel_mean_std", stub_function), ("ShardedRange", StubClass), ("make_balanced_sampler", stub_function),
+    ("BucketBatchSampler", StubClass),
 ])
 def test_stub_is_not_attempted(name, stub):
     report = evaluate(stub, name=name)
