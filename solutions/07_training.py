@@ -461,9 +461,71 @@ except Exception as e:
 #     train_one_epoch(model, loader, loss_fn, optimizer, device)
 #     save_checkpoint("run/last.pt", model, optimizer, epoch)
 # ```
+
+# %% [markdown]
+# **Pitfall: saving the parameters instead of the state dict.** `model.state_dict()` holds the parameters *and
+# the buffers*: tensors a module keeps that the optimizer does not train, such as batch norm's running mean and
+# variance. `model.parameters()` and `model.named_parameters()` leave the buffers out, so a model restored from
+# a checkpoint built from them keeps the running statistics of a freshly built one, and in eval mode it computes
+# something else than the model you saved:
+
+# %%
+bn_net = nn.Sequential(nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+in_state_dict = set(bn_net.state_dict())
+in_parameters = {name for name, _ in bn_net.named_parameters()}
+print("only in state_dict():", sorted(in_state_dict - in_parameters))
+
+# %% [markdown]
+# ### Loading on another device: `map_location`
 #
-# A checkpoint written on a GPU can be opened on a CPU-only machine with
-# `torch.load(path, map_location="cpu", weights_only=True)`.
+# `torch.save` records, next to every tensor's numbers, the device the tensor was on, and `torch.load` puts it
+# back on that device. A checkpoint written while training on a GPU therefore says `cuda:0` for every tensor,
+# and on a machine without a GPU (or on a CPU-only build of PyTorch) loading it fails with
+#
+# ```
+# RuntimeError: Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False.
+# If you are running on a CPU-only machine, please use torch.load with map_location=torch.device('cpu') ...
+# ```
+#
+# `map_location` says where the tensors go instead, *while the file is read*, so they never touch the device
+# they were saved from. It takes a device name (`"cpu"`, `"cuda:1"`), a `torch.device`, a dict from saved to
+# new locations (`{"cuda:1": "cuda:0"}` for a checkpoint from a second GPU), or a function of
+# `(storage, location)`. The function form also shows what the file recorded:
+
+# %%
+path = os.path.join(folder, "state.pt")
+torch.save(model.state_dict(), path)
+recorded = set()
+
+
+def note_location(storage, location):
+    """A map_location function: note the device the file recorded, keep the tensor where it is."""
+    recorded.add(location)
+    return storage
+
+
+torch.load(path, map_location=note_location, weights_only=True)
+print("devices recorded in the file:", recorded)
+
+# %% [markdown]
+# Our checkpoint was written on the CPU, so to *see* tensors move we send them to the `meta` device, then load
+# with a `torch.device` object — in a script, `map_location=device` loads straight onto whatever device this
+# run uses:
+
+# %%
+on_meta = torch.load(path, map_location="meta", weights_only=True)
+print("map_location='meta':                ", {name: str(t.device) for name, t in on_meta.items()})
+state = torch.load(path, map_location=torch.device("cpu"), weights_only=True)
+print("map_location=torch.device('cpu'):   ", {name: str(t.device) for name, t in state.items()})
+state = torch.load(path, map_location=device, weights_only=True)
+model.to(device).load_state_dict(state)
+print("map_location=device, loaded into a model on", next(model.parameters()).device)
+
+# %% [markdown]
+# `model.load_state_dict` copies the values into the model's own tensors, wherever those live, and
+# `optimizer.load_state_dict` moves its state to the device of the parameters it is attached to, so the usual
+# recipe for resuming on another machine is: build the model, move it to `device`, create the optimizer, then
+# load the checkpoint with `map_location=device`.
 
 # %% [markdown]
 # ## Exercise: `save_checkpoint`
@@ -509,22 +571,32 @@ def load_checkpoint(path, model, optimizer) -> int:
 check(load_checkpoint)
 
 # %% [markdown]
-# ## 6. Watching a run: progress bars, curves, early stopping, TensorBoard
+# ## 6. Watching a run: batch size, early stopping, curves, TensorBoard
 #
 # A training run should tell you how it is going while it runs, and leave a record you can compare with other
 # runs. Below, a small network trains on the 1,150 training images and is validated after every epoch on the
-# 287 held-out ones. To keep this section self-contained it uses full-batch steps (the whole training set in
-# one batch per step), which is fast for a data set this small.
+# 287 held-out ones.
 #
-# **A progress bar.** `tqdm` wraps any iterable and draws a bar with the speed and the time left;
-# `set_postfix` shows the latest numbers on the bar. `tqdm.auto` picks a notebook widget or a text bar.
+# **One CPU thread.** On a CPU, PyTorch splits each operation between threads, one per core. For operations as
+# small as ours, sharing out the work costs more than it saves, and on a busy machine a thread that waits for a
+# descheduled partner can make training many times slower. One thread is the better choice for networks this
+# small (keep the default for large ones); the checks run your code that way too.
 #
-# **Early stopping.** Validation accuracy rises, flattens, and eventually (as the network starts memorising the
-# training set) falls. We keep a copy of the best weights seen so far and stop when the validation score has not
-# improved for `patience` epochs; then we restore the best copy.
+# ### Full batch or mini-batches?
+#
+# A data set this small fits in one batch, so we could take **full-batch** steps: one step per epoch, along the
+# gradient of the loss over all 1,150 images. **Mini-batch** training takes one step per batch of, say, 64
+# images instead: 18 steps per epoch, each along a noisier estimate of that gradient, each much cheaper.
+#
+# `fit` trains the same network from the same initial weights either way and records, after every epoch, the
+# training time so far (the validation is not counted) and the validation loss. It shuffles and slices the
+# tensors itself, which is what a `DataLoader` over a `TensorDataset` does, without its per-sample overhead.
+# (Its `writer` argument is for TensorBoard, further down.)
 
 # %%
-from tqdm.auto import tqdm
+import time
+
+torch.set_num_threads(1)
 
 
 def make_mlp() -> nn.Module:
@@ -532,42 +604,190 @@ def make_mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 10))
 
 
+xt, yt, xv, yv = x_train.to(device), y_train.to(device), x_val.to(device), y_val.to(device)
+
+
+def fit(batch_size: int, epochs: int, lr: float = 0.01, writer=None) -> dict:
+    """Train make_mlp() with Adam on shuffled batches; per epoch: training seconds so far, losses, accuracy."""
+    torch.manual_seed(0)                                    # the same initial weights for every run
+    model = make_mlp().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    order = torch.Generator().manual_seed(0)                # the same shuffling for every run
+    log = {"seconds": [], "train_loss": [], "val_loss": [], "val_acc": []}
+    seconds = 0.0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        total = 0.0
+        for idx in torch.randperm(len(xt), generator=order).split(batch_size):
+            loss = F.cross_entropy(model(xt[idx]), yt[idx])  # a batch (B, 1, 8, 8) -> (B, 10) logits
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        seconds += time.perf_counter() - start
+        model.eval()
+        with torch.no_grad():
+            val_logits = model(xv)                          # (287, 10)
+        log["seconds"].append(seconds)
+        log["train_loss"].append(total / len(xt))
+        log["val_loss"].append(F.cross_entropy(val_logits, yv).item())
+        log["val_acc"].append((val_logits.argmax(dim=1) == yv).float().mean().item())
+        if writer is not None:                              # see "TensorBoard" below
+            writer.add_scalar("loss/train", log["train_loss"][-1], epoch)
+            writer.add_scalar("loss/val", log["val_loss"][-1], epoch)
+            writer.add_scalar("accuracy/val", log["val_acc"][-1], epoch)
+    return log
+
+
+full = fit(batch_size=len(xt), epochs=200)
+mini = fit(batch_size=64, epochs=20)
+
+fig, (ax_epochs, ax_seconds) = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+for log, label in [(full, "full batch: 1 step per epoch"), (mini, "batches of 64: 18 steps per epoch")]:
+    ax_epochs.plot(range(1, len(log["val_loss"]) + 1), log["val_loss"], label=label)
+    ax_seconds.plot(log["seconds"], log["val_loss"], label=label)
+    print(f"{label}: {len(log['val_loss'])} epochs in {log['seconds'][-1]:.2f} s, "
+          f"lowest validation loss {min(log['val_loss']):.3f}")
+ax_epochs.set_xlabel("epoch")
+ax_epochs.set_ylabel("validation loss")
+ax_epochs.set_yscale("log")
+ax_epochs.legend()
+ax_seconds.set_xlabel("training time (s)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Per epoch**, the mini-batches are far ahead: 18 updates per pass over the data instead of one. **Per
+# second**, what you actually pay for, the race is much closer: a full-batch step costs more than a step on 64
+# images, but far less than 18 of them, because one large matrix product uses the hardware better than many
+# small ones and the fixed cost of a step (Python, launching the operations) is paid once. Where the balance
+# falls depends on the machine — a GPU runs a batch of 1,150 images about as fast as a batch of 64 — and on the
+# data: millions of images do not fit in one batch at all, and the noise of small batches often helps a model
+# generalise. Batches of 32 to 512 are the usual choice; when you compare settings, compare them against time.
+#
+# ### Early stopping
+#
+# The validation loss falls, flattens, and eventually — as the network starts memorising the training set —
+# rises again. **Early stopping** watches a validation metric and ends the run when it has not improved for
+# `patience` epochs in a row; separately, we keep a copy of the best weights seen so far and restore it at the
+# end. Two details make it robust: `min_delta`, the smallest change that counts as an improvement (so that noise
+# in the last digits does not keep a run going), and `mode`: a loss should go down (`"min"`), an accuracy up
+# (`"max"`). (`torch.optim.lr_scheduler.ReduceLROnPlateau` watches a metric the same way, to lower the learning
+# rate instead of stopping.)
+
+# %% [markdown]
+# ## Exercise: `EarlyStopping`
+#
+# Write a class `EarlyStopping(patience, min_delta=0.0, mode="min")` whose method `step(metric)` is called once
+# per epoch with the validation metric and returns `True` when training should stop:
+#
+# - An **improvement** is `metric < best - min_delta` in mode `"min"` and `metric > best + min_delta` in mode
+#   `"max"` — strictly: a gain of exactly `min_delta` is not enough. The first call is always an improvement.
+# - Two attributes: `best` is `None` until the first call, then the metric of the latest improvement; it moves
+#   **only** on an improvement (a gain smaller than `min_delta` leaves it where it is). `num_bad_epochs` counts
+#   the calls since the last improvement (0 right after one).
+# - `step` updates both, then returns `num_bad_epochs >= patience`: `True` on the `patience`-th call in a row
+#   without improvement and on every call after it, `False` again after an improvement.
+# - Raise `ValueError` for a `mode` other than `"min"` and `"max"`, for `patience < 1` and for a negative
+#   `min_delta`.
+#
+# For example, with `patience=2` in mode `"min"` the losses `1.0, 0.8, 0.8, 0.9, 0.7` make `step` return
+# `False, False, False, True, False`, and `best` ends at `0.7`.
+
+# %%
+class EarlyStopping:
+    """Says when to stop: after `patience` calls in a row without an improvement of the metric."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0, mode: str = "min"):
+        ### BEGIN SOLUTION
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1, got {patience}")
+        if min_delta < 0:
+            raise ValueError(f"min_delta must not be negative, got {min_delta}")
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        self.best = None
+        self.num_bad_epochs = 0
+        ### END SOLUTION
+
+    def step(self, metric: float) -> bool:
+        """Record this epoch's metric; True when training should stop."""
+        ### BEGIN SOLUTION
+        if self.best is None:
+            improved = True
+        elif self.mode == "min":
+            improved = metric < self.best - self.min_delta
+        else:
+            improved = metric > self.best + self.min_delta
+        if improved:
+            self.best, self.num_bad_epochs = metric, 0
+        else:
+            self.num_bad_epochs += 1
+        return self.num_bad_epochs >= self.patience
+        ### END SOLUTION
+
+
+# %%
+check(EarlyStopping)
+
+# %% [markdown]
+# ### Early stopping in a training loop, with a progress bar
+#
+# The loop below trains on batches of 64 for at most 100 epochs and asks an `EarlyStopping` on the validation
+# loss after each one. (Until you have written `EarlyStopping`, it runs all 100 epochs.)
+#
+# **A progress bar.** `tqdm` wraps any iterable and draws a bar with the speed and the time left;
+# `set_postfix` shows the latest numbers on the bar. `tqdm.auto` picks a notebook widget or a text bar.
+
+# %%
+from tqdm.auto import tqdm
+
 torch.manual_seed(0)
 model = make_mlp().to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-xt, yt, xv, yv = x_train.to(device), y_train.to(device), x_val.to(device), y_val.to(device)
+try:
+    stopper = EarlyStopping(patience=8, min_delta=0.002, mode="min")
+except NotImplementedError:
+    stopper = None
+    print("EarlyStopping is not written yet: this run goes on for all 100 epochs")
 
 history = {"train_loss": [], "val_loss": [], "val_acc": []}
-best_acc, best_state, best_epoch, patience, waited = -1.0, None, 0, 15, 0
-bar = tqdm(range(300), desc="training")
+best_loss, best_state, best_epoch = float("inf"), None, 0
+order = torch.Generator().manual_seed(0)
+bar = tqdm(range(100), desc="training")
 for epoch in bar:
     model.train()
-    loss = F.cross_entropy(model(xt), yt)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    total = 0.0
+    for idx in torch.randperm(len(xt), generator=order).split(64):
+        loss = F.cross_entropy(model(xt[idx]), yt[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
 
     model.eval()
     with torch.no_grad():
         val_logits = model(xv)                                    # (287, 10)
         val_loss = F.cross_entropy(val_logits, yv).item()
         val_acc = (val_logits.argmax(dim=1) == yv).float().mean().item()
-    history["train_loss"].append(loss.item())
+    history["train_loss"].append(total / len(xt))
     history["val_loss"].append(val_loss)
     history["val_acc"].append(val_acc)
-    bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{val_acc:.3f}")
+    bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", val_loss=f"{val_loss:.3f}")
 
-    if val_acc > best_acc:
-        best_acc, best_epoch, waited = val_acc, epoch, 0
-        best_state = copy.deepcopy(model.state_dict())           # a copy, not a live view (see below)
-    else:
-        waited += 1
-        if waited >= patience:
-            print(f"stopping after epoch {epoch}: no improvement for {patience} epochs")
-            break
+    if val_loss < best_loss:                                      # the best weights so far, copied
+        best_loss, best_epoch = val_loss, epoch
+        best_state = copy.deepcopy(model.state_dict())            # a copy, not a live view (see below)
+    if stopper is not None and stopper.step(val_loss):
+        print(f"stopping after epoch {epoch}: no improvement larger than {stopper.min_delta} "
+              f"for {stopper.patience} epochs")
+        break
 bar.close()
 model.load_state_dict(best_state)
-print(f"best validation accuracy {best_acc:.3f} at epoch {best_epoch}")
+print(f"best validation loss {best_loss:.3f} at epoch {best_epoch} "
+      f"(accuracy {history['val_acc'][best_epoch]:.3f})")
 
 # %% [markdown]
 # **A loss curve** shows at a glance whether training works (the training loss falls), whether it has converged
@@ -577,16 +797,16 @@ print(f"best validation accuracy {best_acc:.3f} at epoch {best_epoch}")
 fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
 ax_loss.plot(history["train_loss"], label="training loss")
 ax_loss.plot(history["val_loss"], label="validation loss")
+ax_loss.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch ({best_epoch})")
 ax_loss.set_xlabel("epoch")
 ax_loss.set_ylabel("cross-entropy")
 ax_loss.set_yscale("log")
 ax_loss.legend()
 ax_acc.plot(history["val_acc"], color="tab:green")
-ax_acc.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch ({best_epoch})")
+ax_acc.axvline(best_epoch, color="gray", linestyle="--")
 ax_acc.set_xlabel("epoch")
 ax_acc.set_ylabel("validation accuracy")
-ax_acc.set_ylim(0.5, 1.0)
-ax_acc.legend()
+ax_acc.set_ylim(0.8, 1.0)
 plt.tight_layout()
 plt.show()
 
@@ -608,48 +828,76 @@ print("'snapshot' followed the step:", torch.equal(snapshot["1.weight"], weight)
 print("the deep copy did not:       ", torch.equal(copied["1.weight"], weight))
 
 # %% [markdown]
-# ### TensorBoard
+# ### TensorBoard: one log folder per run
 #
 # TensorBoard reads event files that your program writes and shows them in a browser: curves of every scalar you
-# log, images, histograms, and several runs side by side. `SummaryWriter(log_dir)` writes them;
-# `add_scalar(tag, value, step)` logs one number, and `add_image(tag, image, step)` one `(C, H, W)` picture —
-# `torchvision.utils.make_grid` tiles a batch into one. Tags with a slash (`loss/train`, `loss/val`) are grouped
-# together.
+# log, images, histograms. `SummaryWriter(log_dir)` writes them; `add_scalar(tag, value, step)` logs one
+# number, and `add_image(tag, image, step)` one `(C, H, W)` picture — `torchvision.utils.make_grid` tiles a
+# batch into one. Tags with a slash (`loss/train`, `loss/val`) are grouped together.
 #
-# Here we log into a temporary folder; in a project, use one folder per run, e.g. `runs/digits-lr0.01`.
+# TensorBoard treats every folder under the directory you point it at as one **run**, and draws the runs'
+# curves on top of each other. So give each run its own folder, named after what makes it different:
+# `SummaryWriter(log_dir="runs/adam-lr0.01")`. (`SummaryWriter()` without `log_dir` makes a new folder
+# `runs/<date>_<host>` for every run: unique, but you have to remember which was which.) Two runs written into
+# one folder mix their points into a single zig-zag curve.
+#
+# Here two learning rates each log into their own folder while they train (`fit` logs when it gets a writer),
+# under a temporary directory; in a project, `runs/` sits next to your code.
 
 # %%
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
-log_dir = tempfile.mkdtemp(prefix="tb-digits-")
-writer = SummaryWriter(log_dir)
-for step, (train_loss, val_loss, val_acc) in enumerate(zip(history["train_loss"], history["val_loss"],
-                                                           history["val_acc"])):
-    writer.add_scalar("loss/train", train_loss, step)
-    writer.add_scalar("loss/val", val_loss, step)
-    writer.add_scalar("accuracy/val", val_acc, step)
-grid = make_grid(x_val[:32], nrow=8, pad_value=1.0)   # (3, H, W): make_grid repeats the gray channel
-writer.add_image("validation images", grid, 0)
-writer.close()
-print("wrote", os.listdir(log_dir), "to", log_dir)
+runs = os.path.join(tempfile.mkdtemp(prefix="tb-"), "runs")
+for lr in (0.001, 0.01):
+    writer = SummaryWriter(log_dir=os.path.join(runs, f"adam-lr{lr}"))
+    writer.add_image("validation images", make_grid(x_val[:32], nrow=8, pad_value=1.0), 0)  # (3, H, W)
+    fit(batch_size=64, epochs=15, lr=lr, writer=writer)
+    writer.close()
+for name in sorted(os.listdir(runs)):
+    print(os.path.join("runs", name), os.listdir(os.path.join(runs, name)))
 
 # %% [markdown]
 # To look at the logs, start TensorBoard **in a terminal** (it is a server that keeps running) and open the
 # address it prints, usually http://localhost:6006:
 #
 # ```bash
-# tensorboard --logdir /the/folder/printed/above
+# tensorboard --logdir runs
 # ```
 #
 # Inside Jupyter you can instead run these two lines in a cell; they start the same server and embed it:
 #
 # ```python
 # %load_ext tensorboard
-# %tensorboard --logdir /the/folder/printed/above
+# %tensorboard --logdir runs
 # ```
 #
-# (This notebook does not start a server itself, so that it also runs unattended.)
+# (This notebook does not start a server itself, so that it also runs unattended; use the folder it printed
+# above instead of `runs`.)
+#
+# **Reading the logs back.** The event files are data you can also read without a server. TensorBoard's
+# `EventAccumulator` loads one run's folder: `Tags()` lists what was logged, and `Scalars(tag)` returns the
+# points as `ScalarEvent(wall_time, step, value)`. That is how the curves below — the ones TensorBoard would show
+# — get into this notebook:
+
+# %%
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+for name in sorted(os.listdir(runs)):
+    events = EventAccumulator(os.path.join(runs, name))
+    events.Reload()                                    # read the run's event files
+    for ax, tag in zip(axes, ["loss/train", "loss/val", "accuracy/val"]):
+        points = events.Scalars(tag)                   # [ScalarEvent(wall_time, step, value), ...]
+        ax.plot([p.step for p in points], [p.value for p in points], label=name)
+        ax.set_title(tag)
+        ax.set_xlabel("step (epoch)")
+print("scalars:", events.Tags()["scalars"], "· images:", events.Tags()["images"])
+axes[0].set_yscale("log")
+axes[1].set_yscale("log")
+axes[0].legend()
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Exercise: `train_digits_classifier`

@@ -18,7 +18,7 @@ def stub(*args, **kwargs):
 
 
 @pytest.mark.parametrize("name", ["set_seed", "train_one_epoch", "evaluate_accuracy", "save_checkpoint",
-                                  "load_checkpoint", "train_digits_classifier"])
+                                  "load_checkpoint", "EarlyStopping", "train_digits_classifier"])
 def test_stub_is_not_attempted(name):
     report = evaluate(stub, name=name)
     assert report.status == "not_attempted" and report.points == 0, report.text()
@@ -159,8 +159,116 @@ def epoch_not_moved(model, loader, loss_fn, optimizer, device):
     return total / len(loader.dataset)
 
 
+def epoch_move_thrown_away(model, loader, loss_fn, optimizer, device):
+    model.train()
+    total = 0.0
+    for x, y in loader:
+        x.to(device)  # the moved copy is thrown away: on a GPU, model(x) mixes devices
+        y = y.to(device)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(x)
+    return total / len(loader.dataset)
+
+
+def epoch_labels_move_thrown_away(model, loader, loss_fn, optimizer, device):
+    model.train()
+    total = 0.0
+    for x, y in loader:
+        x = x.to(device)
+        y.to(device)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(x)
+    return total / len(loader.dataset)
+
+
+def epoch_move_thrown_away_reshaped(model, loader, loss_fn, optimizer, device):
+    """The unmoved batch reaches the model through a view: only the meta-device rerun can see it."""
+    model.train()
+    total = 0.0
+    for x, y in loader:
+        x.to(device)
+        y = y.to(device)
+        loss = loss_fn(model(x.view(len(x), -1)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(x)
+    return total / len(loader.dataset)
+
+
+def epoch_cpu_total(model, loader, loss_fn, optimizer, device):
+    """Right on a CPU; on a GPU `total += ...` adds a GPU number into a tensor made on the CPU."""
+    model.train()
+    total = torch.zeros(1)
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(x)
+    return total.item() / len(loader.dataset)
+
+
 def test_train_one_epoch_passes():
     assert_passes(epoch_right, "train_one_epoch")
+
+
+def epoch_new_names(model, loader, loss_fn, optimizer, device):
+    """Moves into new names and reads the batch size off the unmoved tensors: correct."""
+    model.train()
+    total = 0.0
+    for xb, yb in loader:
+        x, y = xb.to(device), yb.to(device)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * xb.shape[0] + 0 * len(yb)
+    return total / len(loader.dataset)
+
+
+def epoch_loss_via_cpu(model, loader, loss_fn, optimizer, device):
+    """Reads each loss with .cpu().item(): correct (and it must pass the meta-device rerun too)."""
+    model.train()
+    total = 0.0
+    for x, y in loader:
+        x = x.to(device)
+        y = y.to(device)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().cpu().item() * len(x)
+    return total / len(loader.dataset)
+
+
+@pytest.mark.parametrize("right", [epoch_new_names, epoch_loss_via_cpu])
+def test_train_one_epoch_passes_written_other_ways(right):
+    assert_passes(right, "train_one_epoch")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the meta-device rerun runs only without CUDA")
+@pytest.mark.parametrize("right", [epoch_right, epoch_loss_via_cpu])
+def test_train_one_epoch_meta_rerun_passes_correct_code(right):
+    """The rerun is not merely skipped: the epoch runs on the meta device (loss.item() gets a stand-in)."""
+    report = evaluate(right, name="train_one_epoch")
+    rerun = [c for c in report.cases if c.name.startswith("device check")]
+    assert rerun and all(c.passed and not c.skipped for c in rerun), report.text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the meta-device rerun runs only without CUDA")
+def test_train_one_epoch_meta_rerun_catches_what_the_cpu_cannot():
+    report = evaluate(epoch_move_thrown_away_reshaped, name="train_one_epoch")
+    failed = [c for c in report.cases if not c.passed and not c.skipped]
+    assert [c.name for c in failed] == [c.name for c in report.cases if c.name.startswith("device check")], \
+        report.text()
 
 
 @pytest.mark.parametrize("wrong, fragments", [
@@ -172,6 +280,10 @@ def test_train_one_epoch_passes():
     (epoch_labels_not_moved, ("labels of a batch were not moved",)),
     (epoch_returns_tensor, ("python float", "tensor")),
     (epoch_last_loss, ("last batch only",)),
+    (epoch_move_thrown_away, ("x.to(device) returns a new tensor; assign it: x = x.to(device)",)),
+    (epoch_labels_move_thrown_away, ("y.to(device) returns a new tensor; assign it: y = y.to(device)",)),
+    (epoch_move_thrown_away_reshaped, ("device check", "combines a CPU tensor")),
+    (epoch_cpu_total, ("device check", "combines a CPU tensor")),
 ])
 def test_train_one_epoch_rejects(wrong, fragments):
     assert_rejects(wrong, "train_one_epoch", *fragments)
@@ -276,6 +388,16 @@ def save_nothing(path, model, optimizer, epoch):
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
 
 
+def save_named_parameters(path, model, optimizer, epoch):
+    torch.save({"model": dict(model.named_parameters()), "optimizer": optimizer.state_dict(), "epoch": epoch},
+               path)
+
+
+def save_parameters_detached(path, model, optimizer, epoch):
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    torch.save({"model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch}, path)
+
+
 def test_save_checkpoint_passes():
     assert_passes(save_right, "save_checkpoint")
 
@@ -287,6 +409,8 @@ def test_save_checkpoint_passes():
     (save_epoch_tensor, ("python int", "tensor")),
     (save_next_epoch, ("store it as given",)),
     (save_nothing, ("no file was written",)),
+    (save_named_parameters, ("buffers", "running_mean", "running_var", "save model.state_dict()")),
+    (save_parameters_detached, ("buffers", "num_batches_tracked", "save model.state_dict()")),
 ])
 def test_save_checkpoint_rejects(wrong, fragments):
     assert_rejects(wrong, "save_checkpoint", *fragments)
@@ -325,7 +449,7 @@ def load_whole_dict_into_model(path, model, optimizer):
 
 def load_rebinds_model(path, model, optimizer):
     ckpt = torch.load(path, weights_only=True)
-    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     return ckpt["epoch"]
@@ -344,7 +468,7 @@ def test_load_checkpoint_passes():
     (load_unsafe, ("weights_only=False",)),
     (load_next_epoch, ("return the saved epoch itself",)),
     (load_whole_dict_into_model, ("loading failed", "ckpt['model']")),
-    (load_rebinds_model, ("weights were not restored",)),
+    (load_rebinds_model, ("were not restored", "in place")),
     (load_returns_tensor, ("python int", "tensor")),
 ])
 def test_load_checkpoint_rejects(wrong, fragments):
@@ -425,3 +549,177 @@ def test_train_digits_classifier_over_the_time_limit(monkeypatch):
     exercise = registry.get("train_digits_classifier")
     monkeypatch.setitem(registry._EXERCISES, exercise.name, dataclasses.replace(exercise, time_limit_s=0.0))
     assert_rejects(digits_untrained, "train_digits_classifier", "over the budget")
+
+
+# --- EarlyStopping ---------------------------------------------------------------------------------------------
+class StopperRight:
+    """Written another way: a sign folds the two modes into one comparison."""
+
+    def __init__(self, patience, min_delta=0.0, mode="min"):
+        if mode not in {"min", "max"}:
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if patience < 1:
+            raise ValueError("patience must be at least 1")
+        if min_delta < 0:
+            raise ValueError("min_delta must be >= 0")
+        self.patience, self.min_delta = patience, min_delta
+        self.sign = -1.0 if mode == "min" else 1.0
+        self.best = None
+        self.num_bad_epochs = 0
+
+    def step(self, metric):
+        if self.best is None or self.sign * (metric - self.best) > self.min_delta:
+            self.best = metric
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        return self.num_bad_epochs >= self.patience
+
+
+class _Stopper:
+    """A plain version with one knob per classic mistake."""
+    improve_equal = update_best_always = update_best_on_any_gain = keep_count = once = only_min = False
+    first_is_bad = validate = True
+
+    def __init__(self, patience, min_delta=0.0, mode="min"):
+        if self.validate and (mode not in ("min", "max") or patience < 1 or min_delta < 0):
+            raise ValueError("invalid arguments")
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        self.best, self.num_bad_epochs = None, 0
+
+    def _better(self, metric, delta):
+        if self.mode == "max" and not self.only_min:
+            return metric >= self.best + delta if self.improve_equal else metric > self.best + delta
+        return metric <= self.best - delta if self.improve_equal else metric < self.best - delta
+
+    def step(self, metric):
+        if self.best is None:
+            self.best = metric
+            if self.first_is_bad:
+                self.num_bad_epochs = 0
+            else:
+                self.num_bad_epochs += 1
+        elif self._better(metric, self.min_delta):
+            self.best = metric
+            if not self.keep_count:
+                self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+            if self.update_best_always or (self.update_best_on_any_gain and self._better(metric, 0.0)):
+                self.best = metric
+        if self.once:
+            return self.num_bad_epochs == self.patience
+        return self.num_bad_epochs >= self.patience
+
+
+class StopperLessOrEqual(_Stopper):
+    improve_equal = True
+
+
+class StopperBestOnEveryCall(_Stopper):
+    update_best_always = True
+
+
+class StopperBestOnSmallGains(_Stopper):
+    update_best_on_any_gain = True
+
+
+class StopperNoReset(_Stopper):
+    keep_count = True
+
+
+class StopperTrueOnce(_Stopper):
+    once = True
+
+
+class StopperIgnoresMode(_Stopper):
+    only_min = True
+
+
+class StopperFirstCallBad(_Stopper):
+    first_is_bad = False
+
+
+class StopperNoValidation(_Stopper):
+    validate = False
+
+
+class StopperInfStart:
+    """Starts from best = inf, as many tutorials do: `best` is not None before the first call."""
+
+    def __init__(self, patience, min_delta=0.0, mode="min"):
+        if mode not in ("min", "max") or patience < 1 or min_delta < 0:
+            raise ValueError("invalid arguments")
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        self.best = float("inf") if mode == "min" else -float("inf")
+        self.num_bad_epochs = 0
+
+    def step(self, metric):
+        better = metric < self.best - self.min_delta if self.mode == "min" else metric > self.best + self.min_delta
+        if better:
+            self.best, self.num_bad_epochs = metric, 0
+        else:
+            self.num_bad_epochs += 1
+        return self.num_bad_epochs >= self.patience
+
+
+class StopperCounterOnly:
+    """Never keeps `best` as an attribute (a private name instead)."""
+
+    def __init__(self, patience, min_delta=0.0, mode="min"):
+        if mode not in ("min", "max") or patience < 1 or min_delta < 0:
+            raise ValueError("invalid arguments")
+        self._inner = StopperRight(patience, min_delta, mode)
+        self.num_bad_epochs = 0
+
+    def step(self, metric):
+        out = self._inner.step(metric)
+        self.num_bad_epochs = self._inner.num_bad_epochs
+        return out
+
+
+def test_early_stopping_passes():
+    assert_passes(StopperRight, "EarlyStopping")
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (StopperLessOrEqual, ("exactly min_delta", "strictly")),
+    (StopperBestOnEveryCall, ("`best` follows every metric", "only on an improvement")),
+    (StopperBestOnSmallGains, ("smaller than min_delta", "only on an improvement")),
+    (StopperNoReset, ("not reset",)),
+    (StopperTrueOnce, ("only on the patience-th", "num_bad_epochs >= patience")),
+    (StopperIgnoresMode, ("mode='max' is ignored",)),
+    (StopperFirstCallBad, ("first call did not count as an improvement",)),
+    (StopperNoValidation, ("should raise ValueError",)),
+    (StopperInfStart, ("`best` should be None before the first step()",)),
+    (StopperCounterOnly, ("attribute `best`",)),
+])
+def test_early_stopping_rejects(wrong, fragments):
+    assert_rejects(wrong, "EarlyStopping", *fragments)
+
+
+class StopperPublicOnly(StopperRight):
+    """Right for the public round's patience values and sequence lengths only (a lookup-table answer)."""
+
+    def __init__(self, patience, min_delta=0.0, mode="min"):
+        if patience in (0, -1) or mode not in ("min", "max") or min_delta < 0:
+            raise ValueError("invalid arguments")
+        if patience > 3:
+            raise KeyError(patience)
+        super().__init__(patience, min_delta, mode)
+        self.calls = 0
+
+    def step(self, metric):
+        self.calls += 1
+        if self.calls > 18:
+            raise KeyError(self.calls)
+        return super().step(metric)
+
+
+@pytest.mark.parametrize("seed", ["1", "77", "918273645"])
+def test_early_stopping_hidden_round(monkeypatch, seed):
+    assert evaluate(StopperPublicOnly, name="EarlyStopping").passed  # the public round alone
+    monkeypatch.setenv("TORCHDOJO_HIDDEN_SEED", seed)
+    assert_passes(StopperRight, "EarlyStopping")
+    report = evaluate(StopperPublicOnly, name="EarlyStopping")
+    assert not report.passed and all(c.passed for c in report.cases if not c.hidden), report.text()

@@ -81,8 +81,8 @@ class BatchMoves(TorchFunctionMode):
     the latest batch's tensors. A move from the CPU to the CPU returns the same tensor, which would hide a
     result thrown away (`x.to(device)` on its own line); here it returns a copy instead, as a real move does,
     so an op that later mixes the unmoved batch with other tensors shows the mistake on a CPU-only machine too.
-    With `meta_numbers`, .item() / float() of a meta tensor give a stand-in number, so that a whole epoch can
-    run on the meta device.
+    With `meta_numbers`, .item() / float() of a meta tensor (and .cpu() of a 0-dim one) give a stand-in number,
+    so that a whole epoch can run on the meta device: the device check is about where tensors meet, not values.
     """
 
     def __init__(self, meta_numbers: bool = False):
@@ -101,9 +101,12 @@ class BatchMoves(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = canonical_name(func)
-        if self.meta_numbers and name in _META_NUMBERS and args and isinstance(args[0], torch.Tensor) \
-                and args[0].device.type == "meta":
-            return _META_NUMBERS[name]
+        if self.meta_numbers and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
+            if name in _META_NUMBERS:
+                return _META_NUMBERS[name]
+            if name == "cpu" and args[0].ndim == 0:  # loss.cpu().item()
+                with untraced():
+                    return torch.ones((), dtype=args[0].dtype)
         if not self.moved:
             return func(*args, **kwargs)
         if name in ("to", "cuda") and args:
