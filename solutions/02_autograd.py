@@ -600,25 +600,29 @@ print("two vjps at once, shape", tuple(two.shape), ":\n", two)
 # - Return it detached (no graph), with zeros wherever an output does not depend on `x` — no error, even when
 #   no output depends on it.
 # - Leave `x` as it was: values, `requires_grad` and `.grad`.
+# - Work inside `torch.no_grad()` too, as `torch.autograd.functional.jacobian` does: build the graph under
+#   `torch.enable_grad()`.
 # - It must match `torch.autograd.functional.jacobian(f, x)`. That function is not allowed here, nor
-#   `torch.autograd.functional.hessian`, `torch.func.jacrev` / `jacfwd` / `hessian` or `torch.vmap`; the
-#   `is_grads_batched` option of `torch.autograd.grad` is.
+#   `torch.autograd.functional.hessian`, `torch.func.jacrev` / `jacfwd` / `hessian`, `torch.vmap`, or forward
+#   mode (`torch.func.jvp`, `torch.autograd.forward_ad`); the `is_grads_batched` option of
+#   `torch.autograd.grad` is.
 
 # %%
 def jacobian(f, x: torch.Tensor) -> torch.Tensor:
     """The Jacobian of f at x, shape f(x).shape + x.shape, from one vector-Jacobian product per output element."""
     ### BEGIN SOLUTION
-    xg = x.detach().requires_grad_(True)
-    y = f(xg)
-    jac = torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)   # zeros where nothing flows back
-    if not y.requires_grad:                      # no output depends on x
-        return jac
-    rows = jac.view(y.numel(), *x.shape)          # (m, *x.shape) a view: filling rows fills jac
-    flat = y.reshape(-1)                          # (m,)
-    for i in range(flat.numel()):
-        (g,) = torch.autograd.grad(flat[i], xg, retain_graph=True, allow_unused=True)
-        if g is not None:                        # None: output i does not depend on x
-            rows[i] = g
+    with torch.enable_grad():                    # record even when the caller is inside torch.no_grad()
+        xg = x.detach().requires_grad_(True)
+        y = f(xg)
+        jac = torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)   # zeros where nothing flows back
+        if not y.requires_grad:                  # no output depends on x
+            return jac
+        rows = jac.view(y.numel(), *x.shape)      # (m, *x.shape) a view: filling rows fills jac
+        flat = y.reshape(-1)                      # (m,)
+        for i in range(flat.numel()):
+            (g,) = torch.autograd.grad(flat[i], xg, retain_graph=True, allow_unused=True)
+            if g is not None:                    # None: output i does not depend on x
+                rows[i] = g
     return jac
     ### END SOLUTION
 

@@ -211,22 +211,24 @@ def vjp_no_grad_outputs(f, x, v):
 # --- jacobian ------------------------------------------------------------------------------------------------
 def jacobian_rows_ok(f, x):
     """One vector-Jacobian product per output element, with an explicit one-hot v."""
-    leaf = x.detach().clone().requires_grad_(True)
-    out = f(leaf)
-    rows = []
-    for i in range(out.numel()):
-        v = torch.zeros(out.numel(), dtype=out.dtype, device=out.device)
-        v[i] = 1
-        g = None
-        if out.requires_grad:
-            (g,) = torch.autograd.grad(out, leaf, grad_outputs=v.view(out.shape), retain_graph=True,
-                                       allow_unused=True)
-        rows.append(torch.zeros_like(x) if g is None else g)
+    with torch.enable_grad():
+        leaf = x.detach().clone().requires_grad_(True)
+        out = f(leaf)
+        rows = []
+        for i in range(out.numel()):
+            v = torch.zeros(out.numel(), dtype=out.dtype, device=out.device)
+            v[i] = 1
+            g = None
+            if out.requires_grad:
+                (g,) = torch.autograd.grad(out, leaf, grad_outputs=v.view(out.shape), retain_graph=True,
+                                           allow_unused=True)
+            rows.append(torch.zeros_like(x) if g is None else g)
     if not rows:
         return x.new_zeros(out.shape + x.shape)
     return torch.stack(rows).reshape(out.shape + x.shape)
 
 
+@torch.enable_grad()
 def jacobian_batched_ok(f, x):
     """All the products in one call, with is_grads_batched=True."""
     xg = x.detach().requires_grad_(True)
@@ -313,6 +315,78 @@ def jacobian_vmap(f, x):
     basis = torch.eye(y.numel(), dtype=y.dtype).reshape(-1, *y.shape)
     vjp_one = lambda v: torch.autograd.grad(y, xg, v, retain_graph=True)[0]
     return torch.vmap(vjp_one)(basis).reshape(y.shape + x.shape)
+
+
+def jacobian_without_enable_grad(f, x):
+    """Correct, except that inside torch.no_grad() f(xg) records nothing: all zeros."""
+    y, rows = _rows(f, x)
+    return rows.reshape(y.shape + x.shape)
+
+
+def jacobian_forward_mode(f, x):
+    """Columns from Jacobian-vector products with dual numbers, not rows from vector-Jacobian products."""
+    xd = x.detach()
+    columns = []
+    with torch.enable_grad():
+        for j in range(xd.numel()):
+            tangent = torch.zeros(xd.numel(), dtype=xd.dtype, device=xd.device)
+            tangent[j] = 1
+            with torch.autograd.forward_ad.dual_level():
+                primal, col = torch.autograd.forward_ad.unpack_dual(
+                    f(torch.autograd.forward_ad.make_dual(xd, tangent.view(xd.shape))))
+            columns.append(torch.zeros(primal.numel(), dtype=xd.dtype) if col is None else col.reshape(-1))
+        y = f(xd)
+    return torch.stack(columns, dim=1).reshape(y.shape + x.shape)
+
+
+def jacobian_func_jvp(f, x):
+    xd = x.detach()
+    basis = torch.eye(xd.numel(), dtype=xd.dtype, device=xd.device)
+    columns = [torch.func.jvp(f, (xd,), (e.view(xd.shape),))[1].reshape(-1) for e in basis]
+    return torch.stack(columns, dim=1).reshape(f(xd).shape + x.shape)
+
+
+def jacobian_finite_differences(f, x, eps=1e-6):
+    """Central differences in float64: close to the Jacobian, never exact."""
+    with torch.no_grad():
+        xd = x.detach().to(torch.float64)
+        y = f(x.detach())
+        flat = xd.reshape(-1)
+        columns = []
+        for j in range(flat.numel()):
+            step = torch.zeros_like(flat)
+            step[j] = eps
+            plus = f((flat + step).reshape(x.shape).to(x.dtype)).to(torch.float64)
+            minus = f((flat - step).reshape(x.shape).to(x.dtype)).to(torch.float64)
+            columns.append(((plus - minus) / (2 * eps)).reshape(-1))
+    return torch.stack(columns, dim=1).to(x.dtype).reshape(y.shape + x.shape)
+
+
+@torch.enable_grad()
+def jacobian_one_d_only(f, x):
+    """Assumes x and f(x) are vectors: len() and y[i] break on other shapes."""
+    xg = x.detach().requires_grad_(True)
+    y = f(xg)
+    jac = torch.zeros(len(y), len(x), dtype=x.dtype, device=x.device)
+    for i in range(len(y)):
+        (g,) = torch.autograd.grad(y[i], xg, retain_graph=True, allow_unused=True)
+        if g is not None:
+            jac[i] = g
+    return jac
+
+
+@torch.enable_grad()
+def jacobian_accumulates(f, x):
+    """backward() per output without clearing .grad: row i holds rows 0..i added up."""
+    xg = x.detach().requires_grad_(True)
+    y = f(xg)
+    jac = torch.zeros(y.numel(), x.numel(), dtype=x.dtype, device=x.device)
+    for i, yi in enumerate(y.reshape(-1)):
+        if yi.requires_grad:
+            yi.backward(retain_graph=True)
+        if xg.grad is not None:
+            jac[i] = xg.grad.reshape(-1)
+    return jac.reshape(y.shape + x.shape)
 
 
 # --- Sigmoid -------------------------------------------------------------------------------------------------
@@ -523,6 +597,13 @@ def test_independent_implementation_passes(impl, name):
     (jacobian_alias, "jacobian", ("called `torch.autograd.functional.jacobian`",)),
     (jacobian_jacrev_alias, "jacobian", ("called `torch.func.jacrev`",)),
     (jacobian_vmap, "jacobian", ("vmap`, which this exercise forbids", "is_grads_batched=True")),
+    (jacobian_without_enable_grad, "jacobian", ("inside torch.no_grad()", "no graph was built under "
+                                                "torch.no_grad()", "torch.enable_grad()")),
+    (jacobian_forward_mode, "jacobian", ("called `torch.autograd.forward_ad.dual_level`", "vector-Jacobian")),
+    (jacobian_func_jvp, "jacobian", ("called `torch.func.jvp`", "a row at a time")),
+    (jacobian_finite_differences, "jacobian", ("not exact, as finite differences are", "torch.autograd.grad")),
+    (jacobian_one_d_only, "jacobian", ("don't assume 1-D", "y.reshape(-1)", "f(x).shape + x.shape")),
+    (jacobian_accumulates, "jacobian", ("row i is the sum of rows 0..i", ".grad = None")),
     (SigmoidCallsSigmoid, "Sigmoid", ("called `sigmoid`", "saved output")),
     (SigmoidSavesInput, "Sigmoid", ("saved the input",)),
     (SigmoidNoUpstream, "Sigmoid", ("grad_output is missing",)),

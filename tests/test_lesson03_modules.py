@@ -129,6 +129,35 @@ def gelu_float32_inside(x, approximate="none"):
     return gelu_erf(x.float(), approximate).to(x.dtype)
 
 
+def gelu_in_place_without_grad(x, approximate="none"):
+    """Writes the answer into the caller's x whenever autograd would not complain."""
+    y = gelu_erf(x, approximate)
+    if x.requires_grad:
+        return y
+    return x.copy_(y)
+
+
+def gelu_tanh_through_exp(x, approximate="none"):
+    """tanh(z) as (e^2z - 1) / (e^2z + 1): inf / inf = nan once e^2z overflows."""
+    if approximate == "tanh":
+        e = torch.exp(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
+        return 0.5 * x * (1 + (e - 1) / (e + 1))
+    return gelu_erf(x, approximate)
+
+
+def _erf_polynomial(z):
+    """A classic rational approximation of erf, good to about 1e-7."""
+    s = 1 / (1 + 0.3275911 * z.abs())
+    poly = s * (0.254829592 + s * (-0.284496736 + s * (1.421413741 + s * (-1.453152027 + s * 1.061405429))))
+    return torch.sign(z) * (1 - poly * torch.exp(-z * z))
+
+
+def gelu_own_erf(x, approximate="none"):
+    if approximate == "none":
+        return 0.5 * x * (1 + _erf_polynomial(x / math.sqrt(2)))
+    return gelu_erf(x, approximate)
+
+
 def gelu_stub(x, approximate="none"):
     raise NotImplementedError()
 
@@ -153,6 +182,11 @@ def test_gelu_passes(ok):
     (gelu_backward_phi_only, ("gradient is Φ(x) alone", "product rule")),
     (gelu_detached, ("does not track gradients",)),
     (gelu_float32_inside, ("not to float64 precision", "no float32 tensor in between")),
+    (gelu_in_place_without_grad, ("does not require grad", "you changed your input in place",
+                                  "compute a new tensor")),
+    (gelu_tanh_through_exp, ("large magnitudes", "has nan where", "use torch.tanh and torch.erf")),
+    (gelu_tanh_through_exp, ("x from -12 to 12 float64", "and nan or inf for large |x| in another case")),
+    (gelu_own_erf, ("close, but not to float64", "an erf approximation", "use torch.erf")),
 ])
 def test_gelu_rejects(wrong, fragments):
     assert_rejects(wrong, "gelu", *fragments)

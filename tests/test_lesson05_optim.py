@@ -119,7 +119,7 @@ def test_sgd_independent_implementation_passes():
     ("lr_defaults", ("own lr is ignored", "read each option from its param group inside step()")),
     ("no_nesterov", ("nesterov is ignored",)),
     ("no_maximize", ("maximize is ignored",)),
-    ("none_as_zero", ("grad is None was updated",)),
+    ("none_as_zero", ("had grad=None but moved", "continue when p.grad is None")),
     ("no_no_grad", ("leaf",)),
     ("own_dict", ("self.state[p]", "is empty")),
     ("key", ("has keys ['momentum']",)),
@@ -133,7 +133,7 @@ def test_sgd_wrong_implementations_are_rejected(mistake, fragments):
 
 
 @pytest.mark.parametrize("wrong, fragments", [
-    (SGDSubclassesTorch, ("torch.optim.SGD (your class inherits from it)",)),
+    (SGDSubclassesTorch, ("called `torch.optim.SGD`, which", "your class inherits from it")),
     (SGDCallsTorch, ("called `torch.optim.SGD`", "forbids")),
     (SGDCallsAliasedFunctional, ("called `torch.optim.sgd.sgd`", "forbids")),
 ])
@@ -252,7 +252,7 @@ def test_adamw_wrong_implementations_are_rejected(mistake, fragments):
 
 
 @pytest.mark.parametrize("wrong, fragments", [
-    (AdamWSubclassesTorch, ("torch.optim.Adam/AdamW (your class inherits from it)",)),
+    (AdamWSubclassesTorch, ("called `torch.optim.AdamW`, which", "your class inherits from it")),
     (AdamWCallsTorchAdam, ("called `torch.optim.Adam`", "forbids")),
 ])
 def test_adamw_forbidden_shortcuts_are_rejected(wrong, fragments):
@@ -275,22 +275,24 @@ class AdagradOther(torch.optim.Optimizer):
         if self.mistake != "no_decay_check":
             checked["lr_decay"] = lr_decay
         for what, value in checked.items():
-            if value < 0:
+            if value < 0 or (self.mistake == "lr_zero_rejected" and what == "lr" and value == 0):
                 raise ValueError(f"invalid {what}: {value}")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps))
         self.start = initial_accumulator_value
         if self.mistake not in ("lazy", "lazy_zero"):
             for group in self.param_groups:
                 for p in group["params"]:
-                    self._new_state(p)
+                    self._new_state(p, group)
 
-    def _new_state(self, p):
+    def _new_state(self, p, group=None):
         st = self.state[p]
         st["step"] = 0
+        start = group.get("initial_accumulator_value", self.start) if self.mistake == "iav_from_group" \
+            else self.start
         if self.mistake == "cpu_sum":
-            st["sum"] = torch.full(tuple(p.shape), float(self.start), dtype=p.dtype)
+            st["sum"] = torch.full(tuple(p.shape), float(start), dtype=p.dtype)
         else:
-            st["sum"] = torch.zeros_like(p) if self.mistake == "lazy_zero" else torch.full_like(p, self.start)
+            st["sum"] = torch.zeros_like(p) if self.mistake == "lazy_zero" else torch.full_like(p, start)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -301,19 +303,29 @@ class AdagradOther(torch.optim.Optimizer):
         for group in self.param_groups:
             lr = self.defaults["lr"] if self.mistake == "lr_defaults" else group["lr"]
             decay, wd, eps = group["lr_decay"], group["weight_decay"], group["eps"]
+            if self.mistake == "eps_defaults":
+                eps = self.defaults["eps"]
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None and self.mistake == "none_step":
+                    self.state[p]["step"] = int(self.state[p]["step"]) + 1
+                if p.grad is None and self.mistake != "none_as_zero":
                     continue
                 if not self.state[p]:
                     self._new_state(p)
                 st = self.state[p]
                 st["step"] = int(st["step"]) + 1
-                g = p.grad + wd * p
-                st["sum"].add_((p.grad if self.mistake == "wd_late" else g) ** 2)
+                grad = torch.zeros_like(p) if p.grad is None else p.grad
+                g = grad + wd * p
+                old = st["sum"].clone()
+                if self.mistake == "abs_sum":
+                    st["sum"].add_(g.abs())
+                else:
+                    st["sum"].add_((grad if self.mistake == "wd_late" else g) ** 2)
                 k = st["step"]
                 rate = {"decay_mul": lr * (1 - decay) ** (k - 1), "decay_step": lr / (1 + k * decay)}.get(
                     self.mistake, lr / (1 + (k - 1) * decay))
-                std = (st["sum"] + eps).sqrt() if self.mistake == "eps_inside" else st["sum"].sqrt() + eps
+                total = old if self.mistake == "old_sum" else st["sum"]
+                std = (total + eps).sqrt() if self.mistake == "eps_inside" else total.sqrt() + eps
                 p.copy_(p - rate * g / std)
         return loss
 
@@ -366,13 +378,23 @@ def test_adagrad_independent_implementation_passes():
     ("lr_defaults", ("own lr is ignored", "read each option from its param group inside step()")),
     ("no_decay_check", ("lr_decay=-0.1 raises ValueError", "should raise ValueError")),
     ("cpu_sum", ("device check", "cpu tensor")),
+    ("iav_from_group", ("its param group's own 'initial_accumulator_value'", "not a per-group option")),
+    ("eps_defaults", ("eps=0.1 for the second of 2 param groups", "own options are ignored",
+                      "read each option from its param group inside step()")),
+    ("eps_defaults", ("3 param groups", "own eps is ignored", "read each option from its param group")),
+    ("old_sum", ("default hyper-parameters", "divides by the sum before this step's g * g was added")),
+    ("old_sum", ("lr_decay=0.2", "divides by the sum before this step's g * g was added")),
+    ("abs_sum", ("lr=0.05, weight_decay=0.3", "sum adds |g|", "sum += g * g")),
+    ("none_as_zero", ("had grad=None but moved", "continue when p.grad is None")),
+    ("none_step", ("step advanced at a step where its grad was None", "continue when p.grad is None")),
+    ("lr_zero_rejected", ("is valid (no error)", "0 is a valid lr", "reject only negative values")),
 ])
 def test_adagrad_wrong_implementations_are_rejected(mistake, fragments):
     assert_rejects(_adagrad_variant(mistake), "Adagrad", *fragments)
 
 
 @pytest.mark.parametrize("wrong, fragments", [
-    (AdagradSubclassesTorch, ("torch.optim.Adagrad (your class inherits from it)",)),
+    (AdagradSubclassesTorch, ("called `torch.optim.Adagrad`, which", "your class inherits from it")),
     (AdagradCallsTorch, ("called `torch.optim.Adagrad`", "forbids")),
     (AdagradCallsAliasedFunctional, ("called `torch.optim.adagrad.adagrad`", "forbids")),
 ])

@@ -1,6 +1,7 @@
 """Checks for 02_autograd."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -107,15 +108,17 @@ SECOND = {
 
 
 # --- drivers: run the learner's object on plain data, return plain data ----------------------------------
-def call_with_x(fn, f, x, rest: tuple, requires_grad: bool, set_grad: bool, grad):
+def call_with_x(fn, f, x, rest: tuple, requires_grad: bool, set_grad: bool, grad, no_grad: bool = False):
     """Driver: give x the requires_grad flag (and, with set_grad, the existing .grad) the case asks for, call
-    fn(f, x, *rest), and return the result with the state x is left in."""
+    fn(f, x, *rest) (inside torch.no_grad() with no_grad=True), and return the result with the state x is left
+    in."""
     with untraced():
         x = x.detach().clone().requires_grad_(requires_grad)
         if set_grad:
             x.grad = grad.detach().clone()
         before = x.detach().clone()
-    out = fn(f, x, *rest)
+    with torch.no_grad() if no_grad else contextlib.nullcontext():
+        out = fn(f, x, *rest)
     with untraced():
         real = x.device.type != "meta"  # meta tensors hold no values to compare
         is_tensor = isinstance(out, torch.Tensor)
@@ -236,15 +239,16 @@ def _expect_x_kept(run: dict, requires_grad: bool, set_grad: bool, grad, device:
 
 def _run_cases(t, fn, name: str, f, x, rest: tuple, expected, *, requires_grad=False, grad=None, atol=1e-7,
                rtol=1e-7, explain=None, more=None, on_error=None, dtype_advice=None, arg="x",
-               meta=True, any_shape=False) -> None:
-    """One case per device (plus the meta device check without CUDA): value, x left as it was, `more(run)`."""
+               meta=True, any_shape=False, no_grad=False) -> None:
+    """One case per device (plus the meta device check without CUDA): value, x left as it was, `more(run)`.
+    no_grad=True calls fn inside torch.no_grad()."""
     set_grad = grad is not None
     grad = grad if set_grad else torch.zeros(0, dtype=x.dtype)
     for device in t.devices:
         with t.case(f"{device}: {name}"):
             args = to_device((f, x, rest, requires_grad, set_grad, grad), device)
             try:
-                run = t.call(call_with_x, fn, *args)
+                run = t.call(call_with_x, fn, *args, no_grad)
             except LearnerError as e:
                 better = on_error(str(e)) if on_error else None
                 if better:  # in place of the engine's general advice, if any
@@ -256,7 +260,7 @@ def _run_cases(t, fn, name: str, f, x, rest: tuple, expected, *, requires_grad=F
             if more is not None:
                 more(run)
     if meta and "cuda" not in t.devices:
-        t.device_check(name, call_with_x, (fn, f, x, rest, requires_grad, set_grad, grad))
+        t.device_check(name, call_with_x, (fn, f, x, rest, requires_grad, set_grad, grad, no_grad))
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
@@ -481,12 +485,19 @@ def reference_jacobian(f, x: torch.Tensor) -> torch.Tensor:
     return torch.autograd.functional.jacobian(f, x.detach())
 
 
-def _explain_jacobian(f, x):
-    """Diagnose a Jacobian of the wrong layout (transposed, flattened) or of the wrong values (None as 0 rows)."""
+_NO_GRAPH_UNDER_NO_GRAD = "no graph was built under torch.no_grad() — wrap the forward and the grads in " \
+                          "torch.enable_grad(), as torch.autograd.functional.jacobian does: it works inside " \
+                          "torch.no_grad() too"
+
+
+def _explain_jacobian(f, x, no_grad: bool = False):
+    """Diagnose a Jacobian of the wrong layout (transposed, flattened) or of the wrong values (accumulated
+    rows, finite differences, zeros from a call inside torch.no_grad())."""
     y_shape, x_shape = f(x.detach()).shape, x.shape
     expected = reference_jacobian(f, x)
     m, n = math.prod(y_shape), math.prod(x_shape)
     swapped = expected.reshape(m, n).T.reshape(x_shape + y_shape)   # J with x's dims first
+    running = expected.reshape(m, n).cumsum(0).reshape(expected.shape)  # row i = rows 0..i added up
 
     def explain(got):
         if got.shape != expected.shape:
@@ -501,33 +512,57 @@ def _explain_jacobian(f, x):
                 return "this has the shape of x, like one gradient — the Jacobian needs one vector-Jacobian " \
                        "product per output element, shape f(x).shape + x.shape"
             return None
+        if no_grad and not got.any() and expected.any():
+            return _NO_GRAPH_UNDER_NO_GRAD
         if x_shape + y_shape == y_shape + x_shape and not _close(swapped, expected) and _close(got, swapped):
             return "this is the transpose: entry [i..., j...] is ∂ f(x)[i...] / ∂ x[j...] — row i is the " \
                    "vector-Jacobian product with the one-hot vector of output i"
+        if not _close(running, expected) and _close(got, running, rtol=1e-5, atol=1e-6):
+            return "row i is the sum of rows 0..i: .grad adds up across backward() calls — set .grad = None " \
+                   "before each one, or use torch.autograd.grad, which returns each row without touching .grad"
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        if bool(torch.isfinite(got).all()) and float((got - expected).abs().max()) <= 0.05 * max(1.0, scale):
+            return "close to the Jacobian but not exact, as finite differences are — build each row with " \
+                   "torch.autograd.grad, which is exact up to rounding"
         return None
     return explain
 
 
-def _jacobian_error(message: str) -> str | None:
-    if "appears to not have been used in the graph" in message:
-        return "an output that does not depend on x has no gradient: pass allow_unused=True and put zeros " \
-               "where torch.autograd.grad returns None"
-    if "does not require grad and does not have a grad_fn" in message:
-        return "no output of f depends on x here, so f(x) has no graph: when f(x).requires_grad is False the " \
-               "Jacobian is all zeros, torch.zeros(f(x).shape + x.shape, dtype=x.dtype, device=x.device)"
-    if "NoneType" in message:
-        return "an output that does not depend on x gets no gradient (None, not zeros) — use zeros there " \
-               "(zeros_like(x)) instead of None"
-    if "Trying to backward through the graph a second time" in message:
-        return "each vector-Jacobian product frees the graph: pass retain_graph=True to every torch.autograd.grad" \
-               " but the last, or compute f(x) again"
-    return None
+# Words in an error that a Jacobian assuming 1-D x and f(x) meets on other shapes.
+_SHAPE_WORDS = ("0-d", "scalar outputs", "shape", "size", "dimension", "index", "indices")
+
+
+def _jacobian_error(y_shape, x_shape, no_grad: bool = False):
+    """on_error for a case: advice for the learner's exception, from its message."""
+    def advice(message: str) -> str | None:
+        if no_grad and ("does not require grad" in message or "does not have a grad_fn" in message):
+            return _NO_GRAPH_UNDER_NO_GRAD
+        if "appears to not have been used in the graph" in message:
+            return "an output that does not depend on x has no gradient: pass allow_unused=True and put zeros " \
+                   "where torch.autograd.grad returns None"
+        if "does not require grad and does not have a grad_fn" in message:
+            return "no output of f depends on x here, so f(x) has no graph: when f(x).requires_grad is False " \
+                   "the Jacobian is all zeros, torch.zeros(f(x).shape + x.shape, dtype=x.dtype, device=x.device)"
+        if "NoneType" in message:
+            return "an output that does not depend on x gets no gradient (None, not zeros) — use zeros there " \
+                   "(zeros_like(x)) instead of None"
+        if "Trying to backward through the graph a second time" in message:
+            return "each vector-Jacobian product frees the graph: pass retain_graph=True to every " \
+                   "torch.autograd.grad but the last, or compute f(x) again"
+        if (len(y_shape), len(x_shape)) != (1, 1) and any(w in message for w in _SHAPE_WORDS):
+            return f"here x has shape {tuple(x_shape)} and f(x) has shape {tuple(y_shape)}: don't assume 1-D — " \
+                   "take one row per element of y.reshape(-1), and reshape the result to f(x).shape + x.shape"
+        return None
+    return advice
 
 
 _NO_VMAP = "loop over the output elements, or batch the products with torch.autograd.grad(..., " \
            "is_grads_batched=True)"
 _NO_READY_JACOBIAN = "build the Jacobian yourself from torch.autograd.grad, one vector-Jacobian product per " \
                      "output element (or batched with is_grads_batched=True)"
+_NO_FORWARD_AD = "forward mode gives the Jacobian a column at a time; this exercise builds it a row at a time, " \
+                 "from vector-Jacobian products: torch.autograd.grad, one per output element (or batched with " \
+                 "is_grads_batched=True)"
 
 
 @exercise(LESSON, points=3, difficulty=2, minutes=25, hints=[
@@ -535,10 +570,11 @@ _NO_READY_JACOBIAN = "build the Jacobian yourself from torch.autograd.grad, one 
     "one-hot v. Flatten the output, y.reshape(-1), and take torch.autograd.grad of each element in turn, with "
     "retain_graph=True so that the graph survives the next call. Stack the rows and reshape to "
     "f(x).shape + x.shape.",
-    "Work on your own leaf, xg = x.detach().requires_grad_(True), so x keeps its requires_grad and .grad. For "
-    "outputs that do not depend on x, pass allow_unused=True and use zeros where grad returns None; when "
-    "f(xg).requires_grad is False, nothing depends on x: return zeros of shape f(x).shape + x.shape.",
-    "xg = x.detach().requires_grad_(True); y = f(xg); "
+    "Work on your own leaf, xg = x.detach().requires_grad_(True), so x keeps its requires_grad and .grad, and "
+    "under torch.enable_grad(), so that a caller's torch.no_grad() cannot stop the graph. For outputs that do "
+    "not depend on x, pass allow_unused=True and use zeros where grad returns None; when f(xg).requires_grad is "
+    "False, nothing depends on x: return zeros of shape f(x).shape + x.shape.",
+    "Inside `with torch.enable_grad():` — xg = x.detach().requires_grad_(True); y = f(xg); "
     "jac = torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device); if not y.requires_grad: return jac; "
     "rows = jac.view(y.numel(), *x.shape); for i, yi in enumerate(y.reshape(-1)): "
     "(g,) = torch.autograd.grad(yi, xg, retain_graph=True, allow_unused=True); "
@@ -551,6 +587,10 @@ _NO_READY_JACOBIAN = "build the Jacobian yourself from torch.autograd.grad, one 
     "torch.func.hessian": _NO_READY_JACOBIAN,
     "torch.func.vmap": _NO_VMAP,
     "torch.vmap": _NO_VMAP,  # the same function as torch.func.vmap: the last key names it in the message
+    "torch.func.jvp": _NO_FORWARD_AD,
+    "torch.autograd.forward_ad.dual_level": _NO_FORWARD_AD,
+    "torch.autograd.forward_ad.make_dual": _NO_FORWARD_AD,
+    "torch.autograd.forward_ad.unpack_dual": _NO_FORWARD_AD,
 })
 def jacobian(t, fn):
     n = t.unseen(5, 6, 10)            # sizes a learner could tabulate: other ones in the hidden round
@@ -577,7 +617,12 @@ def jacobian(t, fn):
         tol = 1e-5 if x.dtype == torch.float32 else 1e-10
         _run_cases(t, fn, f"jacobian: {what}", f, x, (), reference_jacobian(f, x), requires_grad=requires_grad,
                    grad=grad, atol=tol, rtol=tol, explain=_explain_jacobian(f, x), any_shape=True, more=more,
-                   on_error=_jacobian_error, meta=meta)
+                   on_error=_jacobian_error(f(x).shape, x.shape), meta=meta)
+    x = 0.3 * t.randn(n)  # torch.autograd.functional.jacobian works inside torch.no_grad(): so must yours
+    _run_cases(t, fn, f"jacobian called inside torch.no_grad(): tanh(W x), ({n},) -> (3,)", tanh_linear, x, (),
+               reference_jacobian(tanh_linear, x), atol=1e-10, rtol=1e-10,
+               explain=_explain_jacobian(tanh_linear, x, no_grad=True), any_shape=True, more=more,
+               on_error=_jacobian_error((3,), x.shape, no_grad=True), meta=False, no_grad=True)
 
 
 # --- Sigmoid -------------------------------------------------------------------------------------------------

@@ -149,10 +149,25 @@ def _gelu_grad_mistakes(x: torch.Tensor, upstream: torch.Tensor, approximate: st
     ]
 
 
+_OVERFLOW = ("a formula through exp overflows for large |x| (exp(2z) = inf, then inf/inf or its gradient is nan) "
+             "— use torch.tanh and torch.erf, which stay finite for every x")
+
+
+def _expect_finite(got, expected: torch.Tensor, device: str, what: str) -> None:
+    """Type, device, shape and dtype of got, and no nan or inf where the answer is finite (with the likely cause)."""
+    try:
+        expect_tensor(got, expected, atol=math.inf, device=device, what=what)
+    except Mismatch as e:
+        if " has nan where " in e.message or " has inf where " in e.message:
+            raise Mismatch(f"{e.message}\n→ {_OVERFLOW}", e.detail) from None
+        raise
+
+
 def _expect_gelu(got, expected: torch.Tensor, scale: torch.Tensor, device: str, what: str, mistakes: list,
-                 x: torch.Tensor, advice: str) -> None:
-    """got matches expected up to GELU_ULPS·eps·scale per element, else a Mismatch naming the likely mistake."""
-    expect_tensor(got, expected, atol=math.inf, device=device, what=what)  # type, device, shape, dtype, nan, inf
+                 x: torch.Tensor, advice: str, approximate: str, overflowed: bool = False) -> None:
+    """got matches expected up to GELU_ULPS·eps·scale per element, else a Mismatch naming the likely mistake.
+    overflowed: the learner's gelu gave nan or inf in another case (then small errors come from the same cause)."""
+    _expect_finite(got, expected, device, what)
     if expected.numel() == 0:
         return
     finfo = torch.finfo(expected.dtype)
@@ -175,10 +190,18 @@ def _expect_gelu(got, expected: torch.Tensor, scale: torch.Tensor, device: str, 
             break
     relative = float((err / (scale + finfo.tiny)).max())
     if why is None and relative < 1e-3:
-        why = (f"close, but not to {str(expected.dtype).removeprefix('torch.')} precision (off by up to "
-               f"{relative:.1g} of |x|) — a rounded constant? write math.sqrt(2) and math.sqrt(2 / math.pi) in full"
-               + ("; and keep every step in the input's dtype (no float32 tensor in between)"
-                  if expected.dtype == torch.float64 and relative < 1e-6 else ""))
+        close = f"close, but not to {str(expected.dtype).removeprefix('torch.')} precision (off by up to " \
+                f"{relative:.1g} of |x|)"
+        if overflowed:
+            why = f"{close}, and nan or inf for large |x| in another case — {_OVERFLOW.split(' — ')[1]}"
+        elif approximate == "tanh":
+            why = f"{close} — a rounded constant, or tanh written by hand? write math.sqrt(2 / math.pi) in full " \
+                  "and use torch.tanh"
+        else:
+            why = f"{close} — a rounded constant, or an erf approximation? write math.sqrt(2) in full and use " \
+                  "torch.erf"
+        if expected.dtype == torch.float64 and relative < 1e-6 and not overflowed:
+            why += "; and keep every step in the input's dtype (no float32 tensor in between)"
     digits = 17 if expected.dtype == torch.float64 else 9  # enough to tell the two numbers apart
     raise Mismatch(f"{what}: wrong values ({int(bad.sum())} of {expected.numel()} differ, largest error "
                    f"{float(err.max()):.3g})\n→ {why or advice}",
@@ -190,8 +213,11 @@ def _where_max(v: torch.Tensor) -> int:
     return int(v.flatten().nan_to_num(0.0).argmax())
 
 
-def _gelu_case(t, fn, label: str, x: torch.Tensor, approximate: str, default: bool = False) -> None:
-    """One case per device: fn(x, approximate=...) (fn(x) with default=True) against F.gelu, value and gradient."""
+def _gelu_case(t, fn, label: str, x: torch.Tensor, approximate: str, overflowed: set, default: bool = False,
+               track: bool = True) -> None:
+    """One case per device: fn(x, approximate=...) (fn(x) with default=True) against F.gelu, value and gradient
+    (track=False: x does not require grad, value only). `overflowed` collects the approximate values for which
+    the learner's gelu gave nan or inf."""
     kwargs = {} if default else {"approximate": approximate}
     xr = x.detach().clone().requires_grad_(True)
     expected = F.gelu(xr, approximate=approximate)
@@ -200,12 +226,23 @@ def _gelu_case(t, fn, label: str, x: torch.Tensor, approximate: str, default: bo
     vscale, gscale = _gelu_scales(x, approximate)
     for device in t.devices:
         with t.case(f"{device}: {label}"):
-            run = t.call(run_case, fn, (x.detach().clone().to(device),), kwargs, up.to(device))
+            run = t.call(run_case, fn, (x.detach().clone().to(device),), kwargs, up.to(device) if track else None)
             if run["mutated"]:
                 raise Mismatch("you changed your input in place — compute a new tensor instead (y = 0.5 * x, not "
                                "x *= 0.5 or x.mul_(0.5)): the caller still needs its input")
+            try:  # nan or inf in the value or the gradient first: they explain small errors elsewhere too
+                _expect_finite(run["out"], expected.detach(), device, "the result")
+                if track and run["grads"] is not None:
+                    _expect_finite(run["grads"][0], xr.grad, device, "the gradient")
+            except Mismatch as e:
+                if _OVERFLOW in e.message:
+                    overflowed.add(approximate)
+                raise
             _expect_gelu(run["out"], expected.detach(), vscale, device, "the result",
-                         _gelu_value_mistakes(x, approximate), x, GELU_FORMULAS)
+                         _gelu_value_mistakes(x, approximate), x, GELU_FORMULAS, approximate,
+                         approximate in overflowed)
+            if not track:
+                continue
             if run["grads"] is None:
                 raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), .item() or a "
                                "round trip through numpy cut the graph: compute with torch operations on x")
@@ -213,7 +250,7 @@ def _gelu_case(t, fn, label: str, x: torch.Tensor, approximate: str, default: bo
                          _gelu_grad_mistakes(x, up, approximate), x,
                          "the values are right but the gradient is not — build the result from torch operations "
                          "(erf, tanh) and let autograd differentiate it, or fix your backward: d/dx x·Φ(x) = "
-                         "Φ(x) + x·φ(x)")
+                         "Φ(x) + x·φ(x)", approximate, approximate in overflowed)
 
 
 _GELU_BAD = ["sigmoid", "Tanh", "exact", "erf", "TANH", "None", "approx", "fast", "tanh ", "gelu"]
@@ -229,24 +266,30 @@ _GELU_BAD = ["sigmoid", "Tanh", "exact", "erf", "TANH", "None", "approx", "fast"
 ], forbidden={"gelu": "compute x·Φ(x) yourself with torch.erf (or torch.tanh for approximate='tanh')"})
 def gelu(t, fn):
     rows, cols = t.unseen(4, 5, 9), t.unseen(7, 2, 13)  # hidden round: shapes no public case has
+    overflowed: set = set()
     for approximate in ("none", "tanh"):
         a = f"approximate={approximate!r}"
         for dtype in (torch.float64, torch.float32):
             kind = str(dtype).removeprefix("torch.")
             x = (t.randn(rows, cols) * 3).to(dtype)
-            _gelu_case(t, fn, f"{a}: x ({rows}, {cols}) {kind}, values around ±3, with gradients", x, approximate)
             grid = torch.linspace(-12, 12, 49, dtype=torch.float64) + 0.2 * t.rand(49)
-            _gelu_case(t, fn, f"{a}: x from -12 to 12 {kind} (far left GELU(x) ≈ 0, far right ≈ x), with "
-                              "gradients", grid.to(dtype), approximate)
             big = torch.tensor([-1e4, -1e3, -100.0, -30.0, 30.0, 100.0, 1e3, 1e4], dtype=torch.float64)
             big = big * (1 + t.rand(8))
+            # large magnitudes first: an overflow there is also what makes small errors in the other cases
             _gelu_case(t, fn, f"{a}: large magnitudes (|x| from 30 to 2e4) {kind}, with gradients",
-                       big.to(dtype), approximate)
+                       big.to(dtype), approximate, overflowed)
+            _gelu_case(t, fn, f"{a}: x ({rows}, {cols}) {kind}, values around ±3, with gradients", x, approximate,
+                       overflowed)
+            _gelu_case(t, fn, f"{a}: x from -12 to 12 {kind} (far left GELU(x) ≈ 0, far right ≈ x), with "
+                              "gradients", grid.to(dtype), approximate, overflowed)
         if "cuda" not in t.devices:
             t.device_check(a, fn, (t.randn(3, 4),), {"approximate": approximate})
-    _gelu_case(t, fn, "gelu(x) with approximate left out: the exact erf form", t.randn(6) * 2, "none", default=True)
-    _gelu_case(t, fn, "a 0-dim x (float64)", t.randn() - 1, "none")
-    _gelu_case(t, fn, "an empty x of shape (0, 3)", t.randn(0, 3), "tanh")
+    _gelu_case(t, fn, "gelu(x) with approximate left out: the exact erf form", t.randn(6) * 2, "none", overflowed,
+               default=True)
+    _gelu_case(t, fn, "a 0-dim x (float64)", t.randn() - 1, "none", overflowed)
+    _gelu_case(t, fn, "an empty x of shape (0, 3)", t.randn(0, 3), "tanh", overflowed)
+    _gelu_case(t, fn, "an x (3, 5) that does not require grad: the value, and x left as it was", t.randn(3, 5),
+               "none", overflowed, track=False)
     bad = [_GELU_BAD[0], _GELU_BAD[1]] if not t.hidden else \
         [_GELU_BAD[t.integer(2, len(_GELU_BAD))], _GELU_BAD[t.integer(2, len(_GELU_BAD))]]
     x = t.randn(3)

@@ -15,7 +15,7 @@ from torch import nn
 
 from grader.compare import Mismatch, expect_tensor, expect_value
 from grader.registry import exercise
-from grader.runner import untraced
+from grader.runner import LearnerError, untraced
 from grader.tracing import ForbiddenCall
 
 # The trusted side's own references (the engine makes forbidden classes refuse only while learner code runs).
@@ -46,17 +46,16 @@ _FORBID_CLIP = _refused("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_g
                         "torch.nn.utils.clip_grads_with_norm_", "torch.nn.utils.get_total_norm",
                         advice="compute the total norm and scale the gradients yourself")
 
-# which: (torch's classes the learner's must not inherit from, how to name them)
-_OWN = {"sgd": ((_TORCH_SGD,), "torch.optim.SGD"), "adamw": ((_TORCH_ADAM, _TORCH_ADAMW), "torch.optim.Adam/AdamW"),
-        "adagrad": ((_TORCH_ADAGRAD,), "torch.optim.Adagrad")}
+# which: torch's classes the learner's must not inherit from (the most derived first: AdamW subclasses Adam)
+_OWN = {"sgd": (_TORCH_SGD,), "adamw": (_TORCH_ADAMW, _TORCH_ADAM), "adagrad": (_TORCH_ADAGRAD,)}
 
 
 def _expect_own_optimizer(cls, which: str) -> None:
-    forbidden, names = _OWN[which]
     if not isinstance(cls, type):
         raise TypeError(f"expected a class, got {type(cls).__name__} — write `class ...(torch.optim.Optimizer):`")
-    if issubclass(cls, forbidden):
-        raise ForbiddenCall(f"{names} (your class inherits from it)", _OPTIM_ADVICE)
+    for parent in _OWN[which]:
+        if issubclass(cls, parent):  # the name alone in backticks, as for a call: `torch.optim.SGD`
+            raise ForbiddenCall(f"torch.optim.{parent.__name__}", f"your class inherits from it; {_OPTIM_ADVICE}")
     if not issubclass(cls, torch.optim.Optimizer):
         raise TypeError(f"{cls.__name__} should subclass torch.optim.Optimizer")
 
@@ -129,16 +128,17 @@ def construct(cls, which: str, kwargs: dict) -> None:
     cls([torch.zeros(3, requires_grad=True)], **kwargs)
 
 
-def fresh_state(cls, which: str, values: list, kwargs: dict) -> dict:
-    """Driver: the state_dict of an optimizer right after its constructor (two param groups), as plain data."""
+def fresh_state(cls, which: str, values: list, kwargs: dict, second: dict | None = None) -> dict:
+    """Driver: the state_dict of an optimizer right after its constructor (two param groups, the second with
+    the options `second`), as plain data."""
     _expect_own_optimizer(cls, which)
-    return _fresh_state(cls, values, kwargs)
+    return _fresh_state(cls, values, kwargs, second)
 
 
-def _fresh_state(cls, values: list, kwargs: dict) -> dict:
+def _fresh_state(cls, values: list, kwargs: dict, second: dict | None = None) -> dict:
     with untraced():
         leaves = [v.detach().clone().requires_grad_(True) for v in values]
-    sd = cls([{"params": leaves[:2]}, {"params": leaves[2:]}], **kwargs).state_dict()
+    sd = cls([{"params": leaves[:2]}, {"params": leaves[2:], **(second or {})}], **kwargs).state_dict()
     with untraced():
         return _plain_state_dict(sd, len(leaves))
 
@@ -238,6 +238,11 @@ def _compare_run(got, ref, spec, *, who: str, device: str, tol, mutants: dict, h
             reloaded = spec.get("reload_at") is not None and k >= spec["reload_at"]
             expect_tensor(g, r, device=device, atol=math.inf,  # type, device, shape, dtype, nan/inf only
                           what=f"step {k + 1}: {_where(spec, i)}")
+            before = got["params"][k - 1][i] if k else [p for ps in spec["params"] for p in ps][i]
+            if _flat_grads(spec, k)[i] is None and not torch.equal(g.detach().cpu(), before.detach().cpu()):
+                raise Mismatch(f"step {k + 1} of {len(ref['params'])}: {_where(spec, i)} had grad=None but moved "
+                               "— skip it (continue when p.grad is None): torch leaves such a parameter, and its "
+                               "state, as they are")
             error = (g.detach().cpu() - r).abs().max().item()
             text = f"step {k + 1} of {len(ref['params'])}: {_where(spec, i)} differs from {who}"
             detail = f"largest error {error:.3g}"
@@ -276,6 +281,11 @@ def _compare_run(got, ref, spec, *, who: str, device: str, tol, mutants: dict, h
                                "state_dicts are interchangeable")
             if key == "step":
                 got_step = g[key].item() if isinstance(g[key], torch.Tensor) and g[key].numel() == 1 else g[key]
+                nones = sum(_flat_grads(spec, k)[i] is None for k in range(len(spec["grads"])))
+                if nones and isinstance(got_step, (int, float)) and float(got_step) > float(value):
+                    raise Mismatch(f"state['step'] of {_where(spec, i)} is {got_step!r}, expected {float(value):g}: "
+                                   f"this parameter had grad=None at {nones} of {len(spec['grads'])} steps but its "
+                                   "step advanced — skip it (continue when p.grad is None)")
                 if not isinstance(got_step, (int, float)) or float(got_step) != float(value):
                     raise Mismatch(f"state['step'] of {_where(spec, i)} is {got_step!r}, expected "
                                    f"{float(value):g} — count the steps each parameter actually took")
@@ -288,6 +298,11 @@ def _compare_run(got, ref, spec, *, who: str, device: str, tol, mutants: dict, h
                         raise
                     raise Mismatch(f"{e.message}\n→ the parameters match {who}'s, but the state kept under "
                                    f"{key!r} does not: store there exactly what {who} stores", e.detail) from None
+
+
+def _flat_grads(spec: dict, k: int) -> list:
+    """The gradients of step k, one per parameter across the groups (None: no gradient)."""
+    return [g for gs in spec["grads"][k] for g in gs]
 
 
 def _step_of(state: dict | None):
@@ -376,7 +391,15 @@ def _run_cases(t, fn, torch_cls, which: str, cases, mutants, invalid, valid, clo
             t.raises(ValueError, construct, fn, which, kwargs)
     for label, kwargs in valid:
         with t.case(f"{label} is valid (no error)"):
-            t.call(construct, fn, which, kwargs)
+            try:
+                t.call(construct, fn, which, kwargs)
+            except LearnerError as e:
+                if not str(e).startswith("raised ValueError"):
+                    raise
+                zeros = [k for k, v in kwargs.items() if v == 0 and not isinstance(v, bool)]
+                why = f"0 is a valid {', '.join(zeros)} in {who}; reject only negative values" if zeros else \
+                    f"{who} accepts {label}; raise ValueError only where it does"
+                raise Mismatch(f"{e}\n→ {why}") from None
     if "cuda" not in t.devices:
         label, spec, _ = cases[-2]  # the param-group case
         # a few steps are enough to see where state is created (meta kernels run in Python: slow)
@@ -404,9 +427,10 @@ _SGD_DEFAULTS = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nes
 
 def _flat_options(spec, base, mistake=""):
     """Each parameter's options, from its group (mistake "defaults": all from the constructor's defaults,
-    "lr_defaults": only lr from them)."""
+    "lr_defaults" / "eps_defaults": only lr / eps from them)."""
     defaults = {**base, **spec["defaults"]}
-    pick = {"defaults": lambda o: defaults, "lr_defaults": lambda o: {**defaults, **o, "lr": defaults["lr"]}}
+    pick = {"defaults": lambda o: defaults, "lr_defaults": lambda o: {**defaults, **o, "lr": defaults["lr"]},
+            "eps_defaults": lambda o: {**defaults, **o, "eps": defaults["eps"]}}
     group = pick.get(mistake, lambda o: {**defaults, **o})
     return [group(o) for g, o in zip(spec["params"], spec["options"]) for _ in g]
 
@@ -583,6 +607,7 @@ _ADAMW_MUTANTS = {
     "bias-correct it like v": lambda s: _adamw_loop(s, "max_hat"),
     "each group's own options are ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "defaults"),
     "each group's own lr is ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "lr_defaults"),
+    "each group's own eps is ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "eps_defaults"),
 }
 
 
@@ -645,17 +670,21 @@ def _adagrad_loop(spec, mistake=""):
     for k, step_grads in enumerate(spec["grads"]):
         for i, g in enumerate(x for gs in step_grads for x in gs):
             if g is None:
-                continue
+                if mistake != "none_as_zero":
+                    continue
+                g = torch.zeros_like(params[i])
             o, p = opts[i], params[i]
             lr, decay, wd, eps = o["lr"], o["lr_decay"], o["weight_decay"], o["eps"]
             steps[i] += 1
             step = k + 1 if mistake == "global_step" else steps[i]
             d = g + wd * p if mistake not in ("no_wd", "decoupled") else g
-            sums[i] = sums[i] + (g * g if mistake == "wd_late" else d * d)
+            old = sums[i]
+            sums[i] = sums[i] + {"wd_late": g * g, "abs": d.abs()}.get(mistake, d * d)
             clr = {"decay_step": lr / (1 + step * decay), "decay_mul": lr * (1 - decay) ** (step - 1),
                    "decay_linear": lr * (1 - (step - 1) * decay), "no_decay": lr}.get(mistake,
                                                                                     lr / (1 + (step - 1) * decay))
-            std = (sums[i] + eps).sqrt() if mistake == "eps_inside" else sums[i].sqrt() + eps
+            std = (sums[i] + eps).sqrt() if mistake == "eps_inside" else \
+                (old if mistake == "old_sum" else sums[i]).sqrt() + eps
             if mistake == "decoupled":
                 p = p * (1 - lr * wd)
             params[i] = p - clr * d / std
@@ -681,10 +710,18 @@ _ADAGRAD_MUTANTS = {
     "gradient": lambda s: _adagrad_loop(s, "decoupled"),
     "sum started at 0 — it starts at initial_accumulator_value: torch.full_like(p, initial_accumulator_value)":
         lambda s: _adagrad_loop(s, "zero_start"),
-    "the step count is shared by all parameters — keep it per parameter in self.state[p]['step'] (a parameter "
-    "without a gradient does not advance it)": lambda s: _adagrad_loop(s, "global_step"),
+    "a parameter's step advanced at a step where its grad was None (or the count is shared by all parameters), "
+    "so its lr_decay ran ahead — skip it (continue when p.grad is None) and keep the count per parameter in "
+    "self.state[p]['step']": lambda s: _adagrad_loop(s, "global_step"),
     "each group's own options are ignored — " + _GROUP_ADVICE: lambda s: _adagrad_loop(s, "defaults"),
     "each group's own lr is ignored — " + _GROUP_ADVICE: lambda s: _adagrad_loop(s, "lr_defaults"),
+    "each group's own eps is ignored — " + _GROUP_ADVICE: lambda s: _adagrad_loop(s, "eps_defaults"),
+    "the step divides by the sum before this step's g * g was added — add g * g to sum first, then divide by "
+    "sqrt(sum) + eps with the new sum": lambda s: _adagrad_loop(s, "old_sum"),
+    "sum adds |g| — Adagrad accumulates squares: sum += g * g (sum.addcmul_(g, g))":
+        lambda s: _adagrad_loop(s, "abs"),
+    "a parameter whose .grad was None still advanced its step (as if its gradient were zero) — skip it "
+    "(continue when p.grad is None)": lambda s: _adagrad_loop(s, "none_as_zero"),
 }
 
 
@@ -693,13 +730,17 @@ def _adagrad_fresh_state(t, fn) -> None:
     shapes = [(4, 3), (5,), (2, 3)]
     init = 0.25 * t.unseen(1, 2, 9)
     kwargs = dict(lr=0.1, initial_accumulator_value=init)
+    second = dict(initial_accumulator_value=init + 1.5)  # a per-group value: torch ignores it, the argument wins
     values = [t.randn(*s) for s in shapes]
-    ref = _fresh_state(_TORCH_ADAGRAD, values, kwargs)["state"]
+    ref = _fresh_state(_TORCH_ADAGRAD, values, kwargs, second)["state"]
     for device in t.devices:
-        with t.case(f"{device}: state_dict() right after Adagrad(..., initial_accumulator_value={init:g}): every "
-                    "parameter already has state['step'] = 0 and state['sum'] filled with it"):
+        with t.case(f"{device}: state_dict() right after Adagrad(..., initial_accumulator_value={init:g}) with a "
+                    f"second param group that carries its own 'initial_accumulator_value': {init + 1.5:g} (torch "
+                    "ignores it): every parameter already has state['step'] = 0 and state['sum'] filled with the "
+                    "argument"):
             dtype = torch.float32 if device == "mps" else None
-            got = t.call(fresh_state, fn, "adagrad", [v.to(device, dtype or v.dtype) for v in values], kwargs)
+            got = t.call(fresh_state, fn, "adagrad", [v.to(device, dtype or v.dtype) for v in values], kwargs,
+                         second)
             for i, (g, r) in enumerate(zip(got["state"], ref)):
                 if not g:
                     raise Mismatch(f"the state_dict has no state for parameter {i} before the first step; "
@@ -718,6 +759,13 @@ def _adagrad_fresh_state(t, fn) -> None:
                         and bool((s == 0).all()):
                     raise Mismatch(f"state['sum'] of parameter {i} starts at 0 — fill it with "
                                    "initial_accumulator_value: torch.full_like(p, initial_accumulator_value)")
+                if i >= 2 and isinstance(s, torch.Tensor) and s.shape == r["sum"].shape \
+                        and s.device.type != "meta" and bool((s == second["initial_accumulator_value"]).all()):
+                    raise Mismatch(f"state['sum'] of parameter {i} starts at its param group's own "
+                                   f"'initial_accumulator_value' ({second['initial_accumulator_value']:g}); "
+                                   "torch.optim.Adagrad fills every sum from the constructor's argument "
+                                   f"({init:g}) — initial_accumulator_value is not a per-group option: use the "
+                                   "argument in __init__, not group['initial_accumulator_value']")
                 expect_tensor(s, r["sum"].to(device, dtype or r["sum"].dtype), device=device,
                               what=f"state['sum'] of parameter {i}")
 
@@ -741,8 +789,10 @@ def Adagrad(t, fn):
          "the rate of step t (counted from 1) is lr / (1 + (t - 1) * lr_decay)"),
         ("lr=0.05, weight_decay=0.3, 8 steps", _spec(t, [shapes], o(), dict(lr=0.05, weight_decay=0.3), 8),
          "weight decay adds weight_decay * p to the gradient before it is squared into sum"),
-        ("eps=0.1, gradients of size 1e-2", _spec(t, [shapes], o(), dict(lr=0.01, eps=0.1), 8, scale=1e-2),
-         "eps is added to sqrt(sum), outside the square root"),
+        ("eps=0.1 for the second of 2 param groups (1e-10 for the first), gradients of size 1e-2",
+         _spec(t, [[(4, 3), (5,)], [(2, 3, 2)]], [dict(), dict(eps=0.1)], dict(lr=0.01), 8, scale=1e-2),
+         "eps is added to sqrt(sum), outside the square root, and each group has its own eps: read group['eps'] "
+         "inside step()"),
         ("initial_accumulator_value=0.5, lr=0.1, 8 steps",
          _spec(t, [shapes], o(), dict(lr=0.1, initial_accumulator_value=0.5), 8),
          "sum starts at initial_accumulator_value, not at 0"),
@@ -751,9 +801,9 @@ def Adagrad(t, fn):
          "each group has its own lr: read group['lr'] inside step()"),
         ("3 param groups with their own lr/lr_decay/weight_decay/eps, initial_accumulator_value=0.1; a parameter "
          "whose grad is None every third step, one that never gets a grad",
-         _spec(t, [[(3, 2), (4,)], [(5,), (2, 2)], [(3,)]],
+         _spec(t, [[(3, 2), (4,)], [(5,), (2, 2)], [(3,), (2,)]],
                [dict(lr=0.2), dict(lr_decay=0.3, weight_decay=0.05), dict(lr=0.02, eps=1e-3)],
-               dict(lr=0.05, initial_accumulator_value=0.1), 12, none_at={1, 3}, never={4}),
+               dict(lr=0.05, initial_accumulator_value=0.1), 12, none_at={1, 3}, never={5}),
          "compare each group's options with the reference; parameters without a gradient must be skipped"),
         ("state_dict round trip: at step 6 a fresh Adagrad loads the state_dict and continues; "
          "torch.optim.Adagrad loads it too",
