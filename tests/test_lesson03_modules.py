@@ -532,6 +532,46 @@ class MLPSkipsActivation(MLPTwoLists):  # registers the activations but forward 
         return self.linears[-1](x)
 
 
+class MLPMissingLast(nn.Module):  # range(len(sizes) - 2): the output layer is never built
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        layers = []
+        for k in range(len(sizes) - 2):
+            layers += [nn.Linear(sizes[k], sizes[k + 1]), activation()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class MLPActivationsLast(nn.Module):  # every Linear first, then every activation
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.acts = nn.ModuleList(activation() for _ in sizes[2:])
+
+    def forward(self, x):
+        for lin in self.linears:
+            x = lin(x)
+        for act in self.acts:
+            x = act(x)
+        return x
+
+
+class MLPDropoutBeforeHead(nn.Module):  # one Dropout, in front of the last Linear
+    def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
+        super().__init__()
+        layers = _mlp_layers(sizes, activation, 0.0)
+        if dropout > 0:
+            layers.insert(len(layers) - 1, nn.Dropout(dropout))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
 class MLPStub(nn.Module):
     def __init__(self, sizes, activation=nn.ReLU, dropout=0.0):
         super().__init__()
@@ -545,10 +585,15 @@ def test_mlp_passes(ok):
 
 @pytest.mark.parametrize("wrong, fragments", [
     (MLPSharedAct, ("same", "once per layer")),
-    (MLPActAfterLast, ("activation after the last layer",)),
+    (MLPActAfterLast, ("activation after the last layer", "only after the hidden layers")),
     (MLPDropoutFirst, ("the order is Linear, activation, then Dropout",)),
     (MLPAlwaysDropout, ("p=0",)),
     (MLPFunctionalRelu, ("no nn.ReLU module",)),
+    (MLPFunctionalRelu, ("no nn.GELU module runs", "the same goes for nn.Dropout(0.25)")),
+    (MLPMissingLast, ("the last layer nn.Linear(9, 4) is missing", "range(len(sizes) - 1)")),
+    (MLPActivationsLast, ("nn.ReLU ran after nn.Linear(9, 4), not after nn.Linear(3, 9)",
+                          "apply each activation right after its Linear")),
+    (MLPDropoutBeforeHead, ("nn.Dropout(0.3) runs before nn.Linear(3, 2)", "nowhere else")),
     (MLPIgnoresActivation, ("use the `activation` class",)),
     (MLPPlainList, ("`self.layers` is a plain Python container", "not registered", "nn.ModuleList")),
     (MLPHalfRegistered, ("`self.acts` is a plain Python container", "not registered")),
@@ -606,22 +651,74 @@ def count_children(module, trainable_only=True):
                if p.requires_grad or not trainable_only)
 
 
+def count_math_prod(module, trainable_only=True):  # named_parameters() skips duplicates too
+    import math
+    return sum(math.prod(p.shape) for _, p in module.named_parameters() if p.requires_grad or not trainable_only)
+
+
+def count_named_modules(module, trainable_only=True):  # a tied weight once per module that holds it
+    total = 0
+    for _, m in module.named_modules():
+        total += sum(p.numel() for p in m.parameters(recurse=False) if p.requires_grad or not trainable_only)
+    return total
+
+
+def count_no_dedup(module, trainable_only=True):
+    return sum(p.numel() for _, p in module.named_parameters(remove_duplicate=False)
+               if p.requires_grad or not trainable_only)
+
+
+def count_first_two_dims(module, trainable_only=True):  # right for Linear weights, wrong for a Conv2d's
+    total = 0
+    for p in module.parameters():
+        if p.requires_grad or not trainable_only:
+            total += p.shape[0] * (p.shape[1] if p.dim() > 1 else 1)
+    return total
+
+
+def count_inverted_flag(module, trainable_only=True):
+    if trainable_only:
+        return sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_grad_as_trainable(module, trainable_only=True):  # p.grad is None before any backward
+    return sum(p.numel() for p in module.parameters() if p.grad is not None or not trainable_only)
+
+
+def count_own_only(module, trainable_only=True):
+    return sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad or not trainable_only)
+
+
+def count_as_float(module, trainable_only=True):
+    return float(sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only))
+
+
 def count_stub(module, trainable_only=True):
     raise NotImplementedError()
 
 
-def test_count_parameters_passes():
-    assert_passes(count_ok, "count_parameters")
+@pytest.mark.parametrize("ok", [count_ok, count_math_prod])
+def test_count_parameters_passes(ok):
+    assert_passes(ok, "count_parameters")
 
 
 @pytest.mark.parametrize("wrong, fragments", [
-    (count_per_module, ("counted twice",)),
+    (count_per_module, ("shared (tied) weight was counted once per module that holds it",)),
+    (count_named_modules, ("shared (tied) weight was counted once per module that holds it",)),
+    (count_no_dedup, ("shared (tied) weight", "count each Parameter once")),
     (count_over_modules, ("once per module above it", "already recurses", "module.parameters() once")),
-    (count_ignores_flag, ("trainable_only",)),
+    (count_ignores_flag, ("frozen parameters", "counted although trainable_only is True",
+                          "p.requires_grad or not trainable_only")),
+    (count_inverted_flag, ("trainable_only is inverted",)),
+    (count_grad_as_trainable, ("p.grad", "p.requires_grad is True")),
     (count_tensors, ("number of parameter tensors",)),
-    (count_state_dict, ("state_dict",)),
-    (count_as_tensor, ("got a tensor",)),
-    (count_children, ("registered on the module itself",)),
+    (count_state_dict, ("state_dict() also holds buffers",)),
+    (count_as_tensor, ("returned a tensor", ".item()")),
+    (count_as_float, ("returned a float", "return an int", "no float conversion")),
+    (count_children, ("module.children()", "registered on the module itself")),
+    (count_own_only, ("recurse=False", "module.parameters()")),
+    (count_first_two_dims, ("small CNN", "count p.numel(), not the first two dimensions")),
 ])
 def test_count_parameters_rejects(wrong, fragments):
     assert_rejects(wrong, "count_parameters", *fragments)
@@ -705,6 +802,21 @@ def init_fill_without_no_grad(m):
             m.bias.fill_(0.0)
 
 
+def init_skips_biasless(m):
+    if isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def init_data_float64(m):  # a float64 tensor assigned to .data: other memory, and refused on the meta device
+    if isinstance(m, nn.Linear):
+        fan_out, fan_in = m.weight.shape
+        a = math.sqrt(6 / (fan_in + fan_out))
+        m.weight.data = (torch.rand(fan_out, fan_in, dtype=torch.float64) * 2 - 1) * a
+        if m.bias is not None:
+            m.bias.data = torch.zeros(fan_out, dtype=torch.float64)
+
+
 def init_stub(m):
     raise NotImplementedError()
 
@@ -717,7 +829,10 @@ def test_init_weights_passes():
     (init_xavier_normal, ("outside the Xavier-uniform bound",)),
     (init_kaiming, ("outside the Xavier-uniform bound",)),
     (init_every_weight, ("only nn.Linear layers",)),
-    (init_forgets_none_bias, ("NoneType",)),
+    (init_forgets_none_bias, ("NoneType", "a Linear(bias=False) has bias None",
+                              "check module.bias is not None")),
+    (init_skips_biasless, ("`small.weight` (a Linear(bias=False)) is unchanged", "with or without a bias")),
+    (init_data_float64, ("meta device", "a new tensor was assigned to .data", "in place")),
     (init_keeps_bias, ("is not zero",)),
     (init_new_parameter, ("new nn.Parameter", "optimizer", "in place", "nn.init.xavier_uniform_(module.weight)")),
     (init_new_parameter_same_device, ("new nn.Parameter", "still holds the old tensor")),

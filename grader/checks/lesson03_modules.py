@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.compare import Mismatch, expect_tensor, expect_value, known_mistake, shape_str
+from grader.compare import Mismatch, expect_tensor, known_mistake, shape_str
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, run_case, untraced
 from grader.tracing import MixedDevices
@@ -693,10 +693,13 @@ def _expected_layout(sizes: list, act: str, dropout: float) -> list:
 
 
 def _layout_diagnosis(got: list, want: list, act: str) -> str:
-    if act in want and got == [w for w in want if w != act]:
+    if act in want and act not in got and all(g.startswith(("nn.Linear", "nn.Dropout")) for g in got):
+        drop = next((w for w in want if w.startswith("nn.Dropout")), None)
+        also = f"; the same goes for {drop} after each activation (F.dropout is invisible too)" \
+            if drop and drop not in got else ""
         return (f"no {act} module runs — create activation() in __init__ and add it to the model as a module "
                 "after every hidden nn.Linear (a call like torch.relu in forward is invisible to the model's "
-                "modules)")
+                f"modules){also}")
     if any(w.startswith("nn.Dropout") for w in want) and got == [w for w in want if not w.startswith("nn.Dropout")]:
         return ("no nn.Dropout module runs — after each hidden activation add nn.Dropout(dropout) when dropout > 0 "
                 "(F.dropout in forward is invisible to the model's modules and ignores model.eval())")
@@ -704,15 +707,30 @@ def _layout_diagnosis(got: list, want: list, act: str) -> str:
     g = got[k] if k < len(got) else None
     w = want[k] if k < len(want) else None
     if w is None and g == act:
-        return "an activation after the last layer — the last nn.Linear's output is the model's output"
+        return ("an activation after the last layer — add activation() only after the hidden layers: the last "
+                "nn.Linear's output is the model's output")
+    if g is None and w is not None and w.startswith("nn.Linear") and k == len(want) - 1:
+        return (f"the last layer {w} is missing — one Linear per consecutive pair of sizes: "
+                "range(len(sizes) - 1)")
+    if g is None and w is not None and w.startswith("nn.Linear"):
+        return (f"{w} and the layers after it are missing — one nn.Linear(sizes[k], sizes[k + 1]) per consecutive "
+                "pair of sizes: range(len(sizes) - 1)")
     if w == act and g is not None and g.startswith("nn.Dropout"):
         return f"module {k} is {g} where {act} belongs — the order is Linear, activation, then Dropout"
     if w is None and g is not None and g.startswith("nn.Dropout"):
-        return "a dropout after the last layer — dropout only follows the hidden layers"
+        return ("a dropout after the last layer — add nn.Dropout(dropout) only after the hidden activations, never "
+                "after the last nn.Linear")
     if g == "nn.Dropout(0.0)" and (w is None or not w.startswith("nn.Dropout")):
         return "an nn.Dropout with p=0 — add dropout layers only when dropout > 0"
+    if w is not None and w.startswith("nn.Linear") and g is not None and g.startswith("nn.Dropout"):
+        return (f"{g} runs before {w}, where no dropout belongs — add nn.Dropout(dropout) right after each hidden "
+                "activation and nowhere else")
     if w is not None and w.startswith("nn.Dropout") and (g is None or not g.startswith("nn.Dropout")):
         return f"no {w} at position {k} — after each hidden activation add nn.Dropout(dropout) when dropout > 0"
+    if w == act and act in got[k:]:  # the activations exist but run elsewhere (e.g. all of them after all Linears)
+        j = got.index(act, k)
+        return (f"{act} ran after {got[j - 1]}, not after {want[k - 1]} — apply each activation right after its "
+                "Linear in forward")
     if w == act and (g is None or g.startswith("nn.Linear")):
         return (f"no {act} module after {got[k - 1] if k else 'the first layer'} — create activation() and add it "
                 "to the model as a module (a call like torch.relu in forward is invisible to the model's modules), "
@@ -807,8 +825,9 @@ def MLP(t, cls):
                     expected = ref(x)
                 if not torch.allclose(expected, expected_eval) and \
                         torch.allclose(got["train"].cpu(), got["eval"].cpu()):
-                    raise Mismatch("train mode gives the same output as eval mode — dropout is not active "
-                                   "in training")
+                    raise Mismatch("train mode gives the same output as eval mode, so dropout is not active in "
+                                   "training — let the nn.Dropout modules run in forward (model.train() switches "
+                                   "them on)")
                 if device == "cpu":  # other devices draw their dropout masks from their own generators
                     _expect_with(expect_tensor, "in train mode dropout should come from the nn.Dropout modules, "
                                  "applied once each in the order Linear, activation, Dropout",
@@ -854,6 +873,9 @@ def _count_model(kind: str, k: int = 0) -> nn.Module:
         return nn.Linear(7 + k, 3 + k)
     if kind == "MLP 5-11-2":
         return nn.Sequential(nn.Linear(5 + k, 11 + k), nn.ReLU(), nn.Linear(11 + k, 2 + k))
+    if kind == "small CNN (4-D Conv2d weights)":
+        return nn.Sequential(nn.Conv2d(3, 6 + k, 3), nn.ReLU(), nn.Conv2d(6 + k, 4, 3, bias=False),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2 + k))
     if kind == "tied embedding/linear":
         return TiedLM(50 + k, 8 + k)
     if kind == "module with its own parameter":
@@ -880,28 +902,81 @@ def count_on(fn, kind: str, trainable_only, k: int = 0) -> object:
     return fn(model) if trainable_only is None else fn(model, trainable_only=trainable_only)
 
 
-def _count_mistakes(model: nn.Module, trainable_only: bool) -> dict:
-    """The answers of the usual mistakes on this model, each with its diagnosis."""
-    keep = (lambda p: p.requires_grad) if trainable_only else (lambda p: True)
-    everything = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    twice = sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False) if keep(p))
-    per_ancestor = sum(p.numel() for m in model.modules() for p in m.parameters() if keep(p))
-    return {  # later entries win when two mistakes give the same number
-        per_ancestor: "each parameter was counted once per module above it: module.modules() lists the model, "
-               "every container and every layer, and m.parameters() already recurses into m's submodules: sum "
-               "p.numel() over module.parameters() once, with no loop over modules()",
-        sum(p.numel() for c in model.children() for p in c.parameters() if keep(p)): "parameters registered on "
-               "the module itself were missed — module.parameters() covers the module and all its descendants",
-        twice: "a shared (tied) weight was counted twice — count each Parameter once, as module.parameters() "
-               "yields them (it skips duplicates)",
-        (trainable if not trainable_only else everything): "trainable_only: count only parameters with "
-               "requires_grad=True when it is True, and all of them when it is False",
-        sum(v.numel() for v in model.state_dict().values()): "state_dict() also holds buffers (and tied weights "
-               "twice) — count module.parameters()",
-        len([p for p in model.parameters() if keep(p)]): "that is the number of parameter tensors — add up "
-               "p.numel(), the number of elements of each",
-    }
+# The usual mistakes, in two parts: which parameters were walked (and how each was sized), and which were kept.
+# Each is (what went wrong, what to do), the two halves of a diagnosis "what — do".
+_COUNT_WALKS = {
+    "right": (None, lambda m: list(m.parameters()), lambda p: p.numel()),
+    "tied twice": (("a shared (tied) weight was counted once per module that holds it",
+                    "count each Parameter once, as module.parameters() yields them (it skips duplicates)"),
+                   lambda m: [p for s in m.modules() for p in s.parameters(recurse=False)], lambda p: p.numel()),
+    "per ancestor": (("each parameter was counted once per module above it: module.modules() lists the model, every "
+                      "container and every layer, and m.parameters() already recurses into m's submodules",
+                      "sum p.numel() over module.parameters() once, with no loop over modules()"),
+                     lambda m: [p for s in m.modules() for p in s.parameters()], lambda p: p.numel()),
+    "children": (("only the children's parameters were counted: module.children() misses the parameters registered "
+                  "on the module itself (an nn.Linear has no children at all) and lists a weight that two children "
+                  "share twice",
+                  "iterate module.parameters(), which yields the module's own parameters and every descendant's, "
+                  "each once"),
+                 lambda m: [p for c in m.children() for p in c.parameters()], lambda p: p.numel()),
+    "own only": (("only the module's own parameters were counted (parameters(recurse=False)), not its submodules'",
+                  "iterate module.parameters(), which recurses into every submodule by default"),
+                 lambda m: list(m.parameters(recurse=False)), lambda p: p.numel()),
+    "tensors": (("that is the number of parameter tensors", "add up p.numel(), the number of elements of each"),
+                lambda m: list(m.parameters()), lambda p: 1),
+    "two dims": (("each parameter was sized by its first two dimensions, so a weight with more (a Conv2d weight is "
+                  "(out, in, kh, kw)) came out too small",
+                  "count p.numel(), not the first two dimensions"),
+                 lambda m: list(m.parameters()),
+                 lambda p: (p.shape[0] if p.dim() else 1) * (p.shape[1] if p.dim() > 1 else 1)),
+    "len": (("each parameter was sized by len(p), its first dimension only",
+             "count p.numel(), the number of all its elements"),
+            lambda m: list(m.parameters()), lambda p: p.shape[0] if p.dim() else 1),
+}
+_COUNT_FILTERS = {  # keep(p, trainable_only)
+    "right": (None, lambda p, only: p.requires_grad or not only),
+    "ignored": (("frozen parameters (requires_grad=False) were counted although trainable_only is True",
+                 "keep p only when p.requires_grad or not trainable_only"), lambda p, only: True),
+    "inverted": (("trainable_only is inverted: with True the frozen parameters (requires_grad=False) were counted "
+                  "instead of the trainable ones",
+                  "keep p when p.requires_grad is True, or when trainable_only is False"),
+                 lambda p, only: not p.requires_grad if only else True),
+    "grad": (("`trainable` was tested with p.grad, which stays None until a backward pass has run",
+              "a parameter is trainable when p.requires_grad is True"),
+             lambda p, only: p.grad is not None if only else True),
+    "always": (("trainable_only=False still left out the frozen parameters",
+                "filter on p.requires_grad only when trainable_only is True"), lambda p, only: p.requires_grad),
+}
+_STATE_DICT = ("state_dict() also holds buffers (BatchNorm's running_mean, ...), lists a tied weight under each of "
+               "its names and keeps no requires_grad", "count module.parameters(), filtering on p.requires_grad")
+
+
+def _count_mistakes(model: nn.Module, trainable_only: bool) -> list:
+    """[(the mistakes made, diagnosis, the number they give on this model)]: one mistake alone first, then two
+    together (a way to walk the parameters and a way to filter them)."""
+    mistakes = []
+    for walk, (w_why, params, size) in _COUNT_WALKS.items():
+        for keep_name, (k_why, keep) in _COUNT_FILTERS.items():
+            parts = [(name, why) for name, why in ((walk, w_why), (keep_name, k_why)) if why is not None]
+            if parts:
+                mistakes.append((parts, sum(size(p) for p in params(model) if keep(p, trainable_only))))
+    mistakes.append(([("state_dict", _STATE_DICT)], sum(v.numel() for v in model.state_dict().values())))
+    mistakes.sort(key=lambda m: len(m[0]))  # stable: a single mistake before any pair
+    return [(frozenset(name for name, _ in parts),
+             " — ".join(parts[0][1]) if len(parts) == 1 else
+             f"{parts[0][1][0]}; and {parts[1][1][0]} — {parts[0][1][1]}; and {parts[1][1][1]}", value)
+            for parts, value in mistakes]
+
+
+def _count_advice(found: list, got: int, explains: dict) -> str:
+    """The diagnosis for `got`: of the mistakes that give it, the one that gives the most of the learner's answers
+    over all cases; but a part of it alone when that already gives `got` (a flag that did not matter here)."""
+    matching = [(names, why) for names, why, value in found if value == got]
+    if not matching:
+        return ("add up p.numel() over module.parameters(), keeping only the parameters with requires_grad=True "
+                "when trainable_only is True")
+    names, why = max(matching, key=lambda m: explains[m[0]])
+    return next(w for n, w in matching if n <= names)
 
 
 @exercise("03_modules", points=1, difficulty=1, minutes=8, hints=[
@@ -910,26 +985,47 @@ def _count_mistakes(model: nn.Module, trainable_only: bool) -> dict:
     "return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)",
 ])
 def count_parameters(t, fn):
-    cases = [("nn.Linear(7, 3)", None), ("MLP 5-11-2", True), ("tied embedding/linear", None),
-             ("tied embedding/linear", False), ("module with its own parameter", True),
-             ("module with its own parameter", False), ("first layer frozen, with BatchNorm buffers", None),
+    cases = [("nn.Linear(7, 3)", None), ("MLP 5-11-2", True), ("small CNN (4-D Conv2d weights)", None),
+             ("tied embedding/linear", None), ("tied embedding/linear", False),
+             ("module with its own parameter", True), ("module with its own parameter", False),
+             ("first layer frozen, with BatchNorm buffers", None),
              ("first layer frozen, with BatchNorm buffers", False), ("tied and partly frozen", True),
              ("tied and partly frozen", False), ("nn.ReLU (no parameters)", None)]
     k = t.unseen(0, 1, 20)  # hidden round: wider models, whose counts no public case shows
+    # Every answer first: the mistake that explains the most answers is the likely one (on one model several
+    # mistakes often give the same number).
+    answers, wants, mistakes = [], [], []
     for kind, trainable_only in cases:
         only = True if trainable_only is None else trainable_only
         model = _count_model(kind, k)
-        want = sum(p.numel() for p in model.parameters() if p.requires_grad or not only)
+        wants.append(sum(p.numel() for p in model.parameters() if p.requires_grad or not only))
+        mistakes.append(_count_mistakes(model, only))
+        try:
+            answers.append(t.call(count_on, fn, kind, trainable_only, k))
+        except (LearnerError, Mismatch) as e:
+            answers.append(e)
+    ints = [a if isinstance(a, int) and not isinstance(a, bool) else None for a in answers]
+    explains = {}  # mistakes made -> how many of the answers they give
+    for got, found in zip(ints, mistakes):
+        for names, _, value in found:
+            explains[names] = explains.get(names, 0) + (got == value)
+    for (kind, trainable_only), got, want, found in zip(cases, answers, wants, mistakes):
         call = "count_parameters(model)" if trainable_only is None else \
             f"count_parameters(model, trainable_only={trainable_only})"
         with t.case(f"{kind}{f' (widened by {k})' if k else ''}: {call} == {want}"):
-            got = t.call(count_on, fn, kind, trainable_only, k)
-            if isinstance(got, int) and not isinstance(got, bool) and got != want:
-                advice = _count_mistakes(model, only).get(got) or (
-                    "add up p.numel() over module.parameters(), keeping only the parameters with "
-                    "requires_grad=True when trainable_only is True")
-                raise Mismatch(f"expected {want}, got {got} — {advice}")
-            expect_value(got, want, what=call)
+            if isinstance(got, Exception):
+                raise got
+            if isinstance(got, float):
+                raise Mismatch(f"{call} returned a float ({got!r}) — return an int: sum p.numel() — no float "
+                               "conversion (no float(), / or math.prod over floats)")
+            if isinstance(got, torch.Tensor):
+                raise Mismatch(f"{call} returned a tensor, not a Python int — add up the ints p.numel() (or call "
+                               ".item() on your tensor)")
+            if not isinstance(got, int) or isinstance(got, bool):
+                raise Mismatch(f"{call} returned a {type(got).__name__}, not a Python int — return "
+                               "sum(p.numel() for p in ...), which is an int")
+            if got != want:
+                raise Mismatch(f"expected {want}, got {got} — {_count_advice(found, got, explains)}")
 
 
 # ============================================================================================================
@@ -977,6 +1073,21 @@ def init_run(fn, seed: int, device: str, sizes: tuple = INIT_SIZES) -> dict:
         return {"before": before, "after": after, "devices": devices, "replaced": replaced, "swapped": swapped}
 
 
+def _init_call(t, fn, seed: int, device: str, sizes: tuple) -> dict:
+    """t.call(init_run, ...), adding the likely cause to an error the learner's init_weights raised."""
+    try:
+        return t.call(init_run, fn, seed, device, sizes)
+    except LearnerError as e:
+        text = str(e)
+        if "'NoneType' object has no attribute" in text:
+            raise Mismatch(f"{text}\n→ a Linear(bias=False) has bias None — check module.bias is not None before "
+                           "zeroing it") from None
+        if "set_data" in text:
+            raise Mismatch(f"{text}\n→ a new tensor was assigned to .data — fill the existing tensor in place "
+                           "instead: nn.init.xavier_uniform_(module.weight), nn.init.zeros_(module.bias)") from None
+        raise
+
+
 def _expect_in_place(got: dict) -> None:
     if got["replaced"]:
         raise Mismatch(f"`{got['replaced'][0]}` is a new nn.Parameter after apply(init_weights) — an optimizer "
@@ -1004,7 +1115,7 @@ def init_weights(t, fn):
              t.unseen(6, 7, 16), t.unseen(5, 16, 32), t.unseen(2, 3, 8))
     big_in, big_out = sizes[:2]
     with t.case("model.apply(init_weights) on a model with Conv2d, LayerNorm, Embedding and Linear layers"):
-        got = t.call(init_run, fn, seed, "cpu", sizes)
+        got = _init_call(t, fn, seed, "cpu", sizes)
         _expect_in_place(got)
         before, after = got["before"], got["after"]
         for k in before:
@@ -1013,24 +1124,27 @@ def init_weights(t, fn):
                                "isinstance(module, nn.Linear), not hasattr(module, 'weight')")
         for k in ("big.bias", "head.0.bias", "head.2.bias"):
             if not bool((after[k] == 0).all()):
-                raise Mismatch(f"`{k}` is not zero — nn.init.zeros_(module.bias)")
+                raise Mismatch(f"`{k}` is not zero — zero every nn.Linear bias: nn.init.zeros_(module.bias)")
         for k in ("big.weight", "small.weight", "head.0.weight", "head.2.weight"):
             if torch.equal(before[k], after[k]):
-                raise Mismatch(f"`{k}` is unchanged — every nn.Linear weight needs the Xavier-uniform init")
+                biasless = " (a Linear(bias=False))" if f"{k[:-len('weight')]}bias" not in after else ""
+                raise Mismatch(f"`{k}`{biasless} is unchanged — every nn.Linear weight needs the Xavier-uniform "
+                               "init, with or without a bias: nn.init.xavier_uniform_(module.weight) for every "
+                               "isinstance(module, nn.Linear), and test module.bias is not None only around the bias")
             fan_out, fan_in = after[k].shape
             bound = (6 / (fan_in + fan_out)) ** 0.5
             worst = after[k].abs().max().item()
             if worst > bound * (1 + 1e-6):
                 raise Mismatch(f"`{k}` has values up to {worst:.4g}, outside the Xavier-uniform bound "
-                               f"±sqrt(6 / (fan_in + fan_out)) = ±{bound:.4g} — nn.init.xavier_uniform_ "
-                               "(not xavier_normal_ or kaiming_*)")
+                               f"±sqrt(6 / (fan_in + fan_out)) = ±{bound:.4g} — use "
+                               "nn.init.xavier_uniform_(module.weight) (not xavier_normal_ or kaiming_*)")
         _uniform_stats(after["big.weight"], (6 / (big_in + big_out)) ** 0.5,
                        f"`big.weight` (a Linear({big_in}, {big_out}))",
                        "Xavier-uniform draws from uniform(-a, a) with a = sqrt(6 / (fan_in + fan_out)): "
                        "nn.init.xavier_uniform_(module.weight)")
     if "cuda" not in t.devices:
         with t.case("device check: apply(init_weights) on a model on the meta device keeps it there"):
-            got = t.call(init_run, fn, seed, "meta", sizes)
+            got = _init_call(t, fn, seed, "meta", sizes)
             moved = [n for n, d in got["devices"].items() if d != "meta"]
             if moved:
                 raise Mismatch(f"`{moved[0]}` ended up on {got['devices'][moved[0]]} — initialise the existing "
