@@ -140,12 +140,58 @@ class ReadsAllOnFirstAccess(CSVImagesRight):
         return image, self.target_transform(label) if self.target_transform else label
 
 
+class TransformsSwapped(CSVImagesRight):
+    def __getitem__(self, index):
+        name, label = self.items[index]
+        image = read_image(str(self.root / name))
+        if self.target_transform:
+            image = self.target_transform(image)
+        if self.transform:
+            label = self.transform(label)
+        return image, label
+
+
+class ColumnsSwapped(CSVImagesRight):
+    """Takes the label column for the file name: `label, name = row`."""
+
+    def __init__(self, annotations_file, img_dir, transform=None, target_transform=None):
+        super().__init__(annotations_file, img_dir, transform, target_transform)
+        self.items = [(str(label), name) for name, label in self.items]
+
+    def __getitem__(self, index):
+        name, label = self.items[index]
+        image = read_image(str(self.root / name))
+        return image, int(label) if label.isdigit() else label
+
+
+class CachesTransformed(CSVImagesRight):
+    """Reads lazily, but keeps each transformed image: a random augmentation is frozen after the first epoch."""
+
+    def __getitem__(self, index):
+        self.__dict__.setdefault("done", {})
+        if index not in self.done:
+            self.done[index] = super().__getitem__(index)
+        return self.done[index]
+
+
+class CSVImagesRawCache(CSVImagesRight):
+    """Also right: caches what read_image returned (lazily), and transforms on every access."""
+
+    def __getitem__(self, index):
+        self.__dict__.setdefault("raw", {})
+        name, label = self.items[index]
+        if index not in self.raw:
+            self.raw[index] = read_image(str(self.root / name))
+        image = self.transform(self.raw[index]) if self.transform else self.raw[index]
+        return image, self.target_transform(label) if self.target_transform else label
+
+
 class RowsShifted(CSVImagesRight):
     def __getitem__(self, index):
         return super().__getitem__((index + 1) % len(self))
 
 
-@pytest.mark.parametrize("right", [CSVImagesRight, CSVImagesDictReaderPIL, CSVImagesDecode])
+@pytest.mark.parametrize("right", [CSVImagesRight, CSVImagesDictReaderPIL, CSVImagesDecode, CSVImagesRawCache])
 def test_csv_dataset_right(right):
     assert_passes(right, "CSVImageDataset")
 
@@ -161,6 +207,10 @@ def test_csv_dataset_right(right):
     (ReadsAllInInit, ("__init__ read every image", "does not fit in memory", "each image in __getitem__")),
     (ReadsAllOnFirstAccess, ("the first access read every image",)),
     (RowsShifted, ("is the image of row 1", "row i of the csv")),
+    (TransformsSwapped, ("target_transform was applied to the image", "transform is for the image")),
+    (TransformsSwapped, ("transform was applied to the label", "target_transform for the label")),
+    (ColumnsSwapped, ("the image path ends in a label", "read the columns by name", "csv.dictreader")),
+    (CachesTransformed, ("transform must run on every access", "do not cache transformed images")),
 ])
 def test_csv_dataset_wrong(wrong, fragments):
     assert_rejects(wrong, "CSVImageDataset", *fragments)
@@ -486,15 +536,14 @@ class BucketsRight(Sampler):
             yield self.batches[k]
 
 
-class BucketsTensorBatches(Sampler):
-    """Also correct: BatchSampler cuts the sorted order; batches come out as int64 tensors, which DataLoader
-    indexes with as well as with lists."""
+class BucketsBatchSampler(Sampler):
+    """Also correct: BatchSampler cuts the sorted order into lists of ints."""
 
     def __init__(self, lengths, batch_size, drop_last=False, generator=None):
         if batch_size < 1:
             raise ValueError("batch_size < 1")
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
-        self.batches = [torch.tensor(b) for b in BatchSampler(order, batch_size, drop_last)]
+        self.batches = list(BatchSampler(order, batch_size, drop_last))
         self.generator = generator
 
     def __len__(self):
@@ -503,6 +552,46 @@ class BucketsTensorBatches(Sampler):
     def __iter__(self):
         perm = torch.randperm(len(self), generator=self.generator).tolist()
         return iter([self.batches[i] for i in perm])
+
+
+class BucketsTensorBatches(BucketsBatchSampler):
+    """Batches as int64 tensors: a DataLoader over a tensor-indexable dataset copes, a dict-backed one does not."""
+
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, batch_size, drop_last, generator)
+        self.batches = [torch.tensor(b) for b in self.batches]
+
+
+class BucketsTensorIndices(BucketsRight):
+    """Lists, but of 0-d tensors (iterating over a tensor without .tolist())."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield list(torch.tensor(batch))
+
+
+class BucketsNegativeAccepted(BucketsRight):
+    """Refuses only batch_size == 0: a negative one gets through the constructor."""
+
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        if batch_size == 0:
+            raise ValueError("batch_size must not be 0")
+        self.lengths, self.batch_size, self.drop_last, self.generator = lengths, batch_size, drop_last, generator
+        if batch_size > 0:
+            super().__init__(lengths, batch_size, drop_last, generator)
+
+    def __len__(self):
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class BucketsDropsFullBatch(BucketsRight):
+    """drop_last drops the last batch whether it is short or full."""
+
+    def __init__(self, lengths, batch_size, drop_last=False, generator=None):
+        super().__init__(lengths, batch_size, False, generator)
+        if drop_last:
+            self.batches = self.batches[:-1]
 
 
 class BucketsDescending(BucketsRight):
@@ -604,7 +693,7 @@ class BucketsOneIterator(BucketsRight):
         return self.it
 
 
-@pytest.mark.parametrize("right", [BucketsRight, BucketsTensorBatches])
+@pytest.mark.parametrize("right", [BucketsRight, BucketsBatchSampler])
 def test_bucket_batch_sampler_right(right):
     assert_passes(right, "BucketBatchSampler")
 
@@ -623,6 +712,11 @@ def test_bucket_batch_sampler_right(right):
     (BucketsNoValueError, ("should raise valueerror",)),
     (BucketsYieldIndices, ("a batch is an int", "list of int indices")),
     (BucketsOneIterator, ("yielded nothing", "start over")),
+    (BucketsTensorBatches, ("a batch is a tensor", "yield lists of python ints (order.tolist()), not tensors")),
+    (BucketsTensorIndices, ("holding a tensor", "yield lists of python ints (order.tolist())")),
+    (BucketsNegativeAccepted, ("batch_size=-2", "in the constructor", "should raise valueerror")),
+    (BucketsDropsFullBatch, ("full last batch was dropped", "drop_last drops only a short last batch",
+                             "nothing falls off")),
 ])
 def test_bucket_batch_sampler_wrong(wrong, fragments):
     assert_rejects(wrong, "BucketBatchSampler", *fragments)

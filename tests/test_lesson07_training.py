@@ -1,6 +1,8 @@
 """07_training: independent correct implementations pass; the usual mistakes are rejected with a diagnosis."""
 import csv
+import pickle
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -147,6 +149,61 @@ def epoch_last_loss(*args):
     return _epoch(*args, reduce="last")
 
 
+def epoch_zero_before_step(model, loader, loss_fn, optimizer, device):
+    """zero_grad between backward and step: every step sees no gradient."""
+    model.train()
+    total = seen = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.zero_grad()
+        optimizer.step()
+        total, seen = total + loss.item() * len(x), seen + len(x)
+    return total / seen
+
+
+def epoch_step_once(model, loader, loss_fn, optimizer, device):
+    """Gradients summed over the epoch, one step after the loop."""
+    model.train()
+    optimizer.zero_grad()
+    total = seen = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        total, seen = total + loss.item() * len(x), seen + len(x)
+    optimizer.step()
+    return total / seen
+
+
+def epoch_step_after_loop(model, loader, loss_fn, optimizer, device):
+    """zero_grad per batch, but step() outdented out of the loop: only the last batch counts."""
+    model.train()
+    total = seen = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        total, seen = total + loss.item() * len(x), seen + len(x)
+    optimizer.step()
+    return total / seen
+
+
+def epoch_divide_by_batches(model, loader, loss_fn, optimizer, device):
+    model.train()
+    total = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(x)
+    return total / len(loader)
+
+
 def epoch_not_moved(model, loader, loss_fn, optimizer, device):
     model.train()
     total = 0.0
@@ -284,6 +341,10 @@ def test_train_one_epoch_meta_rerun_catches_what_the_cpu_cannot():
     (epoch_labels_move_thrown_away, ("y.to(device) returns a new tensor; assign it: y = y.to(device)",)),
     (epoch_move_thrown_away_reshaped, ("device check", "combines a CPU tensor")),
     (epoch_cpu_total, ("device check", "combines a CPU tensor")),
+    (epoch_zero_before_step, ("did not move", "between loss.backward() and optimizer.step()")),
+    (epoch_step_once, ("once per epoch", "inside the loop")),
+    (epoch_step_after_loop, ("once per epoch", "only the last batch's gradients")),
+    (epoch_divide_by_batches, ("divided by the number of batches", "number of samples seen")),
 ])
 def test_train_one_epoch_rejects(wrong, fragments):
     assert_rejects(wrong, "train_one_epoch", *fragments)
@@ -398,15 +459,41 @@ def save_parameters_detached(path, model, optimizer, epoch):
     torch.save({"model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch}, path)
 
 
+def save_with_pickle(path, model, optimizer, epoch):
+    with open(path, "wb") as f:
+        pickle.dump({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, f)
+
+
+def save_model_to_cpu(path, model, optimizer, epoch):
+    """Right file, but model.cpu() moves the caller's model off its GPU."""
+    torch.save({"model": model.cpu().state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, path)
+
+
+def save_copies_on_cpu(path, model, optimizer, epoch):
+    """Also right: CPU copies of the tensors, the model itself left alone."""
+    weights = {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
+    torch.save({"model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch}, path)
+
+
 def test_save_checkpoint_passes():
     assert_passes(save_right, "save_checkpoint")
+    assert_passes(save_copies_on_cpu, "save_checkpoint")
+
+
+def test_save_checkpoint_pickle_leaks_no_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_rejects(save_with_pickle, "save_checkpoint", "torch.save", "not pickle")
+    assert not [w for w in caught if "pickle" in str(w.message)], [str(w.message) for w in caught]
 
 
 @pytest.mark.parametrize("wrong, fragments", [
     (save_whole_objects, ("weights_only=True", "not the model or optimizer objects")),
     (save_tutorial_keys, ("keys should be exactly",)),
     (save_model_only, ("keys should be exactly",)),
-    (save_epoch_tensor, ("python int", "tensor")),
+    (save_epoch_tensor, ("python int", "not torch.tensor(epoch)")),
+    (save_with_pickle, ("plain pickle", "write the file with torch.save")),
+    (save_model_to_cpu, ("model.cpu() moves the caller's model", "map_location")),
     (save_next_epoch, ("store it as given",)),
     (save_nothing, ("no file was written",)),
     (save_named_parameters, ("buffers", "running_mean", "running_var", "save model.state_dict()")),
@@ -459,6 +546,37 @@ def load_returns_tensor(path, model, optimizer):
     return torch.tensor(load_right(path, model, optimizer))
 
 
+def load_parameters_only(path, model, optimizer):
+    """Copies the parameters by name: batch norm's buffers keep their fresh values."""
+    ckpt = torch.load(path, weights_only=True)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(ckpt["model"][name])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return ckpt["epoch"]
+
+
+def load_assign(path, model, optimizer):
+    """assign=True swaps in new Parameter objects: the optimizer keeps stepping the old ones."""
+    ckpt = torch.load(path, weights_only=True)
+    model.load_state_dict(ckpt["model"], assign=True)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return ckpt["epoch"]
+
+
+def load_new_parameters(path, model, optimizer):
+    ckpt = torch.load(path, weights_only=True)
+    for name, value in ckpt["model"].items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if leaf in owner._parameters:
+            setattr(owner, leaf, nn.Parameter(value.clone()))
+        else:
+            getattr(owner, leaf).copy_(value)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return ckpt["epoch"]
+
+
 def test_load_checkpoint_passes():
     assert_passes(load_right, "load_checkpoint")
 
@@ -470,6 +588,9 @@ def test_load_checkpoint_passes():
     (load_whole_dict_into_model, ("loading failed", "ckpt['model']")),
     (load_rebinds_model, ("were not restored", "in place")),
     (load_returns_tensor, ("python int", "tensor")),
+    (load_parameters_only, ("buffers", "running_mean", "were not", "model.load_state_dict(ckpt['model'])")),
+    (load_assign, ("replaced by new tensors", "optimizer still updates the old objects", "load in place")),
+    (load_new_parameters, ("replaced by new tensors", "optimizer still updates the old objects", "load in place")),
 ])
 def test_load_checkpoint_rejects(wrong, fragments):
     assert_rejects(wrong, "load_checkpoint", *fragments)
@@ -663,6 +784,17 @@ class StopperInfStart:
         return self.num_bad_epochs >= self.patience
 
 
+class StopperFalsyBest(StopperRight):
+    """`not self.best` as the first-call test: a best of 0.0 looks like no best yet."""
+
+    def step(self, metric):
+        if not self.best or self.sign * (metric - self.best) > self.min_delta:
+            self.best, self.num_bad_epochs = metric, 0
+        else:
+            self.num_bad_epochs += 1
+        return self.num_bad_epochs >= self.patience
+
+
 class StopperCounterOnly:
     """Never keeps `best` as an attribute (a private name instead)."""
 
@@ -693,6 +825,7 @@ def test_early_stopping_passes():
     (StopperNoValidation, ("should raise ValueError",)),
     (StopperInfStart, ("`best` should be None before the first step()",)),
     (StopperCounterOnly, ("attribute `best`",)),
+    (StopperFalsyBest, ("best is 0.0, which is falsy", "self.best is none")),
 ])
 def test_early_stopping_rejects(wrong, fragments):
     assert_rejects(wrong, "EarlyStopping", *fragments)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
-import operator
+import re
 import shutil
 import tempfile
 import warnings
@@ -45,18 +45,37 @@ def _explained(e: Mismatch, advice: str) -> Mismatch:
 
 def _image_to_float(img):
     """A transform the check hands in: uint8 (C, H, W) -> float32 in [-1, 1], mirrored left-right."""
+    if isinstance(img, int):
+        raise TypeError("transform was applied to the label (an int) — transform is for the image, "
+                        "target_transform for the label")
     if not isinstance(img, torch.Tensor):
-        raise TypeError(f"transform received a {type(img).__name__}, expected the uint8 tensor that "
+        raise TypeError(f"transform received a {type(img).__name__} — pass it the uint8 tensor that "
                         "torchvision.io.read_image returns")
     return img.flip(-1).to(torch.float32) / 127.5 - 1.0
 
 
 def _one_hot_label(label):
     """A target transform the check hands in: int label -> one-hot float32 (10,), made with scatter_."""
+    if isinstance(label, torch.Tensor) and label.ndim >= 2:  # no tensor dump: it would fill the message
+        raise TypeError("target_transform was applied to the image — transform is for the image, "
+                        "target_transform for the label")
     if type(label) is not int:
-        raise TypeError(f"target_transform received a {type(label).__name__} ({label!r}), expected the label "
-                        "as a Python int")
+        raise TypeError(f"target_transform received {_a(type(label).__name__)} — pass it the label as a Python "
+                        "int (int() of the CSV field)")
     return torch.zeros(10).scatter_(0, torch.tensor([label]), 1.0)
+
+
+class _Jitter:
+    """A stand-in for a random augmentation: call k adds k to the pixels (as floats), so no two calls agree."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, img):
+        if isinstance(img, int):
+            return _image_to_float(img)  # raises: transform was applied to the label
+        self.calls += 1
+        return img.to(torch.float32) + self.calls
 
 
 TRANSFORMS = {None: None, "to_float": _image_to_float, "one_hot": _one_hot_label}
@@ -85,7 +104,10 @@ def csv_dataset_run(cls, images, filenames, labels, transform, target_transform,
 
     what='lazy' changes the files under the dataset's feet: after construction every image is inverted
     (255 - x) before dataset[0] is read, then put back before the other items are read. A dataset that reads
-    each image in __getitem__ sees the file as it is at that moment."""
+    each image in __getitem__ sees the file as it is at that moment.
+
+    what='twice' hands in a _Jitter transform and reads dataset[0], dataset[1], dataset[0]: the two reads of
+    item 0 should differ, as a random augmentation's do; returns those images and how often transform ran."""
     with untraced():
         root = Path(tempfile.mkdtemp(prefix="torchdojo-csv-"))
         _write_files(root, images, filenames, labels)
@@ -95,9 +117,16 @@ def csv_dataset_run(cls, images, filenames, labels, transform, target_transform,
             kwargs["transform"] = TRANSFORMS[transform]
         if target_transform is not None:
             kwargs["target_transform"] = TRANSFORMS[target_transform]
+        jitter = _Jitter()
+        if what == "twice":
+            kwargs["transform"] = jitter
         dataset = cls(str(root / "labels.csv"), str(root / "images"), **kwargs)
         if what == "len":
             return len(dataset)
+        if what == "twice":
+            reads = [dataset[0], dataset[1], dataset[0]]
+            return {"images": [r[0] if isinstance(r, (tuple, list)) and len(r) == 2 else None for r in reads],
+                    "calls": jitter.calls}
         if what == "lazy":
             with untraced():
                 _write_images(root, [255 - img for img in images], filenames)
@@ -196,6 +225,26 @@ def _expect_item(got, exp, i: int, gray: bool, raw=None, expected=None, transfor
             raise _explained(e, "the label should be target_transform(int(label)) for row i") from None
 
 
+_MISSING_FILE = re.compile(r"No such file or directory: ['\"]([^'\"]+)['\"]")
+
+
+def _items_run(t, cls, images, filenames, labels, tf, ttf, what):
+    """t.call(csv_dataset_run, ...), with a diagnosis when the image path the dataset built ends in a label."""
+    try:
+        return t.call(csv_dataset_run, cls, images, filenames, labels, tf, ttf, what)
+    except LearnerError as e:
+        missing = _MISSING_FILE.search(str(e))
+        name = missing and Path(missing.group(1)).name
+        if name == "filename":
+            raise Mismatch("the header line `filename,label` was read as a row, so its path ends in 'filename' — "
+                           "skip the header (csv.DictReader does, or next(reader) before the rows)", str(e)) from None
+        if name and name in {str(y) for y in labels} and name not in {Path(f).name for f in filenames}:
+            raise Mismatch(f"the image path ends in a label ({name!r}), so the columns were read the wrong way "
+                           "round — read the columns by name (filename, label), e.g. csv.DictReader: "
+                           "row['filename'], int(row['label'])", str(e)) from None
+        raise
+
+
 def _random_images(t, sizes_channels):
     return [t.randint(0, 256, (c, h, w)).to(torch.uint8) for c, h, w in sizes_channels]
 
@@ -228,7 +277,7 @@ def CSVImageDataset(t, cls):
         with t.case(f"{name}: len"):
             _expect_len(t.call(csv_dataset_run, cls, images, filenames, labels, tf, ttf, "len"), len(labels))
         with t.case(f"{name}: items (image, label)"):
-            got = t.call(csv_dataset_run, cls, images, filenames, labels, tf, ttf, "items")
+            got = _items_run(t, cls, images, filenames, labels, tf, ttf, "items")
             with untraced():
                 expected = _expected_items(images, labels, tf, ttf)
             for i, (g, e) in enumerate(zip(got, expected)):
@@ -238,7 +287,7 @@ def CSVImageDataset(t, cls):
     with t.case("each image is read when it is asked for: the files change after the dataset is built"):
         images = _random_images(t, [(1, h, w), (3, w, h), (1, 5, 4)])
         labels = [t.integer(0, 10) for _ in images]
-        got = t.call(csv_dataset_run, cls, images, ["u.png", "v/w.png", "z.png"], labels, None, None, "lazy")
+        got = _items_run(t, cls, images, ["u.png", "v/w.png", "z.png"], labels, None, None, "lazy")
         now = [255 - images[0]] + images[1:]  # what each file held when its item was read
         for i, g in enumerate(got):
             image = g[0] if isinstance(g, (tuple, list)) and len(g) == 2 else None
@@ -254,6 +303,19 @@ def CSVImageDataset(t, cls):
                                "__getitem__: reading them all costs the memory and start-up time that a lazy "
                                "dataset saves")
             _expect_item(g, (now[i], labels[i]), i, True, now, list(zip(now, labels)))
+    with t.case("transform runs on every access: dataset[0] read twice through a random transform"):
+        images = _random_images(t, [(1, h, w), (3, 4, 6)])
+        run = _items_run(t, cls, images, ["r0.png", "r1.png"], [t.integer(0, 10), t.integer(0, 10)], None, None,
+                         "twice")
+        first, _, again = run["images"]
+        if run["calls"] == 0:
+            raise Mismatch("transform was never called — image = self.transform(image) in __getitem__ when a "
+                           "transform is given")
+        if _same(first, again) or run["calls"] < 3:
+            raise Mismatch(f"dataset[0] read twice gave the same transformed image (transform ran {run['calls']} "
+                           "times for 3 reads) — transform must run on every access: do not cache transformed "
+                           "images, or a random augmentation is frozen after the first epoch (caching what "
+                           "read_image returns is fine)")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -745,18 +807,25 @@ def _a(noun: str) -> str:
     return f"an {noun}" if noun[:1] in "aeiouAEIOU" else f"a {noun}"
 
 
+_SINGLE = ("each batch should be a list of int indices, which the DataLoader hands one by one to dataset[index] "
+           "(a batch sampler yields lists, a sampler single indices)")
+_NOT_LIST = ("yield lists of Python ints (order.tolist()), not tensors — a batch sampler yields lists of indices, "
+             "as torch.utils.data.BatchSampler does, and a dataset backed by a dict or a list of files cannot be "
+             "indexed with a tensor")
+
+
 def _as_indices(batch) -> tuple[list[int] | None, str]:
-    """A batch as a list of Python ints, the way DataLoader uses it (each index goes to dataset[index]); or None
-    and what it was instead."""
+    """A batch as a list of Python ints, as torch.utils.data.BatchSampler yields it (each index goes to
+    dataset[index]); or None and a message that says what it was instead and what to do."""
     if isinstance(batch, (str, bytes)) or not hasattr(batch, "__iter__"):
-        return None, f"{_a(type(batch).__name__)} ({batch!r})"
-    out = []
+        return None, f"a batch is {_a(type(batch).__name__)} ({batch!r}) — {_SINGLE}"
+    if type(batch) is not list:
+        shown = repr(batch.tolist() if isinstance(batch, torch.Tensor) else batch)[:60]
+        return None, f"a batch is {_a(type(batch).__name__)} ({shown}), not a list: {_NOT_LIST}"
     for i in batch:
-        try:
-            out.append(operator.index(i))
-        except TypeError:
-            return None, f"{_a(type(batch).__name__)} holding {_a(type(i).__name__)} ({i!r})"
-    return out, ""
+        if type(i) is not int:
+            return None, f"a batch is a list holding {_a(type(i).__name__)} ({i!r}), not Python ints: {_NOT_LIST}"
+    return list(batch), ""
 
 
 def bucket_run(cls, lengths, batch_size, drop_last, seed, global_seed, epochs):
@@ -780,9 +849,9 @@ def bucket_run(cls, lengths, batch_size, drop_last, seed, global_seed, epochs):
     return {"len": size, "epochs": passes, "bad": ""}
 
 
-def bucket_build(cls, lengths, batch_size):
-    """Driver: build cls(lengths, batch_size) and return its len (plain data, whatever the class holds)."""
-    return len(cls(lengths, batch_size))
+def bucket_build(cls, lengths, batch_size) -> None:
+    """Driver: only build cls(lengths, batch_size) (the constructor itself should refuse a bad batch_size)."""
+    cls(lengths, batch_size)
 
 
 def _pad_labelled(batch):
@@ -825,6 +894,9 @@ def _expect_num_batches(got, n: int, batch_size: int, drop_last: bool, what: str
         return
     if type(got) is not int:
         raise Mismatch(f"{what} should be the int {exp}, got {type(got).__name__}")
+    if drop_last and n % batch_size == 0 and got == exp - 1:
+        raise Mismatch(f"{what} is {got}: a full last batch was dropped — drop_last drops only a short last "
+                       f"batch; when len % batch_size == 0 nothing falls off ({n} % {batch_size} == 0, so {exp})")
     if drop_last and got == math.ceil(n / batch_size):
         raise Mismatch(f"{what} is {got}, counting the short last batch that drop_last=True drops — it should be "
                        f"n // batch_size = {exp}")
@@ -851,6 +923,9 @@ def _batches_advice(got: list[list[int]], lengths, batch_size: int, drop_last: b
     if length_rows(got) == length_rows(descending) != length_rows(exp):
         return "the indices are sorted by descending length — sort them ascending (shortest first)"
     if len(got) != len(exp):
+        if drop_last and n % batch_size == 0 and len(got) == len(exp) - 1:
+            return "a full last batch was dropped — drop_last drops only a short last batch; when len % " \
+                   "batch_size == 0 nothing falls off"
         if drop_last and len(got) == math.ceil(n / batch_size):
             return f"the short last batch came out although drop_last=True — drop a last batch shorter than " \
                    f"batch_size ({len(got)} batches instead of {len(exp)})"
@@ -915,9 +990,7 @@ def _expect_passes(run, lengths, batch_size: int, drop_last: bool, seed, global_
     n = len(lengths)
     _expect_num_batches(run["len"], n, batch_size, drop_last, "len(sampler)")
     if run["bad"]:
-        raise Mismatch(f"a batch is {run['bad']} — each batch should be a list of int indices, which the "
-                       "DataLoader hands one by one to dataset[index] (a batch sampler yields lists, a sampler "
-                       "single indices)")
+        raise Mismatch(run["bad"])
     batches = _cut(_stable_order(lengths), batch_size, drop_last)
     nb = len(batches)
     perms = _perms(nb, global_seed if seed is None else seed, epochs)
@@ -991,5 +1064,5 @@ def BucketBatchSampler(t, cls):
             raise Mismatch("the padded widths differ from the longest sequence of each batch — yield the indices "
                            "themselves, in sorted order", f"widths {widths}")
     for bad in (0, -2):
-        with t.case(f"batch_size={bad} raises ValueError"):
+        with t.case(f"BucketBatchSampler([3, 1, 2], batch_size={bad}) raises ValueError in the constructor"):
             t.raises(ValueError, bucket_build, cls, [3, 1, 2], bad)

@@ -14,6 +14,8 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
+import zipfile
 from pathlib import Path
 from unittest import mock
 
@@ -171,11 +173,6 @@ def _params(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().cpu().clone() for p in model.parameters()]
 
 
-def _state(model: nn.Module) -> list[torch.Tensor]:
-    """Every entry of the state dict (parameters and buffers), in order."""
-    return [v.detach().cpu().clone() for v in model.state_dict().values()]
-
-
 def _same(got: list, expected: list) -> bool:
     return len(got) == len(expected) and all(
         g.shape == e.shape and torch.allclose(g, e, atol=1e-5, rtol=1e-4) for g, e in zip(got, expected))
@@ -307,49 +304,75 @@ def epoch_run(fn, state: dict, x, y, batch_size: int, start_in_eval: bool, devic
 def _reference_epoch(state, x, y, batch_size, device, dropout_seed, variant="right"):
     """The epoch written out: (parameters after it, each batch's loss, each batch's size).
 
-    Variants that reproduce learner mistakes, for the diagnosis: 'no_zero_grad' and 'eval' (dropout off).
+    Variants that reproduce learner mistakes, for the diagnosis (see _EPOCH_MISTAKES): 'no_zero_grad', 'eval'
+    (dropout off), 'zero_before_step' (zero_grad between backward and step), 'step_once' (gradients summed over
+    the epoch, one step after the loop) and 'step_once_last' (zero_grad per batch, one step after the loop).
     """
     model, optimizer = _epoch_setup(state, device)
     torch.manual_seed(dropout_seed)
     model.train(variant != "eval")
     losses, sizes = [], []
+    optimizer.zero_grad()
     for xb, yb in _loader(x, y, batch_size):
         xb, yb = xb.to(device), yb.to(device)
         loss = F.cross_entropy(model(xb), yb)
-        if variant != "no_zero_grad":
+        if variant not in ("no_zero_grad", "zero_before_step", "step_once"):
             optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        if variant == "zero_before_step":
+            optimizer.zero_grad()
+        if not variant.startswith("step_once"):
+            optimizer.step()
         losses.append(loss.item())
         sizes.append(len(xb))
+    if variant.startswith("step_once"):
+        optimizer.step()
     return _params(model), losses, sizes
 
 
+_EPOCH_MISTAKES = {
+    "no_zero_grad": "the gradients pile up from batch to batch — call optimizer.zero_grad() before "
+                    "loss.backward() in every batch",
+    "eval": "the model trained with dropout switched off — it must be in training mode (model.train()) for the "
+            "whole epoch",
+    "zero_before_step": "the parameters did not move: optimizer.zero_grad() ran between loss.backward() and "
+                        "optimizer.step(), so every step saw no gradient — per batch: zero_grad(), forward, loss, "
+                        "backward(), then step()",
+    "step_once": "optimizer.step() ran once per epoch, after the loop, instead of once per batch — call "
+                 "optimizer.step() inside the loop, right after loss.backward()",
+    "step_once_last": "optimizer.step() ran once per epoch, after the loop, so only the last batch's gradients "
+                      "were used — call optimizer.step() inside the loop, right after loss.backward()",
+}
+
+
+_SEEN = "the number of samples seen (sum of len(x) over the batches)"
+
+
 def _explain_epoch_loss(got: float, losses: list, sizes: list) -> str:
-    n = sum(sizes)
+    n, total = sum(sizes), sum(l * s for l, s in zip(losses, sizes))
     guesses = [
         (sum(losses) / len(losses), "the plain mean of the batch losses: the last batch is smaller, so weight each "
-         "batch by its size — total += loss.item() * len(x), then divide by len(loader.dataset)"),
+         f"batch by its size — total += loss.item() * len(x), then divide by {_SEEN}"),
         (losses[-1], "the loss of the last batch only — accumulate over every batch"),
-        (sum(losses), "the sum of the batch losses — divide by the number of samples, weighting each batch by its "
-         "size"),
-        (sum(l * s for l, s in zip(losses, sizes)), "the sum over samples — divide by len(loader.dataset)"),
-        (sum(l * s for l, s in zip(losses, sizes)) / len(losses), "divided by the number of batches — divide by "
-         "the number of samples, len(loader.dataset)"),
+        (sum(losses), f"the sum of the batch losses — weight each by len(x) and divide by {_SEEN}"),
+        (total, f"the sum over samples without dividing — divide by {_SEEN}"),
+        (total / len(losses), f"the sample-weighted sum divided by the number of batches — divide by {_SEEN}"),
         (sum(losses) / n, "the sum of the batch means divided by the number of samples — multiply each batch's "
-         "mean loss by its batch size first"),
+         "mean loss by len(x) first"),
     ]
     for value, advice in guesses:
         if _close(got, value):
-            return f"you returned {advice}"
-    return "return the sample-weighted mean: sum of loss.item() * len(x) over the batches, / len(loader.dataset)"
+            return f"wrong epoch loss: you returned {advice}"
+    return ("wrong epoch loss — return the sample-weighted mean: the sum of loss.item() * len(x) over the batches, "
+            f"divided by {_SEEN}")
 
 
 @exercise(LESSON, points=3, difficulty=2, minutes=20, hints=[
     "The epoch has a fixed shape: model.train(); then for each (x, y) in the loader: move x and y to device, "
     "forward, loss, zero the gradients, backward, step.",
     "loss_fn returns the mean over the batch. To get the mean over the whole epoch, add loss.item() * len(x) "
-    "for each batch and divide by the number of samples, len(loader.dataset) — the last batch can be smaller.",
+    "for each batch and divide by the number of samples seen (add up len(x) too) — the last batch can be "
+    "smaller, and with drop_last or a sampler len(loader.dataset) is not what the loop saw.",
     "for x, y in loader:\n        x, y = x.to(device), y.to(device)\n        loss = loss_fn(model(x), y)\n"
     "        optimizer.zero_grad(); loss.backward(); optimizer.step()\n        total += loss.item() * len(x)",
 ])
@@ -373,13 +396,9 @@ def train_one_epoch(t, fn):
                                    "to eval inside the training loop")
                 params, losses, sizes = _reference_epoch(state, x, y, batch_size, device, seed)
                 if not _same(run["params"], params):
-                    if _same(run["params"], _reference_epoch(state, x, y, batch_size, device, seed,
-                                                             "no_zero_grad")[0]):
-                        raise Mismatch("the gradients pile up from batch to batch — call optimizer.zero_grad() "
-                                       "before loss.backward() in every batch")
-                    if _same(run["params"], _reference_epoch(state, x, y, batch_size, device, seed, "eval")[0]):
-                        raise Mismatch("the model trained with dropout switched off — it must be in training "
-                                       "mode (model.train()) for the whole epoch")
+                    for variant, message in _EPOCH_MISTAKES.items():
+                        if _same(run["params"], _reference_epoch(state, x, y, batch_size, device, seed, variant)[0]):
+                            raise Mismatch(message)
                     detail = ""
                     for i, (g, e) in enumerate(zip(run["params"], params)):
                         try:
@@ -392,7 +411,7 @@ def train_one_epoch(t, fn):
                                    "batch, in the loader's order, with each batch used once", detail)
                 got, want = run["loss"]["value"], sum(l * s for l, s in zip(losses, sizes)) / sum(sizes)
                 if not _close(got, want):
-                    raise Mismatch(f"wrong epoch loss — {_explain_epoch_loss(got, losses, sizes)}",
+                    raise Mismatch(_explain_epoch_loss(got, losses, sizes),
                                    f"expected {want:.6f}, got {got:.6f}")
     if "cuda" not in t.devices:
         # The model on meta, the batches on the CPU: a batch that was not moved, or whose moved copy was thrown
@@ -509,9 +528,25 @@ def evaluate_accuracy(t, fn):
 
 
 # --- save_checkpoint / load_checkpoint ---------------------------------------------------------------------------
+class _WatchedNet(nn.Sequential):
+    """nn.Sequential that notes each call that moves or converts the whole model (.cpu(), .to(), .cuda(),
+    .float(), ...: all of them go through _apply). On a CPU-only machine model.cpu() changes nothing, so the
+    check sees the call itself: on a GPU it would move the caller's model off its device."""
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.setdefault("moves", []).append(getattr(fn, "__qualname__", "?"))
+        return super()._apply(fn, recurse)
+
+
+def _move_name(qualname: str) -> str:
+    """'Module.cpu.<locals>.<lambda>' -> 'cpu'."""
+    parts = qualname.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "Module" else "to"
+
+
 def _ckpt_net() -> nn.Module:
     """A net with buffers beside its parameters (batch norm's running statistics), as real models have."""
-    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
+    return _WatchedNet(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
 
 
 def _ckpt_setup(state: dict):
@@ -526,15 +561,15 @@ def _ckpt_train(model, optimizer, x, y, steps: int) -> None:
 
 
 def _ckpt_reference(state, x, y, k: int, m: int) -> dict:
-    """Parameters after k steps; after k + m uninterrupted steps; after k steps and m more with a fresh Adam."""
+    """The state dict after k steps; the parameters after k + m uninterrupted steps, and after k steps and m
+    more with a fresh Adam."""
     model, optimizer = _ckpt_setup(state)
     _ckpt_train(model, optimizer, x, y, k)
-    at_k = _state(model)
     saved = {key: v.clone() for key, v in model.state_dict().items()}
     _ckpt_continue(model, optimizer, x, y, k, m)
     fresh, fresh_optimizer = _ckpt_setup(saved)
     _ckpt_continue(fresh, fresh_optimizer, x, y, k, m)
-    return {"model_at_k": saved, "at_k": at_k, "uninterrupted": _params(model), "fresh_optimizer": _params(fresh),
+    return {"model_at_k": saved, "uninterrupted": _params(model), "fresh_optimizer": _params(fresh),
             "parameter_names": [name for name, _ in model.named_parameters()]}
 
 
@@ -553,10 +588,15 @@ def _read_back(path) -> dict:
     if not os.path.exists(path):
         return {"exists": False}
     try:
-        checkpoint = torch.load(path, weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle's protocol warns before it fails
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, weights_only=True)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
-        return {"exists": True, "error": f"{type(e).__name__}: {first}"}
+        # torch.save writes a zip archive; pickle.dump writes a bare pickle (opcode PROTO, 0x80, first)
+        with open(path, "rb") as f:
+            pickled = not zipfile.is_zipfile(f) and f.seek(0) == 0 and f.read(1) == b"\x80"
+        return {"exists": True, "error": f"{type(e).__name__}: {first}", "pickled": pickled}
     # nn.Parameter values (a dict of named_parameters()) come back as plain tensors: plain data crosses the wire
     plain = tree_map(lambda v: v.detach().as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v,
                      checkpoint)
@@ -574,7 +614,8 @@ def save_run(fn, state: dict, x, y, k: int, epoch: int, as_path: bool) -> dict:
         path = os.path.join(folder, "checkpoint.pt")
         out = fn(Path(path) if as_path else path, model, optimizer, epoch)
         with untraced():
-            return {"returned": _plain(out), **_read_back(path)}
+            moves = [_move_name(m) for m in model.__dict__.get("moves", [])]
+            return {"returned": _plain(out), "moves": moves, **_read_back(path)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -611,6 +652,9 @@ def save_checkpoint(t, fn):
             run = t.call(save_run, fn, state, x, y, k, epoch, as_path)
             if not run["exists"]:
                 raise Mismatch("no file was written at `path` — torch.save(checkpoint, path)")
+            if "error" in run and run.get("pickled"):
+                raise Mismatch("the file is a plain pickle, which torch.load(path, weights_only=True) cannot read "
+                               "— write the file with torch.save(checkpoint, path), not pickle", run["error"])
             if "error" in run:
                 raise Mismatch("torch.load(path, weights_only=True) cannot read the file — save plain state dicts "
                                "(model.state_dict(), optimizer.state_dict()), not the model or optimizer "
@@ -630,8 +674,12 @@ def save_checkpoint(t, fn):
             if not readable:
                 raise Inconclusive("skipped: the file above is not a readable checkpoint yet")
             got = run["checkpoint"]["epoch"]
-            if isinstance(got, torch.Tensor) or type(got) is not int:
-                raise Mismatch(f"the epoch should be stored as a Python int, got {type(got).__name__}")
+            if isinstance(got, torch.Tensor):
+                raise Mismatch("the epoch should be stored as a Python int, got a Tensor — store epoch as given "
+                               "(an int), not torch.tensor(epoch)")
+            if type(got) is not int:
+                raise Mismatch(f"the epoch should be stored as a Python int, got {type(got).__name__} — store "
+                               "epoch as given (an int)")
             if got != epoch:
                 raise Mismatch(f"stored epoch {got}, but save_checkpoint was given epoch={epoch} — store it as given")
         with t.case("'model' and 'optimizer' are the state dicts, and resuming from them continues exactly"):
@@ -671,6 +719,17 @@ def save_checkpoint(t, fn):
             if not _same(resumed, reference["uninterrupted"]):
                 raise Mismatch(f"resuming from your checkpoint and training {m} more steps differs from training "
                                "without interruption — the optimizer state saved is not the current one")
+        with t.case("the caller's model stays where it is (saving moves nothing)"):
+            if "moves" not in run:
+                raise Inconclusive("skipped: save_checkpoint did not run to the end above")
+            if run["moves"]:
+                name = run["moves"][0]
+                if name in ("cpu", "cuda", "to"):
+                    raise Mismatch(f"model.{name}() moves the caller's model (on a GPU, training would go on with "
+                                   "its weights on the CPU) — save model.state_dict() as it is (map_location at "
+                                   "load time handles devices)")
+                raise Mismatch(f"model.{name}() converts the caller's model, which goes on training after the "
+                               "save — save model.state_dict() as it is, and change nothing")
 
 
 def _recording_load(calls: list):
@@ -705,9 +764,13 @@ def load_run(fn, state: dict, x, y, k: int, m: int, epoch: int) -> dict:
                         "loads": loads}
             raise
         with untraced():
-            loaded = _state(fresh)
+            loaded = {key: v.detach().cpu().clone() for key, v in fresh.state_dict().items()}
+            # the optimizer updates the objects it was given: were they replaced (a new nn.Parameter)?
+            trained = {id(p) for group in fresh_optimizer.param_groups for p in group["params"]}
+            replaced = [name for name, p in fresh.named_parameters() if id(p) not in trained]
             _ckpt_continue(fresh, fresh_optimizer, x, y, k, m)
-            return {"returned": _plain(out), "loaded": loaded, "resumed": _params(fresh), "loads": loads}
+            return {"returned": _plain(out), "loaded": loaded, "replaced": replaced, "resumed": _params(fresh),
+                    "loads": loads}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -738,11 +801,22 @@ def load_checkpoint(t, fn):
             if run["returned"]["value"] != epoch:
                 raise Mismatch(f"returned {run['returned']['value']}, but the checkpoint's epoch is {epoch} — "
                                "return the saved epoch itself (the caller resumes at epoch + 1)")
-            if not _same(run["loaded"], reference["at_k"]):
+            saved = reference["model_at_k"]
+            wrong = [key for key, v in saved.items()
+                     if key not in run["loaded"] or not _same([run["loaded"][key]], [v])]
+            if wrong and all(key not in reference["parameter_names"] for key in wrong):
+                raise Mismatch(f"the parameters were restored but the buffers {', '.join(wrong)} (batch norm's "
+                               "running statistics) were not — use model.load_state_dict(ckpt['model']), which "
+                               "restores parameters and buffers (named_parameters() leaves the buffers out)")
+            if wrong:
                 raise Mismatch("the model's weights and buffers were not restored — "
                                "model.load_state_dict(ckpt['model']) "
                                "(it loads in place; assigning a new model to the local name `model` does not "
                                "change the caller's model)")
+            if run["replaced"]:
+                raise Mismatch(f"the parameters {', '.join(run['replaced'][:3])} were replaced by new tensors, so "
+                               "the optimizer still updates the old objects — load in place with "
+                               "model.load_state_dict(ckpt['model']) (no new nn.Parameter, no assign=True)")
             if not _same(run["resumed"], reference["uninterrupted"]):
                 if _same(run["resumed"], reference["fresh_optimizer"]):
                     raise Mismatch("the optimizer's state was not restored, so Adam restarted its running averages "
@@ -759,7 +833,7 @@ def _stopping(metrics: list[float], patience: int, min_delta: float, mode: str, 
     best, bad, out = None, 0, []
     for i, metric in enumerate(metrics):
         lower = mode == "min" or mistake == "mode"
-        if best is None:
+        if best is None or (mistake == "falsy" and not best):
             better = mistake != "first"
         elif mistake == "le":
             better = metric <= best - min_delta if lower else metric >= best + min_delta
@@ -798,6 +872,8 @@ _STOPPING_MISTAKES = {
             "best - min_delta (mode 'min'), metric > best + min_delta (mode 'max')",
     "no_delta": "min_delta is ignored — an improvement is metric < best - min_delta (mode 'min'), not just "
                 "metric < best",
+    "falsy": "best is 0.0, which is falsy, so the next call was taken for the first one — test `self.best is "
+             "None`, not `not self.best` (a loss or an accuracy of exactly 0 is a real best)",
 }
 
 
@@ -891,11 +967,17 @@ def EarlyStopping(t, cls):
              ((), {"patience": patience_b, "mode": "max"}, "max", 0.0),
              ((patience_a,), {"min_delta": 0.125, "mode": "max"}, "max", 0.125),
              ((patience_b, 0.5, "min"), {}, "min", 0.5)]
-    for args, kwargs, mode, min_delta in cases:
+    cases = [(*case, _metrics(t, case[2], case[3], n),
+              f"step() on {n} metrics with plateaus and gains of exactly min_delta") for case in cases]
+    # A metric of exactly 0.0 (an accuracy stuck at 0, a loss that reached 0): `best` is then falsy.
+    zeros = t.unseen(4, 5, 9)
+    cases += [((2,), {"mode": "max"}, "max", 0.0, [0.0] * zeros + [0.5, 0.5],
+               f"an accuracy stuck at 0.0 for {zeros} calls, then 0.5 twice"),
+              ((2,), {}, "min", 0.0, [0.0, 1.0, 0.5, 2.0, 0.25], "a loss of 0.0 first, then 1.0, 0.5, 2.0, 0.25")]
+    for args, kwargs, mode, min_delta, metrics, words in cases:
         patience = args[0] if args else kwargs["patience"]
-        metrics = _metrics(t, mode, min_delta, n)
         call = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-        with t.case(f"EarlyStopping({call}): step() on {n} metrics with plateaus and gains of exactly min_delta"):
+        with t.case(f"EarlyStopping({call}): {words}"):
             run = t.call(stopping_run, cls, list(args), kwargs, metrics)
             if run["before"] is None:
                 raise Mismatch("EarlyStopping should have an attribute `best` set in __init__ — self.best = None")
