@@ -271,11 +271,12 @@ class Tester:
             try:
                 got = self.call(fn, *move(args), watch_devices=True, **move(kwargs or {}))
             except MixedDevices as e:
-                fix = "create new tensors with device=x.device (or x.new_*/*_like)" if move_inputs else \
-                    "move every tensor to `device` and keep what .to() returns (x = x.to(device): .to() makes a " \
-                    "new tensor, it does not move x itself), and create new tensors with device=device"
-                raise Mismatch(f"`{e.name}` combines a CPU tensor with a tensor on the {'input' if move_inputs else 'target'}"
-                               f"'s device: on a GPU this fails — {fix}")
+                where, fix = ("input", "create new tensors with device=x.device (or x.new_*/*_like)") \
+                    if move_inputs else ("target", "move every tensor to `device` and keep what .to() returns "
+                                         "(x = x.to(device): .to() makes a new tensor, it does not move x itself), "
+                                         "and create new tensors with device=device")
+                raise Mismatch(f"`{e.name}` combines a CPU tensor with a tensor on the {where}'s device: on a GPU "
+                               f"this fails — {fix}")
             except (LearnerError, Mismatch) as e:
                 raise Inconclusive(f"could not run on the meta device: {e}") from None
             _expect_on_meta(got)

@@ -771,8 +771,9 @@ def make_balanced_sampler(t, fn):
             scaled = w / w.sum()
             if not torch.allclose(scaled, exp_w / exp_w.sum(), rtol=1e-9, atol=1e-12):
                 c = torch.tensor([Counter(labels)[y] for y in labels], dtype=torch.float64)
-                advice = " — they grow with the class count; use 1 / count" if torch.allclose(
-                    scaled, c / c.sum(), rtol=1e-9) else " — weight sample i by 1 / (how many samples share its label)"
+                grows = torch.allclose(scaled, c / c.sum(), rtol=1e-9)
+                advice = " — they grow with the class count; use 1 / count" if grows else \
+                    " — weight sample i by 1 / (how many samples share its label)"
                 raise Mismatch(f"the weights are not proportional to 1 / count(label){advice}",
                                f"expected (normalised) {(exp_w / exp_w.sum()).tolist()[:8]}…, "
                                f"got {scaled.tolist()[:8]}…")
