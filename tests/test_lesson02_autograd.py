@@ -203,6 +203,14 @@ def vjp_func_alias(f, x, v):
     return pullback(v)[0]
 
 
+def vjp_j_times_v(f, x, v):
+    z = x.detach().requires_grad_(True)
+    jac = ready_jacobian(f, z.detach()).reshape(v.numel(), x.numel())  # (m, n)
+    if v.numel() == x.numel():  # square: J v has the right shape, and the wrong values
+        return (jac @ v.reshape(-1)).reshape(x.shape)
+    return (jac.T @ v.reshape(-1)).reshape(x.shape)
+
+
 def vjp_no_grad_outputs(f, x, v):
     z = x.detach().requires_grad_(True)
     return torch.autograd.grad(f(z), z)[0]
@@ -471,6 +479,13 @@ class SigmoidCtxAttribute(torch.autograd.Function):
         return grad_output * ctx.y * (1 - ctx.y)
 
 
+class SigmoidInPlaceOnSaved(SigmoidNoUpstream):
+    @staticmethod
+    def backward(ctx, grad_output):
+        (y,) = ctx.saved_tensors
+        return grad_output * y.mul_(1 - y)  # overwrites the output the caller holds
+
+
 class SigmoidCpuOnes(SigmoidNoUpstream):
     @staticmethod
     def backward(ctx, grad_output):
@@ -585,6 +600,7 @@ def test_independent_implementation_passes(impl, name):
     (vjp_functional, "vjp", ("called `torch.autograd.functional.vjp`", "grad_outputs")),
     (vjp_func_alias, "vjp", ("called `torch.func.vjp`", "grad_outputs")),
     (vjp_no_grad_outputs, "vjp", ("grad_outputs=v",)),
+    (vjp_j_times_v, "vjp", ("square, non-symmetric", "J v, not vᵀJ — transpose")),
     (jacobian_transposed, "jacobian", ("x.shape + f(x).shape", "one row per output element")),
     (jacobian_transposed, "jacobian", ("(3,) -> (3,)", "this is the transpose")),
     (jacobian_flat, "jacobian", ("flattened", "reshape it to f(x).shape + x.shape")),
@@ -612,7 +628,9 @@ def test_independent_implementation_passes(impl, name):
     (SigmoidAutogradInside, "Sigmoid", ("called `grad`", "no autograd inside backward")),
     (SigmoidCtxAttribute, "Sigmoid", ("saved nothing",)),
     (SigmoidCpuOnes, "Sigmoid", ("device check", "device=x.device")),
-    (descent_in_place_on_x0, "gradient_descent", ("changed x0 in place",)),
+    (SigmoidInPlaceOnSaved, "Sigmoid", ("the forward output changed after backward", "in place",
+                                        "out-of-place arithmetic")),
+    (descent_in_place_on_x0, "gradient_descent", ("changed x0 in place", "start from a copy, x = x0.detach().clone()")),
     (descent_returns_x0, "gradient_descent", ("shares memory with x0",)),
     (descent_no_zero_grad, "gradient_descent", ("accumulated", "zero")),
     (descent_attached, "gradient_descent", ("still requires grad", "detach")),

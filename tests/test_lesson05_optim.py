@@ -38,7 +38,7 @@ class SGDOther(torch.optim.Optimizer):
             for group in self.param_groups:
                 opt = self.defaults if self.mistake == "defaults" else group
                 for p in group["params"]:
-                    if p.grad is None:
+                    if p.grad is None and self.mistake != "no_skip":
                         if self.mistake != "none_as_zero":
                             continue
                         grad = torch.zeros_like(p)
@@ -120,6 +120,8 @@ def test_sgd_independent_implementation_passes():
     ("no_nesterov", ("nesterov is ignored",)),
     ("no_maximize", ("maximize is ignored",)),
     ("none_as_zero", ("had grad=None but moved", "continue when p.grad is None")),
+    ("no_skip", ("'NoneType' object has no attribute", "a parameter has grad None — skip it",
+                 "if p.grad is None: continue")),
     ("no_no_grad", ("leaf",)),
     ("own_dict", ("self.state[p]", "is empty")),
     ("key", ("has keys ['momentum']",)),
@@ -191,6 +193,8 @@ class AdamWOther(torch.optim.Optimizer):
                             torch.zeros_like(p, memory_format=torch.preserve_format)
                 st["step"] += 1
                 t = self.calls if self.mistake == "global_step" else st["step"].item()
+                if self.mistake == "bias_prev":
+                    t = t - 1 or 1  # the count before this step, and 1 on the first
                 g = p.grad + wd * p if self.mistake == "coupled" else p.grad
                 if self.mistake != "coupled":
                     p *= 1 - lr * wd
@@ -238,6 +242,7 @@ def test_adamw_independent_implementation_passes():
 @pytest.mark.parametrize("mistake, fragments", [
     ("coupled", ("weight decay went into the gradient",)),
     ("no_bias", ("no bias correction",)),
+    ("bias_prev", ("lr=0.05, betas=(0.8, 0.9)", "bias correction lags a step behind")),
     ("eps_inside", ("eps is inside the square root",)),
     ("global_step", ("step count is shared",)),
     ("max_hat", ("amsgrad keeps the maximum of the bias-corrected",)),
@@ -257,6 +262,12 @@ def test_adamw_wrong_implementations_are_rejected(mistake, fragments):
 ])
 def test_adamw_forbidden_shortcuts_are_rejected(wrong, fragments):
     assert_rejects(wrong, "AdamW", *fragments)
+
+
+def test_adamw_bias_correction_off_by_one_is_named_in_every_case():
+    report = evaluate(_adamw_variant("bias_prev"), name="AdamW")
+    failed = [c for c in report.cases if not c.passed and not c.skipped]
+    assert failed and all("bias correction lags a step behind" in c.message for c in failed), report.text()
 
 
 def test_adamw_stub_is_not_attempted():
@@ -417,7 +428,7 @@ def test_torch_adagrad_still_works_after_the_check():
 # --- clip_grad_norm_ ---------------------------------------------------------------------------------------
 
 def clip_other(parameters, max_norm, norm_type=2.0, *, mistake=""):
-    params = [parameters] if torch.is_tensor(parameters) else parameters
+    params = [parameters] if torch.is_tensor(parameters) and mistake != "no_wrap" else parameters
     if mistake != "generator_twice":
         params = list(params)
     with_grad = [p for p in params if p.grad is not None]
@@ -470,6 +481,8 @@ def test_clip_independent_implementation_passes():
     ("float", ("should be a torch.Tensor",)),
     ("norm_after", ("the returned total norm", "wrong values")),
     ("cpu_norms", ("device check", "on cpu")),
+    ("no_wrap", ("single tensor", "parameters may be a single Tensor — wrap it",
+                 "if isinstance(parameters, torch.Tensor): parameters = [parameters]")),
 ])
 def test_clip_wrong_implementations_are_rejected(mistake, fragments):
     assert_rejects(_clip_variant(mistake), "clip_grad_norm_", *fragments)
@@ -483,6 +496,8 @@ def test_clip_forbidden_and_stub():
 # --- warmup_cosine_lr --------------------------------------------------------------------------------------
 
 def lr_other(step, total_steps, base_lr, warmup_steps, min_lr=0.0, *, mistake=""):
+    if mistake == "warm_le" and step == warmup_steps > 0:  # step <= warmup_steps in the warm-up test
+        return base_lr
     if step < warmup_steps:
         return base_lr * ((step if mistake == "from_zero" else step + 1) / warmup_steps)
     if step >= total_steps and mistake != "no_clamp":
@@ -518,7 +533,8 @@ def test_lr_independent_implementation_passes():
     (_lr_variant("from_zero"), ("warm-up starts at 0",)),
     (_lr_variant("no_clamp"), ("comes back up",)),
     (_lr_variant("no_half"), ("0.5 * (1 + cos(pi * progress))",)),
-    (_lr_variant("int"), ("should be a float, got int",)),
+    (_lr_variant("int"), ("returned the int 0", "min_lr came in as the int 0 — return float(min_lr)")),
+    (_lr_variant("warm_le"), ("warmup_steps=", "only while step < warmup_steps, not <=")),
     (_lr_variant("tensor"), ("got a tensor",)),
     (lr_min_first, ("warm-up rule wins",)),
 ])

@@ -255,6 +255,15 @@ def pad_on_cpu(batch, pad_value=0):
     return padded, torch.tensor([len(s) for s in seqs]), torch.tensor([y for _, y in batch])
 
 
+def pad_float_fill(batch, pad_value=0):
+    seqs = [s for s, _ in batch]
+    shape = (len(seqs), max(len(s) for s in seqs), *seqs[0].shape[1:])
+    padded = torch.full(shape, float(pad_value), device=seqs[0].device)  # float32, whatever the sequences are
+    for i, s in enumerate(seqs):
+        padded[i, :len(s)] = s
+    return padded, torch.tensor([len(s) for s in seqs]), torch.tensor([y for _, y in batch])
+
+
 def test_pad_collate_right():
     assert_passes(pad_right, "pad_collate")
 
@@ -266,6 +275,8 @@ def test_pad_collate_right():
     (pad_sorted, ("sorted by length",)),
     (pad_float_labels, ("labels should be int64",)),
     (pad_on_cpu, ("stays on the cpu",)),
+    (pad_float_fill, ("token ids (int64)", "keep the sequences' dtype (dtype=seqs[0].dtype",
+                      "torch.full with a Python float makes float32")),
 ])
 def test_pad_collate_wrong(wrong, fragments):
     assert_rejects(wrong, "pad_collate", *fragments)
@@ -428,6 +439,16 @@ class FloorChunks(StridedRange):
         return iter(range(lo, lo + per))
 
 
+class CeilChunksUnclamped(StridedRange):
+    def __iter__(self):
+        info = get_worker_info()
+        if info is None:
+            return iter(range(self.start, self.end))
+        per = math.ceil((self.end - self.start) / info.num_workers)
+        lo = self.start + info.id * per
+        return iter(range(lo, lo + per))  # the last chunk runs past end
+
+
 class NoMainProcessCase(StridedRange):
     def __iter__(self):
         info = get_worker_info()
@@ -457,6 +478,7 @@ def test_sharded_range_right():
 @pytest.mark.parametrize("wrong, fragments", [
     (UnshardedRange, ("every worker iterates",)),
     (FloorChunks, ("remainder",)),
+    (CeilChunksUnclamped, ("outside [start, end)", "clamp the last chunk: min(lo + per, end)")),
     (NoMainProcessCase, ("returns none",)),
     (EndInclusive, ("end is exclusive",)),
     (MapStyleRange, ("iterabledataset",)),
@@ -506,6 +528,8 @@ def test_balanced_sampler_right():
 
 @pytest.mark.parametrize("wrong, fragments", [
     (balanced_class_weights, ("per-class",)),
+    (balanced_class_weights, ("classes 0, 4, 9", "weights contain inf", "a class with count 0?",
+                              "1 / count of its own label")),
     (balanced_by_count, ("grow with the class count",)),
     (balanced_no_replacement, ("replacement=true",)),
     (balanced_ignores_generator, ("generator=generator",)),

@@ -72,6 +72,11 @@ def tanh_linear(x):
     return torch.tanh(_fixed_matrix(3, x.shape[0], x) @ x)
 
 
+def tanh_square(x):
+    """(n,) -> (n,): tanh(W x) with a fixed, non-symmetric W of shape (n, n) (a square, non-diagonal Jacobian)."""
+    return torch.tanh(_fixed_matrix(x.shape[0], x.shape[0], x) @ x)
+
+
 def column_cubes(x):
     """(r, c) -> (c,): the sum of each column's cubes."""
     return (x ** 3).sum(dim=0)
@@ -157,13 +162,17 @@ def sigmoid_run(cls, x, upstream, watch_devices: bool = False):
     y = cls.apply(x)
     with untraced():
         if not isinstance(y, torch.Tensor) or not y.requires_grad:
-            return {"out": y.detach() if isinstance(y, torch.Tensor) else y, "tracks": False, "grad": x.new_zeros(0)}
+            return {"out": y.detach() if isinstance(y, torch.Tensor) else y, "tracks": False, "grad": x.new_zeros(0),
+                    "out_changed": False}
+        before = y.detach().clone()
     tracer = Tracer(BACKWARD_FORBIDDEN, watch_devices=watch_devices)
     with tracer, untraced():
         (grad,) = torch.autograd.grad(y, x, upstream)
     if tracer.violation is not None:  # caught inside backward: still a violation
         raise tracer.violation
-    return {"out": y.detach(), "tracks": True, "grad": grad.detach()}
+    with untraced():
+        changed = y.device.type != "meta" and not torch.equal(y.detach(), before)
+    return {"out": before, "tracks": True, "grad": grad.detach(), "out_changed": changed}
 
 
 def sigmoid_saved(cls, x):
@@ -213,11 +222,13 @@ def _expect(got, expected, device, *, atol, rtol, explain=None, what="the result
         raise
 
 
-def _expect_x_kept(run: dict, requires_grad: bool, set_grad: bool, grad, device: str, x: str = "x") -> None:
+def _expect_x_kept(run: dict, requires_grad: bool, set_grad: bool, grad, device: str, x: str = "x",
+                   in_place_advice: str | None = None) -> None:
     """x's values, requires_grad flag and .grad must be as they were before the call."""
     if run["x_changed"]:
-        raise Mismatch(f"your code changed {x} in place (its values differ after the call) — work on a copy "
-                       f"({x}.detach().clone()), or restore every element you perturb exactly")
+        advice = in_place_advice or f"work on a copy ({x}.detach().clone()), or restore every element you " \
+                                    "perturb exactly"
+        raise Mismatch(f"your code changed {x} in place (its values differ after the call) — {advice}")
     if run["x_requires_grad"] != requires_grad:
         raise Mismatch(f"{x}.requires_grad was {requires_grad} before the call and {run['x_requires_grad']} "
                        f"after — don't flip the caller's flag: work on {x}.detach().requires_grad_(True)")
@@ -239,7 +250,7 @@ def _expect_x_kept(run: dict, requires_grad: bool, set_grad: bool, grad, device:
 
 def _run_cases(t, fn, name: str, f, x, rest: tuple, expected, *, requires_grad=False, grad=None, atol=1e-7,
                rtol=1e-7, explain=None, more=None, on_error=None, dtype_advice=None, arg="x",
-               meta=True, any_shape=False, no_grad=False) -> None:
+               meta=True, any_shape=False, no_grad=False, in_place_advice=None) -> None:
     """One case per device (plus the meta device check without CUDA): value, x left as it was, `more(run)`.
     no_grad=True calls fn inside torch.no_grad()."""
     set_grad = grad is not None
@@ -256,7 +267,7 @@ def _run_cases(t, fn, name: str, f, x, rest: tuple, expected, *, requires_grad=F
                 raise
             _expect(run["out"], expected.to(device), device, atol=atol, rtol=rtol, explain=explain,
                     dtype_advice=dtype_advice, any_shape=any_shape)
-            _expect_x_kept(run, requires_grad, set_grad, args[5], device, arg)
+            _expect_x_kept(run, requires_grad, set_grad, args[5], device, arg, in_place_advice)
             if more is not None:
                 more(run)
     if meta and "cuda" not in t.devices:
@@ -437,6 +448,14 @@ def _explain_vjp(f, x, v, grad=None):
         ones = torch.autograd.functional.vjp(f, x, torch.ones_like(v))[1]
         if _close(got, ones.to(got.dtype)):
             return "this is vᵀJ for v = all ones — v was ignored: pass it as grad_outputs (or weight f(x) by it)"
+        if v.numel() == x.numel():
+            jac = torch.autograd.functional.jacobian(f, x).reshape(v.numel(), x.numel())  # (m, n), m == n
+            if _close(got, (jac @ v.reshape(-1)).reshape(x.shape).to(got.dtype)):
+                return "this is J v, not vᵀJ — transpose: v weights the outputs (the rows of J), vᵀJ = Jᵀv; " \
+                       "torch.autograd.grad(f(xg), xg, grad_outputs=v) computes it"
+        if got.shape == v.shape and _close(got, (v * ones).to(got.dtype)):
+            return "this is v times the gradient of f(x).sum(), which is vᵀJ only when f is element-wise (J " \
+                   "diagonal) — pass v as grad_outputs=v so it weights the outputs before going back"
         if grad is not None:
             answer = torch.autograd.functional.vjp(f, x, v)[1]
             if _close(got, (grad + answer).to(got.dtype)):
@@ -467,6 +486,8 @@ def vjp(t, fn):
     cases = [  # (what, f, x, v, requires_grad, existing grad)
         ("tanh(W x), (4,) -> (3,)", tanh_linear, t.randn(4), t.randn(3), False, None),
         ("element-wise sin(x)·x², (2, 3) -> (2, 3)", ew_sin_sq, t.randn(2, 3), t.randn(2, 3), False, None),
+        ("tanh(W x) with a square, non-symmetric W, (4,) -> (4,)", tanh_square, t.randn(4), t.randn(4), False,
+         None),
         ("column sums of x³, (5, 2) -> (2,)", column_cubes, t.randn(5, 2), t.randn(2), False, None),
         ("scalar sum of x³, (3,) -> () with a 0-dim v", cubic_sum, t.randn(3), t.randn(()), False, None),
         ("tanh(W x), (1,) -> (3,), x requires grad and has a .grad", tanh_linear, t.randn(1), t.randn(3), True,
@@ -649,6 +670,10 @@ def Sigmoid(t, cls):
             with t.case(f"{device}: Sigmoid.apply on {what}: value, and gradient from a backward of element-wise "
                         "arithmetic only"):
                 run = t.call(sigmoid_run, cls, x.to(device), upstream.to(device))
+                if run.get("out_changed"):
+                    raise Mismatch("the forward output changed after backward — backward modified the saved y in "
+                                   "place (y.mul_(...), y *= ...); use out-of-place arithmetic: "
+                                   "grad_output * y * (1 - y)")
                 _expect(run["out"], y.to(device), device, atol=tol, rtol=tol, what="Sigmoid.apply(x)")
                 if not run["tracks"]:
                     raise Mismatch("Sigmoid.apply(x) does not require grad — call it through .apply (not "
@@ -667,7 +692,14 @@ def Sigmoid(t, cls):
 
     x = t.randn(2, 3)
     with t.case("gradcheck(Sigmoid.apply, float64 x (2, 3))"):
-        complaint = t.call(sigmoid_gradcheck, cls, x)
+        try:
+            complaint = t.call(sigmoid_gradcheck, cls, x)
+        except LearnerError as e:
+            if "modified by an inplace operation" not in str(e):
+                raise
+            raise Mismatch(f"{str(e).split(chr(10) + '→ ')[0]}\n→ backward modified the saved y in place, so a "
+                           "second backward finds it changed — use out-of-place arithmetic: "
+                           "grad_output * y * (1 - y)") from None
         if complaint:
             raise Mismatch("torch.autograd.gradcheck fails: your backward disagrees with finite differences of "
                            "your forward — backward should return grad_output * y * (1 - y), the upstream "
@@ -740,4 +772,6 @@ def gradient_descent(t, fn):
         _run_cases(t, fn, f"gradient_descent: {what}", f, x0, (lr, steps), plain_descent(f, x0, lr, steps),
                    requires_grad=requires_grad, grad=grad, atol=tol, rtol=tol,
                    explain=_explain_descent(f, x0, lr, steps), more=_descent_more, arg="x0",
+                   in_place_advice="start from a copy, x = x0.detach().clone(), and step that copy "
+                                   "(x -= ... on x0 itself, or on x = x0, moves the caller's tensor)",
                    meta=steps == 1)  # the meta rerun is slow per step: one step of a cheap f shows the same

@@ -363,7 +363,13 @@ def _run_cases(t, fn, torch_cls, which: str, cases, mutants, invalid, valid, clo
         for device in t.devices:
             with t.case(f"{device}: {label}"):
                 dtype = torch.float32 if device == "mps" else None
-                got = t.call(optimizer_run, fn, which, _to(spec, device, dtype))
+                try:
+                    got = t.call(optimizer_run, fn, which, _to(spec, device, dtype))
+                except LearnerError as e:
+                    if _has_none_grad(spec) and "NoneType" in str(e):
+                        raise Mismatch(f"{e}\n→ a parameter has grad None — skip it (if p.grad is None: "
+                                       "continue) before reading p.grad or touching self.state[p]") from None
+                    raise
                 _compare_run(got, ref if dtype is None else _trajectory(torch_cls, _to(spec, "cpu", dtype)),
                              spec, who=who, device=device, tol=_tolerance(device), mutants=mutants, hint=hint)
                 if spec.get("reload_at") is not None:
@@ -404,6 +410,10 @@ def _run_cases(t, fn, torch_cls, which: str, cases, mutants, invalid, valid, clo
         label, spec, _ = cases[-2]  # the param-group case
         # a few steps are enough to see where state is created (meta kernels run in Python: slow)
         t.device_check(label, optimizer_final, (fn, which, {**spec, "grads": spec["grads"][:2], "reload_at": None}))
+
+
+def _has_none_grad(spec: dict) -> bool:
+    return any(g is None for step_grads in spec["grads"] for gs in step_grads for g in gs)
 
 
 def _closure_diagnosis(got_param, kwargs: dict, start: torch.Tensor, mutants: dict) -> str:
@@ -567,6 +577,7 @@ def _adamw_loop(spec, mistake=""):
                 m[i], v[i], vmax[i] = torch.zeros_like(p), torch.zeros_like(p), torch.zeros_like(p)
             steps[i] += 1
             step = k + 1 if mistake == "global_step" else steps[i]
+            bias_step = {"bias_prev": max(step - 1, 1), "bias_next": step + 1}.get(mistake, step)
             if mistake == "coupled":
                 g = g + wd * p
             elif mistake == "no_lr_wd":
@@ -575,7 +586,7 @@ def _adamw_loop(spec, mistake=""):
                 p = p * (1 - lr * wd)
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
-            bc1, bc2 = (1.0, 1.0) if mistake == "no_bias" else (1 - b1 ** step, 1 - b2 ** step)
+            bc1, bc2 = (1.0, 1.0) if mistake == "no_bias" else (1 - b1 ** bias_step, 1 - b2 ** bias_step)
             second = v[i]
             if o["amsgrad"]:
                 vmax[i] = torch.maximum(vmax[i], v[i] / bc2 if mistake == "max_hat" else v[i])
@@ -600,6 +611,11 @@ _ADAMW_MUTANTS = {
     "weight decay is applied after the Adam update — decay p first (with its value before the step)":
         lambda s: _adamw_loop(s, "wd_late"),
     "no bias correction — divide by 1 - beta1**step and 1 - beta2**step": lambda s: _adamw_loop(s, "no_bias"),
+    "the bias correction lags a step behind (step - 1, or 1 on the first step) — increment state['step'] first, "
+    "then use that count: 1 - beta1**step and 1 - beta2**step, with step = 1 on a parameter's first update":
+        lambda s: _adamw_loop(s, "bias_prev"),
+    "the bias correction runs a step ahead (step + 1) — use the count after incrementing it once: 1 - beta1**step "
+    "and 1 - beta2**step, with step = 1 on a parameter's first update": lambda s: _adamw_loop(s, "bias_next"),
     "eps is inside the square root — the denominator is sqrt(v_hat) + eps": lambda s: _adamw_loop(s, "eps_inside"),
     "the step count is shared by all parameters — keep it per parameter in self.state[p]['step'] (a parameter "
     "without a gradient does not advance it)": lambda s: _adamw_loop(s, "global_step"),
@@ -926,10 +942,21 @@ def clip_grad_norm_(t, fn):
         for device in t.devices:
             with t.case(f"{device}: {label}"):
                 move = lambda x: None if x is None else x.to(device)
-                got = t.call(clip_run, fn, [move(v) for v in vals], [move(g) for g in grads], max_norm,
-                             norm_type, form)
+                try:
+                    got = t.call(clip_run, fn, [move(v) for v in vals], [move(g) for g in grads], max_norm,
+                                 norm_type, form)
+                except LearnerError as e:
+                    if form != "tensor":
+                        raise
+                    raise Mismatch(f"{e}\n→ parameters may be a single Tensor — wrap it: if isinstance(parameters, "
+                                   "torch.Tensor): parameters = [parameters]") from None
                 unchanged = all(g is not None and g.dtype == e.dtype and torch.equal(g.cpu(), e)
                                 for g, e in zip(got["grads"], grads))
+                if form == "tensor" and unchanged:
+                    raise Mismatch("the gradient was not clipped when parameters came as a single tensor: "
+                                   "parameters may be a single Tensor — wrap it: if isinstance(parameters, "
+                                   "torch.Tensor): parameters = [parameters] (iterating a tensor walks its rows, "
+                                   "which have no .grad)")
                 if form == "generator" and unchanged:
                     raise Mismatch("the gradients were not clipped when parameters came as a generator — a "
                                    "generator can be read only once: start with parameters = list(parameters)")
@@ -967,6 +994,10 @@ def clip_grad_norm_(t, fn):
 
 def _schedule(step, total_steps, base_lr, warmup_steps, min_lr=0.0, mistake=""):
     """The curriculum's formula as a plain function (mistake: one classic slip, for diagnoses)."""
+    if mistake == "warm_le" and 0 < warmup_steps and step <= warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if mistake == "warm_le_cap" and 0 < warmup_steps and step <= warmup_steps:
+        return base_lr * min(step + 1, warmup_steps) / warmup_steps
     if mistake != "min_first" and step < warmup_steps:
         return base_lr * (step if mistake == "warm_from_zero" else step + 1) / warmup_steps
     if step >= total_steps and mistake != "no_clamp":
@@ -982,9 +1013,13 @@ def _schedule(step, total_steps, base_lr, warmup_steps, min_lr=0.0, mistake=""):
     return float(min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+_WARM_LT = "the warm-up rule applies only while step < warmup_steps, not <= — from step == warmup_steps on, " \
+           "the cosine takes over (and once step >= total_steps, min_lr)"
 _LR_MUTANTS = {
     "warm_from_zero": "the warm-up starts at 0 — it is base_lr * (step + 1) / warmup_steps, so step 0 already "
                       "has a small positive rate",
+    "warm_le": _WARM_LT,
+    "warm_le_cap": _WARM_LT,
     "no_clamp": "past the end the cosine comes back up — for step >= total_steps return min_lr",
     "min_first": "the warm-up rule wins: check step < warmup_steps before step >= total_steps",
     "no_shift": "the cosine starts at the end of the warm-up: progress = (step - warmup_steps) / "
@@ -1025,6 +1060,10 @@ def warmup_cosine_lr(t, fn):
 def _expect_lr(got, args: tuple, what: str) -> None:
     """The schedule's value for args, with the classic slip it matches (or the rule that applies) when wrong."""
     expected = _schedule(*args)
+    min_lr = args[4]
+    if type(got) is int and type(min_lr) is int and got == min_lr == expected:
+        raise Mismatch(f"{what} returned the int {got}, not a float: min_lr came in as the int {min_lr} — return "
+                       "float(min_lr) (the signature promises a float)")
     try:
         expect_value(got, expected, what=what)
     except Mismatch as e:

@@ -381,6 +381,10 @@ def _expect_collated(got, expected, device, batch) -> None:
         raise Mismatch(f"padded holds (L_max, B, ...), the sequences in its columns — here B = L_max = "
                        f"{exp_p.shape[0]} hides it in the shape: pad_sequence puts time first unless "
                        "batch_first=True")
+    if isinstance(padded, torch.Tensor) and padded.dtype != exp_p.dtype:
+        why = "; torch.full with a Python float makes float32" if padded.dtype == torch.float32 else ""
+        raise Mismatch(f"padded is {padded.dtype}, the sequences are {exp_p.dtype} — keep the sequences' dtype "
+                       f"(dtype=seqs[0].dtype, or seqs[0].new_full(...)){why}")
     try:
         expect_tensor(padded, exp_p, device=device, what="padded")
     except Mismatch as e:
@@ -691,6 +695,9 @@ def ShardedRange(t, cls):
                                "range: use torch.utils.data.get_worker_info() to give each worker its share")
             if dup:
                 raise Mismatch(f"some integers came more than once: {dup[:5]} — the workers' shares overlap")
+            if extra and num_workers > 1 and all(v >= end for v in extra):
+                raise Mismatch(f"integers outside [start, end) came out: {extra[:5]} — the last worker's chunk "
+                               "runs past end: clamp the last chunk: min(lo + per, end)")
             if extra:
                 raise Mismatch(f"integers outside [start, end) came out: {extra[:5]} — end is exclusive")
             if missing:
@@ -716,11 +723,22 @@ def sampler_run(fn, labels, num_samples, seed):
     sampler = fn(labels, **kwargs)
     if not isinstance(sampler, WeightedRandomSampler):
         return {"type": type(sampler).__name__, "ok": False}
-    draws = [int(i) for i in sampler]
     with untraced():
         weights = torch.as_tensor(sampler.weights).detach().clone()
-    return {"type": type(sampler).__name__, "ok": True, "weights": weights, "replacement": bool(sampler.replacement),
-            "num_samples": int(sampler.num_samples), "draws": draws}
+        if not bool(torch.isfinite(weights).all()):  # drawing would only fail in multinomial
+            return {"type": type(sampler).__name__, "ok": True, "finite": False, "weights": weights}
+    draws = [int(i) for i in sampler]
+    return {"type": type(sampler).__name__, "ok": True, "finite": True, "weights": weights,
+            "replacement": bool(sampler.replacement), "num_samples": int(sampler.num_samples), "draws": draws}
+
+
+def _expect_sampler(got) -> None:
+    """A WeightedRandomSampler with finite weights."""
+    if not got["ok"]:
+        raise Mismatch(f"should return a torch.utils.data.WeightedRandomSampler, got {got['type']}")
+    if not got["finite"]:
+        raise Mismatch("the sampler's weights contain inf (or nan) — a class with count 0? weight each sample by "
+                       "1 / count of its own label: counts[labels], so that only classes that occur are used")
 
 
 def _oracle_weights(labels) -> torch.Tensor:
@@ -757,8 +775,7 @@ def make_balanced_sampler(t, fn):
         n = len(labels) if num_samples is None else num_samples
         with t.case(f"{name}, generator seeded with {seed}"):
             got = t.call(sampler_run, fn, arg, num_samples, seed)
-            if not got["ok"]:
-                raise Mismatch(f"should return a torch.utils.data.WeightedRandomSampler, got {got['type']}")
+            _expect_sampler(got)
             w, exp_w = got["weights"].double(), _oracle_weights(labels)
             if w.shape != exp_w.shape:
                 raise Mismatch(f"the sampler has {w.numel()} weights, expected one per sample ({exp_w.numel()})"
@@ -789,8 +806,7 @@ def make_balanced_sampler(t, fn):
     with t.case("generator=None: draws len(labels) valid indices"):
         labels = [1, 0, 1, 1, 2, 1]
         got = t.call(sampler_run, fn, list(labels), None, None)
-        if not got["ok"]:
-            raise Mismatch(f"should return a torch.utils.data.WeightedRandomSampler, got {got['type']}")
+        _expect_sampler(got)
         if len(got["draws"]) != len(labels):
             raise Mismatch(f"should draw len(labels) = {len(labels)} indices when num_samples is None, drew "
                            f"{len(got['draws'])} — num_samples defaults to len(labels)")
