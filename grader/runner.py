@@ -134,7 +134,7 @@ def invoke_here(forbidden: dict[str, str], fn, args: tuple, kwargs: dict, watch_
 
 
 def _forbidden(call: ForbiddenCall) -> Mismatch:
-    return Mismatch(f"called `{call.name}`, which this exercise forbids — {call.advice}")
+    return Mismatch(f"called `{call.name}`{call.via}, which this exercise forbids — {call.advice}")
 
 
 class Tester:
@@ -242,9 +242,9 @@ class Tester:
                     expect_tensor(got, expected, atol=atol, rtol=rtol, device=device)
                 except Mismatch as e:
                     better = _explain(explain, got, expected, args)
-                    if not better and run.get("dropped_dim") and isinstance(got, torch.Tensor) \
-                            and got.numel() > expected.numel():
-                        better = _KEEPDIM  # (n,) against (n, d) broadcast into (n, n) silently
+                    if not better and run.get("dropped_dim") and isinstance(got, torch.Tensor) and expected.ndim \
+                            and got.ndim >= expected.ndim and got.numel() > expected.numel():
+                        better = _KEEPDIM  # (n,) against (n, 1) broadcast into (n, n) silently
                     if better:
                         raise Mismatch(f"{e.message}\n→ {better}", e.detail) from None
                     raise

@@ -47,19 +47,29 @@ def _drops_dim(name: str, args: tuple, kwargs: dict) -> bool:
 _FILLS = {"setitem", "copy"}
 
 
+# Ops a Python operator reaches (the mode sees `a @ b` as matmul itself): named in the message too.
+_OPERATORS = {"matmul": "@"}
+
+
 def canonical_name(func) -> str:
-    """`torch.Tensor.__matmul__`, `torch.matmul`, `Tensor.add_` -> 'matmul', 'matmul', 'add'."""
+    """`torch.Tensor.__matmul__`, `torch.matmul`, `Tensor.add_`, `torch.ops.aten.softmax.int` -> 'matmul',
+    'matmul', 'add', 'softmax' (an operator overload counts as its op)."""
     name = getattr(func, "__name__", "") or ""
-    name = name.strip("_")
+    name = name.split(".")[0].strip("_")
     return _ALIASES.get(name, name)
+
+
+def _as_written(name: str) -> str:
+    """' (or the @ operator)' for an op that an operator reaches, else ''."""
+    return f" (or the {_OPERATORS[name]} operator)" if name in _OPERATORS else ""
 
 
 class ForbiddenCall(BaseException):
     """Raised inside the learner's code; a BaseException so that `except Exception` cannot swallow it."""
 
-    def __init__(self, name: str, advice: str):
+    def __init__(self, name: str, advice: str, via: str = ""):
         super().__init__(name)
-        self.name, self.advice = name, advice
+        self.name, self.advice, self.via = name, advice, via
 
 
 class MixedDevices(BaseException):
@@ -234,7 +244,7 @@ class Tracer(TorchFunctionMode):
         self.called.append(name)
         self.dropped_dim = self.dropped_dim or _drops_dim(name, args, kwargs)
         if name in self.forbidden:
-            self.violation = ForbiddenCall(name, self.forbidden[name])
+            self.violation = ForbiddenCall(name, self.forbidden[name], _as_written(name))
             raise self.violation
         if self.watch_devices:
             # 0-dim CPU tensors mix with any device (CUDA accepts them as scalars), so they do not count.

@@ -378,3 +378,26 @@ def test_a_moved_copy_thrown_away_is_caught_without_a_gpu():
 def test_a_reduction_without_keepdim_that_broadcasts_silently_is_diagnosed(reduction_demo):
     # (4, 7) - (4,) fails, but on a (4, 4) slice it would broadcast: here the result is larger than expected
     assert_rejects(lambda x: x[:, :, None] - x.mean(1), reduction_demo, "expected shape", "keepdim=True")
+
+
+def test_an_incomplete_reduction_to_a_scalar_is_not_sent_to_keepdim():
+    @exercise("99_demo", points=1, difficulty=1, minutes=1, hints=["h"])
+    def demo_mean(t, fn):
+        t.compare("x (4, 3)", fn, (t.randn(4, 3),), lambda x: x.mean())
+
+    try:
+        report = evaluate(lambda x: x.mean(0), name="demo_mean")
+        assert not report.passed and "keepdim" not in report.text()
+    finally:
+        del _EXERCISES["demo_mean"]
+
+
+def test_an_operator_overload_or_the_operator_itself_is_caught_by_its_op_name(demo):
+    assert_rejects(lambda x, y: torch.ops.aten.cdist.default(x, y) ** 2 if hasattr(torch.ops.aten, "cdist")
+                   else torch.cdist(x, y) ** 2, demo, "called `cdist`")
+    tracer = Tracer({"matmul": "use broadcasting", "softmax": "by hand"})
+    for call, shown in [(lambda: torch.ones(2, 2) @ torch.ones(2, 2), "or the @ operator"),
+                        (lambda: torch.ops.aten.softmax.int(torch.ones(3), 0), "")]:
+        with pytest.raises(ForbiddenCall) as caught, tracer:
+            call()
+        assert caught.value.via == (f" ({shown})" if shown else "")
