@@ -138,9 +138,37 @@ def sq_dists_float32(x, y):
 
 # --- one_hot -----------------------------------------------------------------------------------------------
 
-def one_hot_ok(labels, num_classes=-1):
+def _one_hot_compare(labels, num_classes=-1):
     k = int(labels.max()) + 1 if num_classes == -1 else num_classes
     return (labels.unsqueeze(-1) == torch.arange(k, device=labels.device)).to(torch.int64)
+
+
+def one_hot_ok(labels, num_classes=-1):
+    k = int(labels.max()) + 1 if num_classes == -1 else num_classes
+    if labels.numel() and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must be in [0, {k})")
+    return _one_hot_compare(labels, k)
+
+
+def one_hot_no_range_check(labels, num_classes=-1):
+    return _one_hot_compare(labels, num_classes)  # a label >= num_classes gives an all-zero row
+
+
+def one_hot_eye_wraps(labels, num_classes=-1):
+    k = int(labels.max()) + 1 if num_classes == -1 else num_classes
+    return torch.eye(k, dtype=torch.int64, device=labels.device)[labels]  # -1 picks the last row
+
+
+def one_hot_scatter_off_by_one(labels, num_classes=-1):
+    k = int(labels.max()) if num_classes == -1 else num_classes  # scatter_ then raises: index out of bounds
+    return torch.zeros(*labels.shape, k, dtype=torch.int64, device=labels.device).scatter_(-1, labels[..., None], 1)
+
+
+def one_hot_only_2d(labels, num_classes=-1):
+    k = int(labels.max()) + 1 if num_classes == -1 else num_classes
+    out = torch.zeros(len(labels), k, dtype=torch.int64, device=labels.device)
+    out[torch.arange(len(labels), device=labels.device), labels] = 1
+    return out
 
 
 def one_hot_scatter(labels, num_classes=-1):
@@ -156,15 +184,15 @@ def one_hot_eye(labels, num_classes=-1):
 
 def one_hot_off_by_one(labels, num_classes=-1):
     k = labels.max().item() if num_classes < 0 else num_classes
-    return one_hot_ok(labels, k)
+    return _one_hot_compare(labels, k)
 
 
 def one_hot_class_dim_first(labels, num_classes=-1):
-    return one_hot_ok(labels, num_classes).movedim(-1, 0)
+    return _one_hot_compare(labels, num_classes).movedim(-1, 0)
 
 
 def one_hot_ignores_num_classes(labels, num_classes=-1):
-    return one_hot_ok(labels, -1)
+    return _one_hot_compare(labels, -1)
 
 
 def one_hot_forbidden(labels, num_classes=-1):
@@ -283,6 +311,12 @@ def gather_rows_tensor_of_items(x, idx):
     return torch.tensor([x[i, idx[i]].item() for i in range(len(idx))], dtype=x.dtype, device=x.device)
 
 
+def gather_rows_masked_sum(x, idx):
+    mask = torch.zeros_like(x)
+    mask[torch.arange(len(idx), device=x.device), idx] = 1
+    return (x * mask).sum(1)  # inf * 0 is nan
+
+
 def gather_rows_cpu_arange(x, idx):
     rows = torch.arange(x.shape[0])
     return x.flatten()[rows * x.shape[1] + idx]
@@ -395,6 +429,11 @@ WRONG = [
     (one_hot_class_dim_first, "one_hot", ("the class dimension goes last",)),
     (one_hot_ignores_num_classes, "one_hot", ("num_classes=6 was given",)),
     (one_hot_forbidden, "one_hot", ("one_hot", "forbids")),
+    (one_hot_no_range_check, "one_hot", ("all-zero row", "labels must be in [0, num_classes)", "raise")),
+    (one_hot_eye_wraps, "one_hot", ("wraps -1", "labels must be in [0, num_classes)", "as f.one_hot does")),
+    (one_hot_scatter_off_by_one, "one_hot", ("with num_classes=-1 there are labels.max() + 1 classes",)),
+    (one_hot_only_2d, "one_hot", ("labels can have any shape, even 0-d",
+                                  "labels.shape + (num_classes,)")),
     (one_hot_cpu_zeros, "one_hot", ("device=x.device",)),
     (one_hot_unsqueeze_in_place, "one_hot", ("changed input 0 in place — compute a new tensor",)),
     (causal_mask_inverted, "causal_mask", ("inverted",)),
@@ -414,6 +453,7 @@ WRONG = [
                                           "pair each row with its own index")),
     (gather_rows_no_squeeze, "gather_rows", ("squeeze",)),
     (gather_rows_dim0, "gather_rows", ("gathered along dim 0",)),
+    (gather_rows_masked_sum, "gather_rows", ("inf*0 into nan", "select the element")),
     (gather_rows_tensor_of_items, "gather_rows", ("does not track gradients",)),
     (gather_rows_cpu_arange, "gather_rows", ("device=x.device",)),
     (gather_rows_cpu_index, "gather_rows", ("`gather` combines a CPU tensor", "on a GPU this fails")),

@@ -13,6 +13,8 @@ NAMES = ["mse_loss", "huber_loss", "softmax", "log_softmax", "cross_entropy", "b
 
 
 def _reduce(loss, reduction):
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"unknown reduction {reduction!r}")
     if reduction == "none":
         return loss
     return loss.sum() if reduction == "sum" else loss.sum() / loss.numel()
@@ -52,6 +54,8 @@ def cross_entropy_other(logits, target, weight=None, ignore_index=-100, reductio
     rows = torch.arange(y.shape[0], device=logits.device)
     per = -(1 - label_smoothing) * w[y0] * logp[rows, y0] - label_smoothing / c * (logp * w).sum(1)
     per = per * valid
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction)
     if reduction == "none":
         return per.reshape(target.shape)
     if reduction == "sum":
@@ -89,6 +93,16 @@ def mse_rmse(input, target, reduction="mean"):
     return sq if reduction == "none" else _reduce(sq, reduction).sqrt()
 
 
+def mse_len(input, target, reduction="mean"):
+    sq = (input - target) ** 2
+    return sq.sum() / len(input) if reduction == "mean" else _reduce(sq, reduction)
+
+
+def mse_item(input, target, reduction="mean"):
+    return torch.tensor(_reduce((input - target) ** 2, reduction).item()) if reduction != "none" else \
+        (input - target) ** 2
+
+
 def mse_in_place(input, target, reduction="mean"):
     input -= target
     return _reduce(input ** 2, reduction)
@@ -116,6 +130,8 @@ def mse_forbidden(input, target, reduction="mean"):
 @pytest.mark.parametrize("wrong, fragments", [
     (mse_sum_for_mean, ("summed where the mean was asked for",)),
     (mse_abs, ("absolute error",)),
+    (mse_len, ("divide by numel(), not len()",)),
+    (mse_item, (".item()", "loses the graph and the dtype")),
     (mse_rmse, ("rmse",)),
     (mse_in_place, ("changed your input",)),
     (mse_in_place_no_grad, ("in place — compute a new tensor",)),
@@ -140,6 +156,11 @@ huber_no_half = _huber_with(lambda d, b: d ** 2, lambda d, b: b * (d - 0.5 * b))
 huber_bad_linear = _huber_with(lambda d, b: 0.5 * d ** 2, lambda d, b: b * d - 0.5 * b)
 
 
+def huber_linear_not_scaled(input, target, delta=1.0, reduction="mean"):
+    a = (input - target).abs()
+    return _reduce(torch.where(a < delta, 0.5 * a ** 2, a - 0.5 * delta), reduction)
+
+
 def huber_ignores_delta(input, target, delta=1.0, reduction="mean"):
     return huber_other(input, target, 1.0, reduction)
 
@@ -159,6 +180,7 @@ def huber_forbidden(input, target, delta=1.0, reduction="mean"):
     (huber_no_half, ("factor 0.5",)),
     (huber_bad_linear, ("linear part should be delta * (|d| - 0.5*delta)",)),
     (huber_ignores_delta, ("delta was ignored",)),
+    (huber_linear_not_scaled, ("the linear branch must be scaled by delta",)),
     (huber_full_on_cpu, ("device=x.device",)),
     (huber_forbidden, ("smooth_l1_loss", "forbids")),
 ])
@@ -222,6 +244,10 @@ def log_softmax_of_softmax(x, dim=-1):
     return softmax_other(x, dim).log()
 
 
+def log_softmax_clamped_log(x, dim=-1):
+    return softmax_other(x, dim).clamp_min(1e-12).log()
+
+
 def log_softmax_naive(x, dim=-1):
     return x - x.exp().sum(dim, keepdim=True).log()
 
@@ -248,6 +274,10 @@ def log_softmax_logsumexp(x, dim=-1):
 ])
 def test_log_softmax_mistakes_rejected(wrong, fragments):
     assert_rejects(wrong, "log_softmax", *fragments)
+
+
+def test_log_softmax_clamped_log_named():
+    assert_rejects(log_softmax_clamped_log, "log_softmax", "clamping caps the result at log(eps)", "x - m - log")
 
 
 # --- cross_entropy mistakes -----------------------------------------------------------------------------
@@ -330,6 +360,36 @@ def ce_ones_on_cpu(logits, target, weight=None, ignore_index=-100, reduction="me
     return cross_entropy_other(logits, target, weight, ignore_index, reduction, label_smoothing)
 
 
+def ce_only_2d(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    logits[rows, target.clamp(min=0)]       # (N, C) assumed: picking logits[n, target[n]] fails for (N, d1) targets
+    return cross_entropy_other(logits, target, weight, ignore_index, reduction, label_smoothing)
+
+
+def ce_smoothing_at_ignored(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    c = logits.shape[1]
+    logp = log_softmax_other(logits, 1)
+    keep = target != ignore_index
+    y0 = torch.where(keep, target, 0)
+    w = weight if weight is not None else logits.new_ones(c)
+    shape = [1, c] + [1] * (logits.dim() - 2)
+    nll = -logp.gather(1, y0.unsqueeze(1)).squeeze(1) * w[y0] * keep
+    smooth = -(logp * w.view(shape)).sum(1)                               # not zeroed where ignored
+    per = (1 - label_smoothing) * nll + label_smoothing / c * smooth
+    if reduction == "mean":
+        return per.sum() / (w[y0] * keep).sum()
+    return _reduce(per, reduction)
+
+
+def ce_ignored_weight_in_mean(logits, target, weight=None, ignore_index=-100, reduction="mean",
+                              label_smoothing=0.0):
+    per = cross_entropy_other(logits, target, weight, ignore_index, "none", label_smoothing)
+    if reduction != "mean":
+        return _reduce(per, reduction)
+    w = weight if weight is not None else logits.new_ones(logits.shape[1])
+    return per.sum() / w[target.clamp(0, logits.shape[1] - 1)].sum()     # ignored targets' weight counted
+
+
 def ce_nll_loss(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     return F.nll_loss(log_softmax_other(logits, 1), target, weight=weight, ignore_index=ignore_index,
                       reduction=reduction)
@@ -343,6 +403,9 @@ def ce_nll_loss(logits, target, weight=None, ignore_index=-100, reduction="mean"
     (ce_smoothing_unweighted, ("smoothing term weighs each class",)),
     (ce_smoothing_c_minus_1, ("spreads eps over all c classes",)),
     (ce_ones_on_cpu, ("device=",)),
+    (ce_only_2d, ("logits may be (n, c, d1, ...): classes are on dim 1",)),
+    (ce_smoothing_at_ignored, ("zero the label-smoothing term at ignored targets too",)),
+    (ce_ignored_weight_in_mean, ("ignore_index=2 with weight", "averaged over all targets including ignored")),
     (ce_nll_loss, ("`nll_loss`", "forbids")),
 ])
 def test_cross_entropy_mistakes_rejected(wrong, fragments):
@@ -374,6 +437,16 @@ def bce_zeros_on_cpu(logits, target, pos_weight=None, reduction="mean"):
     return _reduce(pw * target * a + (1 - target) * (a + logits), reduction)
 
 
+def bce_mean_of_row_sums(logits, target, pos_weight=None, reduction="mean"):
+    loss = bce_other(logits, target, pos_weight, "none")
+    return loss.sum(-1).mean() if reduction == "mean" else _reduce(loss, reduction)
+
+
+def bce_eps_log(logits, target, pos_weight=None, reduction="mean"):
+    p, pw = torch.sigmoid(logits), 1 if pos_weight is None else pos_weight
+    return _reduce(-(pw * target * (p + 1e-7).log() + (1 - target) * (1 - p + 1e-7).log()), reduction)
+
+
 def bce_softplus(logits, target, pos_weight=None, reduction="mean"):
     pw = 1 if pos_weight is None else pos_weight
     return _reduce(pw * target * F.softplus(-logits) + (1 - target) * F.softplus(logits), reduction)
@@ -391,6 +464,8 @@ def bce_logaddexp(logits, target, pos_weight=None, reduction="mean"):
     (bce_pos_weight_everywhere, ("pos_weight multiplies the positive term only",)),
     (bce_pos_weight_on_negatives, ("positive term",)),
     (bce_zeros_on_cpu, ("device=",)),
+    (bce_mean_of_row_sums, ("mean averages over every element",)),
+    (bce_eps_log, ("log(p + eps) caps the loss", "use the stable form")),
     (bce_softplus, ("`softplus`", "forbids")),
     (bce_logaddexp, ("`logaddexp`", "forbids")),
 ])

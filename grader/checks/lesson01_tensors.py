@@ -212,7 +212,14 @@ def one_hot(t, fn):
                            + why.get(tuple(got.shape), "one_hot adds one trailing dimension of size num_classes: "
                                                        "labels.shape + (num_classes,)"))
     with t.case("num_classes=-1 infers labels.max() + 1 classes"):
-        got = t.call(fn, labels.clone())
+        try:
+            got = t.call(fn, labels.clone())
+        except LearnerError as e:
+            if str(e).startswith("called `"):
+                raise
+            wrong.append("raised")
+            raise Mismatch(f"{e}\n→ labels.max() is {top}: with num_classes=-1 there are labels.max() + 1 classes "
+                           f"(0 … {top}) — use int(labels.max()) + 1") from None
         if isinstance(got, torch.Tensor) and tuple(got.shape) != (7, top + 1):
             wrong.append("shape")
             first, last = (got.shape[0], got.shape[-1]) if got.ndim else (None, None)
@@ -228,6 +235,22 @@ def one_hot(t, fn):
             raise Mismatch(f"expected dtype torch.int64, got {got.dtype} — create the result with "
                            "dtype=torch.int64 (torch.eye and torch.zeros make floats by default), or convert a "
                            "comparison with .long()")
+    with t.case("labels of any shape, even 0-d: the result is labels.shape + (num_classes,)"):
+        fix = "labels can have any shape, even 0-d: the result's shape is labels.shape + (num_classes,) — " \
+              "build it with zeros(*labels.shape, k) and scatter_ along the last dimension, or compare " \
+              "labels[..., None] with arange(k)"
+        for shape in [(2, 3), ()]:
+            try:
+                got = t.call(fn, t.randint(0, 4, shape), 4)
+            except LearnerError as e:
+                if str(e).startswith("called `"):
+                    raise
+                wrong.append("shape")
+                raise Mismatch(f"{e}\n→ with labels of shape {shape}: {fix}") from None
+            if isinstance(got, torch.Tensor) and tuple(got.shape) != shape + (4,):
+                wrong.append("shape")
+                raise Mismatch(f"labels of shape {shape}, num_classes=4: expected shape {shape + (4,)}, got "
+                               f"{tuple(got.shape)} — {fix}")
     if wrong:
         return  # the value cases would only repeat the shape or dtype
     t.compare(f"labels (7,), num_classes={k}", fn, (labels, k), F.one_hot)
@@ -240,6 +263,23 @@ def one_hot(t, fn):
     t.compare(f"a single label (a 0-dim tensor), num_classes={label + 1}", fn, (torch.tensor(label), label + 1),
               F.one_hot)
     t.compare("no labels: shape (0,), num_classes=3", fn, (torch.zeros(0, dtype=torch.int64), 3), F.one_hot)
+    for bad, what in [(-1, "a label of -1"), (k, f"a label of {k} with num_classes={k}")]:
+        with t.case(f"{what} raises, as F.one_hot does"):
+            labels, i = t.randint(0, k, (6,)), t.integer(0, 6)
+            labels[i] = bad
+            try:
+                got = t.call(fn, labels, k)
+            except LearnerError as e:
+                if str(e).startswith("called `"):
+                    raise
+                continue  # any error will do
+            how = ""
+            if isinstance(got, torch.Tensor) and tuple(got.shape) == (6, k):
+                row = got[i].cpu()
+                how = " (an all-zero row)" if not row.any() else \
+                    " (indexing wraps -1 round to the last class)" if bad < 0 and row[-1] == 1 else ""
+            raise Mismatch(f"{what} gave a result instead of an error{how} — labels must be in [0, num_classes): "
+                           "raise for negative or too-large labels, as F.one_hot does")
 
 
 # --- causal_mask -------------------------------------------------------------------------------------------
@@ -405,6 +445,21 @@ def gather_rows(t, fn):
         x, idx = t.randn(n, c), t.randint(0, c, (n,))
         t.compare(f"x {(n, c)}, idx {(n,)}", fn, (x, idx), lambda x, idx: x[torch.arange(len(idx)), idx],
                   grad=True, explain=_explain_gather)
+    with t.case("inf and nan elsewhere in a row: the result is still exactly x[i, idx[i]]"):
+        x, idx = t.randn(4, 5), torch.tensor([1, 4, 0, 2])
+        x[0, 0], x[1, 2], x[2, 3], x[3, 4] = float("inf"), float("nan"), float("-inf"), float("nan")
+        got = t.call(fn, x.clone(), idx)
+        expected = x[torch.arange(4), idx]
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == expected.dtype \
+                and not torch.isfinite(got).all():
+            raise Mismatch("got nan/inf although every chosen element is finite — multiplying by a mask turns "
+                           "inf*0 into nan — select the element (gather / advanced indexing) instead of masking "
+                           "and summing")
+        try:
+            expect_tensor(got, expected)
+        except Mismatch as e:
+            raise Mismatch(f"{e.message} — pick x[i, idx[i]] itself: x.gather(1, idx[:, None]).squeeze(1)",
+                           e.detail) from None
     x = t.randint(-50, 50, (4, 9))
     t.compare("int64 x stays int64", fn, (x, t.randint(0, 9, (4,))), lambda x, idx: x[torch.arange(len(idx)), idx],
               explain=_explain_gather)

@@ -4,8 +4,9 @@ in value and gradient, including logits with magnitudes up to 1e4."""
 import torch
 import torch.nn.functional as F
 
-from grader.compare import known_mistake
+from grader.compare import Mismatch, known_mistake
 from grader.registry import exercise
+from grader.runner import LearnerError, untraced
 
 # --- forbidden functions ---------------------------------------------------------------------------------
 # Canonical traced names (a function's __name__ without leading/trailing underscores). torch.special's
@@ -47,6 +48,15 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
 
 TOL32 = dict(atol=1e-5, rtol=1e-4)  # the reference computes in float32 too, in its own order
 
+def result_traits(fn, x, y):
+    """Driver: the dtype of fn(x, y) and whether it tracks gradients, with x requiring grad."""
+    with untraced():
+        x = x.detach().clone().requires_grad_(True)
+    out = fn(x, y)
+    if not isinstance(out, torch.Tensor):
+        return {"dtype": None, "graph": False}
+    return {"dtype": str(out.dtype), "graph": bool(out.requires_grad)}
+
 
 # --- mse_loss --------------------------------------------------------------------------------------------
 
@@ -60,6 +70,8 @@ def _mse_explain(got, expected, args, reduction="mean"):
     r = args[2] if len(args) > 2 else reduction
     d = x - y
     return known_mistake(got.double(), [
+        ("the mean divided by len(input), the size of the first dimension only — divide by numel(), not len(): "
+         "sq.mean() or sq.sum() / sq.numel()", lambda: (d ** 2).sum() / len(x) if r == "mean" else None),
         ("looks like you summed where the mean was asked for (or the other way round) — reduction='mean' "
          "divides by the number of elements", lambda: _reduce(d ** 2, {"mean": "sum", "sum": "mean"}.get(r, r))),
         ("looks like the absolute error (L1), not the squared error", lambda: _reduce(d.abs(), r)),
@@ -78,6 +90,12 @@ def _mse_explain(got, expected, args, reduction="mean"):
     "else sq.mean()",
 ], forbidden={**FORBIDDEN, "mse_loss": "square the difference and reduce it yourself"})
 def mse_loss(t, fn):
+    with t.case("float64 (5, 3), reduction='mean': the result keeps the input's dtype and its graph"):
+        traits = t.call(result_traits, fn, t.randn(5, 3), t.randn(5, 3))
+        if traits["dtype"] not in (None, "torch.float64") and not traits["graph"]:
+            raise Mismatch(f"the result is a new {traits['dtype']} tensor without a graph — it went through "
+                           ".item() (or a Python number), which keeps only the value and loses the graph and the "
+                           "dtype: return the tensor you computed, sq.mean(), not torch.tensor(sq.mean().item())")
     cases = [
         ("float64 (5, 3), reduction='mean'", (t.randn(5, 3), t.randn(5, 3)), {}),
         ("float64 (7,), reduction='sum'", (t.randn(7), t.randn(7), "sum"), {}),
@@ -104,6 +122,8 @@ def _huber_explain(got, expected, args, delta, reduction):
     small = d < delta
     flip = {"mean": "sum", "sum": "mean"}.get(reduction, reduction)
     return known_mistake(got.double(), [
+        ("the linear branch must be scaled by delta: delta * (|d| - 0.5*delta), not |d| - 0.5*delta",
+         lambda: _reduce(torch.where(small, 0.5 * d ** 2, d - 0.5 * delta), reduction)),
         ("looks like smooth_l1_loss (quadratic part divided by delta, linear part |d| - delta/2) — Huber keeps "
          "0.5*d**2 and scales the linear part: delta * (|d| - 0.5*delta); the two agree only for delta=1",
          lambda: _reduce(torch.where(small, 0.5 * d ** 2 / delta, d - 0.5 * delta), reduction)),
@@ -194,6 +214,12 @@ def _softmax_explain(got, expected, args, log: bool):
             candidates.append((f"normalised along dim {other} instead of dim={dim}",
                                lambda o=other: (F.log_softmax if log else F.softmax)(x, dim=o)))
     if log:
+        exp = expected.double()
+        off = ~torch.isclose(g, exp, rtol=1e-4, atol=1e-5)
+        if off.any() and torch.allclose(g[off], g[off].max().expand(int(off.sum())), rtol=1e-6) \
+                and (exp[off] < g[off]).all():
+            return (f"clamping caps the result at log(eps) (here {g[off].max().item():.4g}); compute "
+                    "x - m - log Σ exp(x - m), with m the max along dim")
         m = x.amax(dim=dim, keepdim=True)
         candidates += [
             ("the max you subtracted must be added back: logsumexp(x) = m + log(sum(exp(x - m)))",
@@ -244,7 +270,8 @@ def log_softmax(t, fn):
 
 
 def _ce_variant(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *,
-                denominator="weights", smooth_weight="class", smooth_classes=None, probs=False):
+                denominator="weights", smooth_weight="class", smooth_classes=None, probs=False,
+                smooth_ignored=False):
     """Cross-entropy and its usual wrong variants, computed in float64 from F.log_softmax (check-side)."""
     x, n_classes = logits.double(), logits.shape[1]
     logp = F.log_softmax(x, dim=1)                                        # (N, C, *)
@@ -266,12 +293,14 @@ def _ce_variant(logits, target, weight=None, ignore_index=-100, reduction="mean"
         smooth = smooth - (-(score.gather(1, safe.unsqueeze(1)).squeeze(1)) * wy)
     eps = label_smoothing
     loss = ((1 - eps) * wy * nll + eps / k * smooth) * keep
+    if smooth_ignored:  # the smoothing term left in at ignored targets
+        loss = (1 - eps) * wy * nll * keep + eps / k * smooth
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
     denom = {"weights": (wy * keep).sum(), "count": keep.sum(), "all": torch.tensor(float(target.numel())),
-             "all_weights": wy.sum()}[denominator]
+             "all_weights": wy.sum(), "raw_weights": w[target.clamp(0, n_classes - 1)].sum()}[denominator]
     return loss.sum() / denom
 
 
@@ -295,6 +324,8 @@ def _ce_explain(got, expected, args):
                  "the total weight) of the targets that are not ignore_index", v(denominator="all")),
                 ("looks like you averaged over all targets including ignored ones — divide by the total weight "
                  "of the targets that are not ignore_index", v(denominator="all_weights")),
+                ("looks like you averaged over all targets including ignored ones — divide by the total weight "
+                 "of the targets that are not ignore_index", v(denominator="raw_weights")),
             ]
         if weight is not None:
             candidates.append(("weight not applied to the mean's denominator: with weights the mean divides "
@@ -310,6 +341,9 @@ def _ce_explain(got, expected, args):
         candidates.append(("targets equal to ignore_index were not ignored (their loss must be 0 and they "
                            "leave the mean's denominator)", f(ignore_index=-100)))
     if eps > 0:
+        if ignored:
+            candidates.append(("ignored targets still add the label-smoothing term — zero the label-smoothing "
+                               "term at ignored targets too", v(smooth_ignored=True)))
         candidates += [
             ("label_smoothing ignored", f(label_smoothing=0.0)),
             ("label smoothing spreads eps over all C classes (the target included): eps / C each, plus "
@@ -379,6 +413,17 @@ def cross_entropy(t, fn):
         ("(1, 2) a single sample", (t.randn(1, 2), targets(1, 2)), {}),
         ("empty batch (0, 5), reduction='sum'", (t.randn(0, 5), targets(0, 5), None, -100, "sum"), {}),
     ]
+    with t.case("K-dim logits (2, 3, 4), target (2, 4), reduction='none': classes on dim 1"):
+        kdim = "logits may be (N, C, d1, ...): classes are on dim 1 and target is (N, d1, ...) — log_softmax " \
+               "over dim=1, gather with target.unsqueeze(1), and view the weight as (1, C, 1, ...)"
+        try:
+            got = t.call(fn, t.randn(2, 3, 4), targets(2, 3, 4), None, -100, "none")
+        except LearnerError as e:
+            if str(e).startswith("called `"):
+                raise
+            raise Mismatch(f"{e}\n→ {kdim}") from None
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != (2, 4):
+            raise Mismatch(f"expected shape (2, 4), got {tuple(got.shape)} — {kdim}")
     on_meta = {0, 6, 8, 9, 15}  # defaults, K-dim, weight, ignored targets, everything at once
     for i, (name, args, kwargs) in enumerate(cases):
         full = args + (None, -100, "mean", 0.0)[len(args) - 2:]
@@ -409,9 +454,23 @@ def _bce_explain(got, expected, args):
     one = torch.ones((), dtype=torch.float64)
     p = one if pw is None else pw
     flip = {"mean": "sum", "sum": "mean"}.get(reduction, reduction)
+    x0 = args[0].detach()
+    sig = torch.sigmoid(x0)
     candidates = []
+    if reduction == "mean" and x.ndim > 1:
+        candidates.append(("summed over the last dimension and averaged over the rest — mean averages over every "
+                           "element: loss.mean()", lambda: F.binary_cross_entropy_with_logits(
+                               x, y, pos_weight=pw, reduction="none").sum(-1).mean()))
+    for e in (1e-7, 1e-8, 1e-12, 1e-6, 1e-10, 1e-15, 1e-5):
+        for add in (True, False):
+            lg = (lambda q, e=e: (q + e).log()) if add else (lambda q, e=e: q.clamp_min(e).log())
+            candidates.append((
+                "log(p + eps) caps the loss at -log(eps) — use the stable form max(x, 0) - x*y + log1p(exp(-|x|))",
+                lambda lg=lg: _reduce(-(p * y * lg(sig).double() + (1 - y) * lg(1 - sig).double()), reduction)))
     if pw is not None:
         candidates += [
+            ("the positive term is weighted by pos_weight: 1 + (pos_weight - 1) * y, not 1 + pos_weight * y",
+             lambda: _reduce((1 - y) * x + (1 + p * y) * sp_neg, reduction)),
             ("pos_weight multiplies the positive term only: pos_weight * y * -log σ(x) + (1 - y) * "
              "-log(1 - σ(x))", lambda: _reduce(p * (y * sp_neg + (1 - y) * sp_pos), reduction)),
             ("pos_weight multiplies the positive term (the y * -log σ(x) part), not the negative one",
