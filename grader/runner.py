@@ -312,8 +312,7 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
         before = [x.detach().clone() for x in inputs]
     out = fn(*args, **kwargs)
     with untraced():
-        mutated = [i for i, (x, b) in enumerate(zip(inputs, before))
-                   if x.shape != b.shape or not torch.equal(x.detach(), b)]
+        mutated = [i for i, (x, b) in enumerate(zip(inputs, before)) if not _unchanged(x.detach(), b)]
         tracks = isinstance(out, torch.Tensor) and out.requires_grad and upstream is not None \
             and out.shape == upstream.shape
     grads = None
@@ -324,6 +323,18 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
     # plain tensors come back without their graph; anything else (a Parameter, a subclass) as it is, to be judged
     return {"out": out.detach() if type(out) is torch.Tensor else out, "mutated": mutated, "grads": grads,
             "dropped_dim": bool(current() and current().dropped_dim)}
+
+
+def _unchanged(x: torch.Tensor, before: torch.Tensor) -> bool:
+    """Same shape and values, nan where there was nan (torch.equal counts nan as changed)."""
+    if x.shape != before.shape or x.dtype != before.dtype:
+        return False
+    if x.device.type == "meta":
+        return True
+    same = x == before
+    if x.is_floating_point() or x.is_complex():
+        same |= x.isnan() & before.isnan()
+    return bool(same.all())
 
 
 def _expect_on_meta(result) -> None:

@@ -43,6 +43,22 @@ def _drops_dim(name: str, args: tuple, kwargs: dict) -> bool:
     return dim is not None and not isinstance(dim, torch.Tensor) and not keepdim
 
 
+# Calls that read a tensor's values out to the CPU or to Python; on the meta device they get stand-in values.
+# Python numbers stand in as 1 (no division by zero), tensors and lists as 0 (valid indices).
+_NUMBERS = {"item", "__float__", "__int__", "__index__", "__bool__"}
+_READ_OUT = _NUMBERS | {"tolist", "numpy", "cpu"}
+
+
+def _leaves_meta(func, name: str, args: tuple, kwargs: dict) -> bool:
+    """The call reads a meta tensor's values out (x.item(), float(x), x.cpu(), x.to("cpu"), x.numpy())."""
+    if getattr(func, "__name__", "") in _NUMBERS or name in _READ_OUT:
+        return True
+    if name != "to":
+        return False
+    targets = [a for a in (*args[1:], kwargs.get("device")) if isinstance(a, (str, torch.device, torch.Tensor))]
+    return any((a.device if isinstance(a, torch.Tensor) else torch.device(a)).type == "cpu" for a in targets)
+
+
 # In-place fills of a tensor from another device's data (x[:] = y, x.copy_(y)).
 _FILLS = {"setitem", "copy"}
 
@@ -246,6 +262,12 @@ class Tracer(TorchFunctionMode):
         if name in self.forbidden:
             self.violation = ForbiddenCall(name, self.forbidden[name], _as_written(name))
             raise self.violation
+        if self.watch_devices and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta" \
+                and _leaves_meta(func, name, args, kwargs):
+            # A meta tensor holds no values to read or copy out: stand-in values, so that the rerun goes on to
+            # where tensors meet. (On a GPU these calls give CPU data too.)
+            fill = torch.ones if name in _NUMBERS or getattr(func, "__name__", "") in _NUMBERS else torch.zeros
+            return func(fill(args[0].shape, dtype=args[0].dtype), *args[1:], **kwargs)
         if self.watch_devices:
             # 0-dim CPU tensors mix with any device (CUDA accepts them as scalars), so they do not count.
             devices = {t.device.type for t in tree_leaves((args, kwargs))

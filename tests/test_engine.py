@@ -401,3 +401,38 @@ def test_an_operator_overload_or_the_operator_itself_is_caught_by_its_op_name(de
         with pytest.raises(ForbiddenCall) as caught, tracer:
             call()
         assert caught.value.via == (f" ({shown})" if shown else "")
+
+
+def test_nan_in_an_input_is_not_taken_for_a_change(reduction_demo):
+    @exercise("99_demo", points=1, difficulty=1, minutes=1, hints=["h"])
+    def demo_nan_to_zero(t, fn):
+        x = t.randn(3, 4)
+        x[0, 1] = float("nan")
+        t.compare("x (3, 4) with a nan", fn, (x,), lambda x: torch.nan_to_num(x, nan=0.0))
+
+    try:
+        assert evaluate(lambda x: torch.where(x.isnan(), torch.zeros_like(x), x), name="demo_nan_to_zero").passed
+    finally:
+        del _EXERCISES["demo_nan_to_zero"]
+
+
+def test_values_read_out_of_a_meta_tensor_get_stand_ins_so_the_device_check_goes_on():
+    @exercise("99_demo", points=1, difficulty=1, minutes=1, hints=["h"])
+    def demo_weighted(t, fn):
+        x, y = t.randn(5, 3), t.randint(0, 3, (5,))
+        t.compare("x (5, 3), y (5,)", fn, (x, y), lambda x, y: x.gather(1, y[:, None])[:, 0] * 2)
+
+    def right(x, y):
+        w = torch.full((x.shape[1],), 2.0, dtype=x.dtype, device=x.device)
+        return x.gather(1, y[:, None])[:, 0] * w[y]
+
+    def weight_on_the_cpu(x, y):  # w[y.cpu()] cannot run on meta; without stand-ins the check was skipped
+        w = torch.full((x.shape[1],), 2.0, dtype=x.dtype)
+        picked = w[y.cpu()]
+        return x.gather(1, y[:, None])[:, 0] * picked
+
+    try:
+        assert evaluate(right, name="demo_weighted").passed
+        assert_rejects(weight_on_the_cpu, "demo_weighted", "combines a CPU tensor")
+    finally:
+        del _EXERCISES["demo_weighted"]

@@ -44,6 +44,8 @@ ONE_HOT_ROWS = torch.eye(6, dtype=torch.int64)  # the one-hot rows of classes 0 
 
 def one_hot_table(labels, num_classes=-1):
     k = int(labels.max()) + 1 if num_classes == -1 else num_classes
+    if labels.numel() and (labels.min() < 0 or labels.max() >= k):
+        raise RuntimeError("class values must be in [0, num_classes)")
     return ONE_HOT_ROWS.to(labels.device)[labels][..., :k]
 
 

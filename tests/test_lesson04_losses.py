@@ -390,6 +390,16 @@ def ce_ignored_weight_in_mean(logits, target, weight=None, ignore_index=-100, re
     return per.sum() / w[target.clamp(0, logits.shape[1] - 1)].sum()     # ignored targets' weight counted
 
 
+def ce_default_weight_on_cpu(logits, target, weight=None, ignore_index=-100, reduction="mean",
+                             label_smoothing=0.0):
+    """Per-target weights picked from a default made without device= (and a CPU index): right on a CPU only."""
+    if weight is None and reduction == "none":
+        w = torch.ones(logits.shape[1], dtype=logits.dtype)
+        per = cross_entropy_other(logits, target, None, ignore_index, "none", label_smoothing)
+        return per * w[target.clamp(0, logits.shape[1] - 1).cpu()]
+    return cross_entropy_other(logits, target, weight, ignore_index, reduction, label_smoothing)
+
+
 def ce_nll_loss(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     return F.nll_loss(log_softmax_other(logits, 1), target, weight=weight, ignore_index=ignore_index,
                       reduction=reduction)
@@ -406,6 +416,7 @@ def ce_nll_loss(logits, target, weight=None, ignore_index=-100, reduction="mean"
     (ce_only_2d, ("logits may be (n, c, d1, ...): classes are on dim 1",)),
     (ce_smoothing_at_ignored, ("zero the label-smoothing term at ignored targets too",)),
     (ce_ignored_weight_in_mean, ("ignore_index=2 with weight", "averaged over all targets including ignored")),
+    (ce_default_weight_on_cpu, ("device check", "combines a cpu tensor")),
     (ce_nll_loss, ("`nll_loss`", "forbids")),
 ])
 def test_cross_entropy_mistakes_rejected(wrong, fragments):

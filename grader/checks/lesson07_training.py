@@ -72,9 +72,6 @@ def _moves_to_device(name: str, args: tuple, kwargs: dict) -> bool:
 # Ops that may take an unmoved batch tensor beside the device's tensors (moves and copies between devices).
 _MOVES = {"to", "cuda", "copy", "setitem", "getitem", "index_put", "set", "type_as", "new_tensor"}
 # What a loss value read off the meta device gives instead of an error (meta tensors hold no numbers).
-_META_NUMBERS = {"item": 1.0, "float": 1.0, "int": 1, "tolist": 1.0}
-
-
 class BatchMoves(TorchFunctionMode):
     """Watches the batches a DataLoader hands out: was each batch's x and y moved with .to(device), and was the
     moved copy used, or the unmoved batch?
@@ -83,15 +80,13 @@ class BatchMoves(TorchFunctionMode):
     the latest batch's tensors. A move from the CPU to the CPU returns the same tensor, which would hide a
     result thrown away (`x.to(device)` on its own line); here it returns a copy instead, as a real move does,
     so an op that later mixes the unmoved batch with other tensors shows the mistake on a CPU-only machine too.
-    With `meta_numbers`, .item() / float() of a meta tensor (and .cpu() of a 0-dim one) give a stand-in number,
-    so that a whole epoch can run on the meta device: the device check is about where tensors meet, not values.
+    (On the meta device, loss.item() and the like get stand-in values from the grader's tracer.)
     """
 
-    def __init__(self, meta_numbers: bool = False):
+    def __init__(self):
         super().__init__()
         self.moved: list[list[bool]] = []  # one [x moved, y moved] per batch
         self.discarded = [False, False]    # [x, y]: the unmoved tensor was used after a move
-        self.meta_numbers = meta_numbers
         self._current: tuple = ()
 
     def collate(self, samples):
@@ -103,12 +98,6 @@ class BatchMoves(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = canonical_name(func)
-        if self.meta_numbers and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
-            if name in _META_NUMBERS:
-                return _META_NUMBERS[name]
-            if name == "cpu" and args[0].ndim == 0:  # loss.cpu().item()
-                with untraced():
-                    return torch.ones((), dtype=args[0].dtype)
         if not self.moved:
             return func(*args, **kwargs)
         if name in ("to", "cuda") and args:
@@ -288,7 +277,7 @@ def epoch_run(fn, state: dict, x, y, batch_size: int, start_in_eval: bool, devic
         model, optimizer = _epoch_setup(state, device)
         if start_in_eval:
             model.eval()  # as if the model had just been evaluated
-        moves = BatchMoves(meta_numbers=device == "meta")
+        moves = BatchMoves()
         loader = _loader(x, y, batch_size, moves)
         loss_fn = nn.CrossEntropyLoss()
         torch.manual_seed(dropout_seed)  # the dropout masks
