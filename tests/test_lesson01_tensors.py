@@ -326,6 +326,10 @@ def gather_rows_cpu_arange_index(x, idx):
     return x[torch.arange(len(idx)), idx]  # a CPU index tensor: CUDA indexing accepts it (copies it over)
 
 
+def gather_rows_index_through_a_list(x, idx):  # .tolist() has no values on meta: the rerun uses stand-ins
+    return x.gather(1, torch.tensor(idx.tolist())[:, None])[:, 0]
+
+
 def gather_rows_cpu_index(x, idx):
     index = torch.zeros(len(idx), 1, dtype=torch.long)  # made on the CPU: gather on a GPU refuses it
     index[:, 0] = idx
@@ -457,6 +461,7 @@ WRONG = [
     (gather_rows_tensor_of_items, "gather_rows", ("does not track gradients",)),
     (gather_rows_cpu_arange, "gather_rows", ("device=x.device",)),
     (gather_rows_cpu_index, "gather_rows", ("`gather` combines a CPU tensor", "on a GPU this fails")),
+    (gather_rows_index_through_a_list, "gather_rows", ("`gather` combines a CPU tensor", "on a GPU this fails")),
     (normalize_plus_eps, "normalize", ("norm + eps",)),
     (normalize_no_keepdim, "normalize", ("keepdim=True",)),
     (normalize_sqrt, "normalize", ("rows of zeros", "nan", "derivative of sqrt at 0 is infinite", "clamp")),
