@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_leaves
 _ALIASES = {"rmatmul": "matmul", "imatmul": "matmul"}
 
 # Ops that legitimately take tensors from several devices (CUDA accepts CPU index tensors, copies, moves).
-_MIXED_DEVICE_OK = {"to", "copy", "getitem", "setitem", "index_put", "get", "type_as", "new_tensor", "set",
+MIXED_DEVICE_OK = {"to", "copy", "getitem", "setitem", "index_put", "get", "type_as", "new_tensor", "set",
                     "has_compatible_shallow_copy_type"}  # the last: Module.to() asking how to move a parameter
 
 
@@ -276,6 +276,6 @@ class Tracer(TorchFunctionMode):
                 # Filling a CPU tensor from the input's device works on a GPU too, but meta tensors hold no
                 # data to copy: skip the copy, so that where the CPU tensor ends up can still be seen.
                 return args[0] if name == "copy" else None
-            if len(devices) > 1 and name not in _MIXED_DEVICE_OK:
+            if len(devices) > 1 and name not in MIXED_DEVICE_OK:
                 raise MixedDevices(name, devices)
         return func(*args, **kwargs)

@@ -31,7 +31,7 @@ from grader.compare import Mismatch, expect_tensor
 from grader.data import datasets_dir
 from grader.registry import exercise
 from grader.runner import Inconclusive, untraced
-from grader.tracing import canonical_name
+from grader.tracing import MIXED_DEVICE_OK, canonical_name
 
 LESSON = "07_training"
 
@@ -69,9 +69,10 @@ def _moves_to_device(name: str, args: tuple, kwargs: dict) -> bool:
     return "device" in kwargs or any(isinstance(a, (str, torch.device, int, torch.Tensor)) for a in args)
 
 
-# Ops that may take an unmoved batch tensor beside the device's tensors (moves and copies between devices).
-_MOVES = {"to", "cuda", "copy", "setitem", "getitem", "index_put", "set", "type_as", "new_tensor"}
-# What a loss value read off the meta device gives instead of an error (meta tensors hold no numbers).
+# Ops that may take an unmoved batch tensor beside the device's tensors: the tracer's own list, and .cuda().
+_MOVES = MIXED_DEVICE_OK | {"cuda"}
+
+
 class BatchMoves(TorchFunctionMode):
     """Watches the batches a DataLoader hands out: was each batch's x and y moved with .to(device), and was the
     moved copy used, or the unmoved batch?
