@@ -6,20 +6,39 @@ ClearHiddenTests preprocessors, so a real nbgrader course sees exactly the cells
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from pathlib import Path
 
-import jupytext
-import nbformat
-from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
-
 from grader.registry import exercises
+
+# jupytext, nbformat and nbgrader are imported where they are used: they come with the course's own environment
+# (the `course` extra), and an installed grader without it (Colab) still imports this module for ROOT and the
+# cell rules.
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK_LINE = re.compile(r"^check\((\w+)\)$")
 DEFINES = re.compile(r"^(?:def|class)\s+(\w+)", re.MULTILINE)
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+# Where a lesson opened outside the course's own environment (Google Colab, a plain Jupyter) installs torchdojo
+# from: anything `pip install` takes, a git URL ("git+https://github.com/OWNER/torchdojo.git") or a wheel's URL.
+# A learner's TORCHDOJO_SOURCE environment variable overrides it. A GitHub URL here also gives every lesson an
+# "Open in Colab" link in the README. Empty while the course has no public home.
+INSTALL_SOURCE = ""
+
+INSTALL_CELL = f"""\
+# Outside the course's own environment (Google Colab, say) this installs torchdojo: the grader and the data the
+# lessons use. Where torchdojo is installed already it does nothing.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("grader") is None:
+    source = os.environ.get("TORCHDOJO_SOURCE") or {INSTALL_SOURCE!r}
+    if not source:
+        raise RuntimeError("torchdojo is not installed here: set TORCHDOJO_SOURCE to a torchdojo wheel or git "
+                           "URL, e.g. os.environ['TORCHDOJO_SOURCE'] = 'torchdojo-0.1.0-py3-none-any.whl'")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", source], check=True)
+    importlib.invalidate_caches()"""
 
 
 def _checked_names(source: str) -> list[str]:
@@ -30,12 +49,29 @@ def _checked_names(source: str) -> list[str]:
     return [m.group(1) for m in matches] if lines and all(matches) else []
 
 
+def add_install_cell(nb, lesson: str):
+    """The cell that installs torchdojo where it is missing, before the lesson's first code cell."""
+    import nbformat
+    first = next(i for i, cell in enumerate(nb.cells) if cell.cell_type == "code")
+    nb.cells.insert(first, nbformat.v4.new_code_cell(INSTALL_CELL))
+    return nb
+
+
+def cell_id(lesson: str, cell) -> str:
+    """A teaching cell's id comes from its content: it stays when other cells change, and it shows whether a
+    workspace copy of the cell was edited (see grader/workspace.py)."""
+    return f"{lesson}-{hashlib.sha256((cell.cell_type + cell.source).encode()).hexdigest()[:10]}"
+
+
 def clean(nb, lesson: str):
     """No outputs, no execution counts, no editor metadata; stable cell ids."""
     nb.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
-    for i, cell in enumerate(nb.cells):
+    seen: dict[str, int] = {}
+    for cell in nb.cells:
         cell.metadata = {}
-        cell.id = f"{lesson}-{i:03d}"
+        base = cell_id(lesson, cell)
+        seen[base] = seen.get(base, 0) + 1
+        cell.id = base if seen[base] == 1 else f"{base}-{seen[base]}"  # the same text twice in a lesson
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     return nb
@@ -69,6 +105,7 @@ def mark_cells(nb, lesson: str):
 
 def student_version(nb):
     """The lesson as a learner gets it: nbgrader's own solution and hidden-test clearing."""
+    from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
     nb = copy.deepcopy(nb)
     nb, _ = ClearSolutions(code_stub={"python": STUB}).preprocess(nb, {})
     nb, _ = ClearHiddenTests().preprocess(nb, {})
@@ -77,8 +114,10 @@ def student_version(nb):
 
 def build(src: Path) -> dict[Path, str]:
     """{output path: notebook text} for one solutions/NN_topic.py."""
+    import jupytext
+    import nbformat
     lesson = src.stem
-    nb = mark_cells(clean(jupytext.read(src), lesson), lesson)
+    nb = mark_cells(clean(add_install_cell(jupytext.read(src), lesson), lesson), lesson)
     return {
         ROOT / "solutions" / f"{lesson}.ipynb": nbformat.writes(nb) + "\n",
         ROOT / "lessons" / f"{lesson}.ipynb": nbformat.writes(student_version(nb)) + "\n",
@@ -89,19 +128,39 @@ def sources() -> list[Path]:
     return sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
 
 
-def lessons() -> list[str]:
-    """The lessons a learner gets (and a grader grades): lessons/NN_topic.ipynb."""
-    return sorted(p.stem for p in (ROOT / "lessons").glob("*.ipynb"))
+COLAB_BEGIN, COLAB_END = "<!-- colab links: written by python -m grader build -->", "<!-- end of colab links -->"
+
+
+def colab_links(lesson_names: list[str], source: str = INSTALL_SOURCE) -> str:
+    """The README's "Open in Colab" lines: one per lesson when the install source is a GitHub repository."""
+    m = re.fullmatch(r"(?:\w+ @ )?git\+https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?(?:@([\w./-]+))?", source)
+    if not m:
+        return ("No public home is configured yet, so there are no Colab links: set `INSTALL_SOURCE` in "
+                "`grader/build.py` to the course's GitHub URL and run `python -m grader build`.")
+    repo, branch = m.group(1), m.group(2) or "main"
+    return "\n".join(f"- [{name}](https://colab.research.google.com/github/{repo}/blob/{branch}/lessons/"
+                     f"{name}.ipynb)" for name in lesson_names)
+
+
+def readme(text: str, lesson_names: list[str]) -> str:
+    """README.md with its block of Colab links brought up to date."""
+    head, _, rest = text.partition(COLAB_BEGIN)
+    _, _, tail = rest.partition(COLAB_END)
+    if not rest:
+        raise ValueError(f"README.md has no {COLAB_BEGIN} line")
+    return f"{head}{COLAB_BEGIN}\n{colab_links(lesson_names)}\n{COLAB_END}{tail}"
 
 
 def build_all(check_only: bool = False) -> list[Path]:
-    """Write every generated notebook (or, with check_only, list those that are out of date)."""
+    """Write every generated notebook and the README's Colab links (or, with check_only, list what is out of
+    date)."""
     stale = []
-    for src in sources():
-        for path, text in build(src).items():
-            if not path.exists() or path.read_text() != text:
-                stale.append(path)
-                if not check_only:
-                    path.parent.mkdir(exist_ok=True)
-                    path.write_text(text)
+    generated = {path: text for src in sources() for path, text in build(src).items()}
+    generated[ROOT / "README.md"] = readme((ROOT / "README.md").read_text(), [src.stem for src in sources()])
+    for path, text in generated.items():
+        if not path.exists() or path.read_text() != text:
+            stale.append(path)
+            if not check_only:
+                path.parent.mkdir(exist_ok=True)
+                path.write_text(text)
     return stale

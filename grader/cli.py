@@ -1,4 +1,4 @@
-"""Command line: python -m grader build | list | grade | nbgrader-course | gradescope-autograder.
+"""Command line: python -m grader build | list | update | progress | grade | nbgrader-course | gradescope-autograder.
 
 `grade` exits 0 when every submission was graded, 1 when some were not (their status in grades.csv says why:
 `missing`, `unreadable`, `no_cells`, `error`), 2 on a usage error (nothing graded) and 130 when interrupted (rerun the
@@ -58,7 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     ga.add_argument("--lesson", required=True, help="the lesson it grades, e.g. 01_tensors")
     ga.add_argument("--out", required=True, help="folder for autograder-<lesson>.zip")
     ga.add_argument("--hidden-seed", type=int, default=None, help="also grade on hidden cases drawn from this seed")
+    sub.add_parser("update", help="create the learner's workspace ($TORCHDOJO_WORKSPACE, else workspace/) or "
+                   "bring it up to date with the course, keeping every answer")
+    p = sub.add_parser("progress", help="grade the notebooks in the learner's workspace and say what to do next")
+    p.add_argument("lessons", nargs="*", metavar="LESSON", help="only these lessons (default: all)")
     args = parser.parse_args(argv)
+
+    if args.command == "update":
+        from grader.workspace import update_command
+        return update_command(args)
+    if args.command == "progress":
+        from grader.progress import progress_command
+        return progress_command(args)
 
     if args.command == "gradescope-autograder":
         from pathlib import Path

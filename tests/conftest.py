@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 @pytest.fixture(autouse=True)
 def _private_progress(tmp_path, monkeypatch):
-    """Checks record progress; keep each test's progress file private and the hidden seed unset."""
+    """Checks record progress; keep each test's progress file and workspace private and the hidden seed unset."""
     monkeypatch.setenv("TORCHDOJO_HOME", str(tmp_path / "torchdojo-home"))
+    monkeypatch.setenv("TORCHDOJO_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.delenv("TORCHDOJO_HIDDEN_SEED", raising=False)

@@ -35,8 +35,8 @@ def rows(out: Path) -> dict:
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--lesson", "01_tensor", "{subs}"], "no lesson called '01_tensor' (did you mean 01_tensors?)"),
-    (["--lesson", "../solutions/01_tensors", "{subs}"], "the lessons are: 00_setup, 01_tensors"),
+    (["--lesson", "01_tensor", "{subs}"], "no lesson called '01_tensor' — did you mean 01_tensors?"),
+    (["--lesson", "../solutions/01_tensors", "{subs}"], "The lessons are: 00_setup, 01_tensors"),
     (["--lesson", "00_setup", "{tmp}/missing.ipynb"], "missing.ipynb: no such file or folder"),
     (["--lesson", "00_setup", "{tmp}/empty"], "nothing to grade for 00_setup"),
     (["--lesson", "00_setup", "{subs}", "--workers", "0"], "--workers: must be a number above 0"),

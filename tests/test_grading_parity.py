@@ -10,7 +10,7 @@ import test_lesson01_tensors
 import test_lesson07_training
 from adversarial.build import notebook, write
 from grader import evaluate
-from grader.build import lessons
+from grader.registry import lessons
 from grader.grading.batch import grade
 
 

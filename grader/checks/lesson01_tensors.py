@@ -186,6 +186,116 @@ def pairwise_sq_dists(t, fn):
                            "n=32, m=24 — vectorise with broadcasting (n = m = 2000 must take well under a second)")
 
 
+# --- batched_matmul ----------------------------------------------------------------------------------------
+
+def _explain_bmm(got, expected, args):
+    a, b = args
+    return known_mistake(got, [
+        ("the operands are swapped: a comes first, (B, n, k) @ (B, k, m)",
+         lambda: torch.bmm(b, a)),
+        ("b was transposed: out[:, i, j] sums a[:, i, k] * b[:, k, j] over k",
+         lambda: torch.bmm(a, b.mT)),
+        ("summed over the wrong dimension — with a as (B, n, k, 1) and b as (B, 1, k, m), sum over dim=2 (k)",
+         lambda: (a[:, :, :, None] * b[:, None, :, :]).sum(-1)),
+        ("that is the element-wise product a * b, not the matrix product",
+         lambda: a * b),
+    ])
+
+
+_NO_MATRIX_PRODUCT = "multiply broadcast views and sum: (a[:, :, :, None] * b[:, None, :, :]).sum(2)"
+
+
+@exercise(LESSON, points=2, difficulty=2, minutes=15, hints=[
+    "out[b, i, j] = sum over k of a[b, i, k] * b[b, k, j]. Give every index its own dimension so that "
+    "broadcasting lines them up.",
+    "a[:, :, :, None] is (B, n, k, 1) and b[:, None, :, :] is (B, 1, k, m); their product is (B, n, k, m).",
+    "(a[:, :, :, None] * b[:, None, :, :]).sum(dim=2) → (B, n, m).",
+], forbidden={name: _NO_MATRIX_PRODUCT for name in [
+    "matmul", "linalg_matmul", "bmm", "mm", "einsum", "tensordot", "addmm", "baddbmm", "addbmm", "linear",
+    "mv", "addmv", "dot", "vdot", "inner", "linalg_vecdot", "linalg_multi_dot", "chain_matmul"]})
+def batched_matmul(t, fn):
+    with t.case("shape: (2, 3, 4) and (2, 4, 5) give (2, 3, 5)"):
+        got = t.call(fn, t.randn(2, 3, 4), t.randn(2, 4, 5))
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != (2, 3, 5):
+            where = {(2, 3, 4): "summed over m instead of k", (2, 4, 5): "summed over n instead of k",
+                     (2, 3, 4, 5): "the sum over k is missing", (2, 3, 5, 4): "the sum over k is missing"}
+            raise Mismatch(f"expected shape (2, 3, 5), got {tuple(got.shape)} — "
+                           f"{where[tuple(got.shape)] + ': ' if tuple(got.shape) in where else ''}"
+                           "line up a as (B, n, k, 1) and b as (B, 1, k, m), then sum over dim=2")
+    # square matrices first: every shape fits, so a wrong formula shows as wrong values that `explain` can name
+    a, b = t.randn(2, 4, 4), t.randn(2, 4, 4)
+    t.compare("a (2, 4, 4), b (2, 4, 4)", fn, (a, b), torch.bmm, grad=True, explain=_explain_bmm)
+    if any(not r.passed and not r.skipped for r in t.results):
+        return  # the cases below would only repeat what is wrong above
+    for B, n, k, m in [(3, 4, 5, 2), (1, 2, 3, 4), (4, 1, 6, 1), (2, 3, 1, 5), (0, 2, 3, 4)]:
+        a, b = t.randn(B, n, k), t.randn(B, k, m)
+        t.compare(f"a {(B, n, k)}, b {(B, k, m)}", fn, (a, b), torch.bmm, grad=True, explain=_explain_bmm)
+    t.compare("float32 stays float32", fn, (t.randn(2, 3, 4, dtype=torch.float32),
+                                            t.randn(2, 4, 2, dtype=torch.float32)),
+              torch.bmm, explain=_explain_bmm)
+
+
+# --- gather_rows -------------------------------------------------------------------------------------------
+
+def _explain_gather(got, expected, args):
+    x, idx = args
+    return known_mistake(got, [
+        ("gathered along dim 0 (rows) — idx picks a column in each row: x.gather(1, idx[:, None])",
+         lambda: x.gather(0, idx[:, None]).squeeze(1)),
+        ("rows and columns swapped: the element is x[i, idx[i]]",
+         lambda: x[idx, torch.arange(len(idx))]),
+        ("that is each row's maximum — use idx to pick the element",
+         lambda: x.max(1).values),
+        ("that is the first column — use idx to pick the element of each row",
+         lambda: x[:, 0]),
+    ])
+
+
+@exercise(LESSON, points=1, difficulty=1, minutes=10, hints=[
+    "Row i contributes exactly one number, x[i, idx[i]]: pair each row number with its own column number.",
+    "x.gather(1, index) needs an index with as many dimensions as x: idx[:, None] is (n, 1); the result is "
+    "(n, 1) too, so squeeze it.",
+    "x.gather(1, idx.unsqueeze(1)).squeeze(1) — or with advanced indexing: "
+    "x[torch.arange(len(idx), device=x.device), idx].",
+])
+def gather_rows(t, fn):
+    wrong_shape = False
+    with t.case("shape: x (5, 7), idx (5,) gives (5,)"):
+        got = t.call(fn, t.randn(5, 7), t.randint(0, 7, (5,)))
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != (5,):
+            wrong_shape = True
+            advice = {(5, 5): "x[:, idx] picks the idx columns of every row, an (n, n) table; pair each row with "
+                              "its own index instead: x[torch.arange(n, device=x.device), idx] or "
+                              "x.gather(1, idx[:, None]).squeeze(1)",
+                      (5, 1): "gather keeps the gathered dimension: squeeze(1) it"}
+            raise Mismatch(f"expected shape (5,), got {tuple(got.shape)} — "
+                           + advice.get(tuple(got.shape), "one number per row: the result has idx's shape (n,)"))
+    if wrong_shape:
+        return  # the cases below would only repeat it
+    for n, c in [(5, 7), (8, 3), (1, 1), (6, 6), (0, 4)]:
+        x, idx = t.randn(n, c), t.randint(0, c, (n,))
+        t.compare(f"x {(n, c)}, idx {(n,)}", fn, (x, idx), lambda x, idx: x[torch.arange(len(idx)), idx],
+                  grad=True, explain=_explain_gather)
+    with t.case("inf and nan elsewhere in a row: the result is still exactly x[i, idx[i]]"):
+        x, idx = t.randn(4, 5), torch.tensor([1, 4, 0, 2])
+        x[0, 0], x[1, 2], x[2, 3], x[3, 4] = float("inf"), float("nan"), float("-inf"), float("nan")
+        got = t.call(fn, x.clone(), idx)
+        expected = x[torch.arange(4), idx]
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == expected.dtype \
+                and not torch.isfinite(got).all():
+            raise Mismatch("got nan/inf although every chosen element is finite — multiplying by a mask turns "
+                           "inf*0 into nan — select the element (gather / advanced indexing) instead of masking "
+                           "and summing")
+        try:
+            expect_tensor(got, expected)
+        except Mismatch as e:
+            raise Mismatch(f"{e.message} — pick x[i, idx[i]] itself: x.gather(1, idx[:, None]).squeeze(1)",
+                           e.detail) from None
+    x = t.randint(-50, 50, (4, 9))
+    t.compare("int64 x stays int64", fn, (x, t.randint(0, 9, (4,))), lambda x, idx: x[torch.arange(len(idx)), idx],
+              explain=_explain_gather)
+
+
 # --- one_hot -----------------------------------------------------------------------------------------------
 
 @exercise(LESSON, points=1, difficulty=1, minutes=10, hints=[
@@ -353,116 +463,6 @@ def causal_mask(t, fn):
         except LearnerError as e:
             raise Inconclusive(f"could not run on the meta device: {e}") from None
         _expect_mask(got, n, "meta")
-
-
-# --- batched_matmul ----------------------------------------------------------------------------------------
-
-def _explain_bmm(got, expected, args):
-    a, b = args
-    return known_mistake(got, [
-        ("the operands are swapped: a comes first, (B, n, k) @ (B, k, m)",
-         lambda: torch.bmm(b, a)),
-        ("b was transposed: out[:, i, j] sums a[:, i, k] * b[:, k, j] over k",
-         lambda: torch.bmm(a, b.mT)),
-        ("summed over the wrong dimension — with a as (B, n, k, 1) and b as (B, 1, k, m), sum over dim=2 (k)",
-         lambda: (a[:, :, :, None] * b[:, None, :, :]).sum(-1)),
-        ("that is the element-wise product a * b, not the matrix product",
-         lambda: a * b),
-    ])
-
-
-_NO_MATRIX_PRODUCT = "multiply broadcast views and sum: (a[:, :, :, None] * b[:, None, :, :]).sum(2)"
-
-
-@exercise(LESSON, points=2, difficulty=2, minutes=15, hints=[
-    "out[b, i, j] = sum over k of a[b, i, k] * b[b, k, j]. Give every index its own dimension so that "
-    "broadcasting lines them up.",
-    "a[:, :, :, None] is (B, n, k, 1) and b[:, None, :, :] is (B, 1, k, m); their product is (B, n, k, m).",
-    "(a[:, :, :, None] * b[:, None, :, :]).sum(dim=2) → (B, n, m).",
-], forbidden={name: _NO_MATRIX_PRODUCT for name in [
-    "matmul", "linalg_matmul", "bmm", "mm", "einsum", "tensordot", "addmm", "baddbmm", "addbmm", "linear",
-    "mv", "addmv", "dot", "vdot", "inner", "linalg_vecdot", "linalg_multi_dot", "chain_matmul"]})
-def batched_matmul(t, fn):
-    with t.case("shape: (2, 3, 4) and (2, 4, 5) give (2, 3, 5)"):
-        got = t.call(fn, t.randn(2, 3, 4), t.randn(2, 4, 5))
-        if isinstance(got, torch.Tensor) and tuple(got.shape) != (2, 3, 5):
-            where = {(2, 3, 4): "summed over m instead of k", (2, 4, 5): "summed over n instead of k",
-                     (2, 3, 4, 5): "the sum over k is missing", (2, 3, 5, 4): "the sum over k is missing"}
-            raise Mismatch(f"expected shape (2, 3, 5), got {tuple(got.shape)} — "
-                           f"{where[tuple(got.shape)] + ': ' if tuple(got.shape) in where else ''}"
-                           "line up a as (B, n, k, 1) and b as (B, 1, k, m), then sum over dim=2")
-    # square matrices first: every shape fits, so a wrong formula shows as wrong values that `explain` can name
-    a, b = t.randn(2, 4, 4), t.randn(2, 4, 4)
-    t.compare("a (2, 4, 4), b (2, 4, 4)", fn, (a, b), torch.bmm, grad=True, explain=_explain_bmm)
-    if any(not r.passed and not r.skipped for r in t.results):
-        return  # the cases below would only repeat what is wrong above
-    for B, n, k, m in [(3, 4, 5, 2), (1, 2, 3, 4), (4, 1, 6, 1), (2, 3, 1, 5), (0, 2, 3, 4)]:
-        a, b = t.randn(B, n, k), t.randn(B, k, m)
-        t.compare(f"a {(B, n, k)}, b {(B, k, m)}", fn, (a, b), torch.bmm, grad=True, explain=_explain_bmm)
-    t.compare("float32 stays float32", fn, (t.randn(2, 3, 4, dtype=torch.float32),
-                                            t.randn(2, 4, 2, dtype=torch.float32)),
-              torch.bmm, explain=_explain_bmm)
-
-
-# --- gather_rows -------------------------------------------------------------------------------------------
-
-def _explain_gather(got, expected, args):
-    x, idx = args
-    return known_mistake(got, [
-        ("gathered along dim 0 (rows) — idx picks a column in each row: x.gather(1, idx[:, None])",
-         lambda: x.gather(0, idx[:, None]).squeeze(1)),
-        ("rows and columns swapped: the element is x[i, idx[i]]",
-         lambda: x[idx, torch.arange(len(idx))]),
-        ("that is each row's maximum — use idx to pick the element",
-         lambda: x.max(1).values),
-        ("that is the first column — use idx to pick the element of each row",
-         lambda: x[:, 0]),
-    ])
-
-
-@exercise(LESSON, points=1, difficulty=1, minutes=10, hints=[
-    "Row i contributes exactly one number, x[i, idx[i]]: pair each row number with its own column number.",
-    "x.gather(1, index) needs an index with as many dimensions as x: idx[:, None] is (n, 1); the result is "
-    "(n, 1) too, so squeeze it.",
-    "x.gather(1, idx.unsqueeze(1)).squeeze(1) — or with advanced indexing: "
-    "x[torch.arange(len(idx), device=x.device), idx].",
-])
-def gather_rows(t, fn):
-    wrong_shape = False
-    with t.case("shape: x (5, 7), idx (5,) gives (5,)"):
-        got = t.call(fn, t.randn(5, 7), t.randint(0, 7, (5,)))
-        if isinstance(got, torch.Tensor) and tuple(got.shape) != (5,):
-            wrong_shape = True
-            advice = {(5, 5): "x[:, idx] picks the idx columns of every row, an (n, n) table; pair each row with "
-                              "its own index instead: x[torch.arange(n, device=x.device), idx] or "
-                              "x.gather(1, idx[:, None]).squeeze(1)",
-                      (5, 1): "gather keeps the gathered dimension: squeeze(1) it"}
-            raise Mismatch(f"expected shape (5,), got {tuple(got.shape)} — "
-                           + advice.get(tuple(got.shape), "one number per row: the result has idx's shape (n,)"))
-    if wrong_shape:
-        return  # the cases below would only repeat it
-    for n, c in [(5, 7), (8, 3), (1, 1), (6, 6), (0, 4)]:
-        x, idx = t.randn(n, c), t.randint(0, c, (n,))
-        t.compare(f"x {(n, c)}, idx {(n,)}", fn, (x, idx), lambda x, idx: x[torch.arange(len(idx)), idx],
-                  grad=True, explain=_explain_gather)
-    with t.case("inf and nan elsewhere in a row: the result is still exactly x[i, idx[i]]"):
-        x, idx = t.randn(4, 5), torch.tensor([1, 4, 0, 2])
-        x[0, 0], x[1, 2], x[2, 3], x[3, 4] = float("inf"), float("nan"), float("-inf"), float("nan")
-        got = t.call(fn, x.clone(), idx)
-        expected = x[torch.arange(4), idx]
-        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == expected.dtype \
-                and not torch.isfinite(got).all():
-            raise Mismatch("got nan/inf although every chosen element is finite — multiplying by a mask turns "
-                           "inf*0 into nan — select the element (gather / advanced indexing) instead of masking "
-                           "and summing")
-        try:
-            expect_tensor(got, expected)
-        except Mismatch as e:
-            raise Mismatch(f"{e.message} — pick x[i, idx[i]] itself: x.gather(1, idx[:, None]).squeeze(1)",
-                           e.detail) from None
-    x = t.randint(-50, 50, (4, 9))
-    t.compare("int64 x stays int64", fn, (x, t.randint(0, 9, (4,))), lambda x, idx: x[torch.arange(len(idx)), idx],
-              explain=_explain_gather)
 
 
 # --- normalize ---------------------------------------------------------------------------------------------

@@ -557,122 +557,6 @@ def SGD(t, fn):
     _run_cases(t, fn, _TORCH_SGD, "sgd", cases, _SGD_MUTANTS, invalid, valid, dict(lr=0.1, momentum=0.9))
 
 
-# --- AdamW -------------------------------------------------------------------------------------------------
-
-_ADAMW_DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False)
-
-
-def _adamw_loop(spec, mistake=""):
-    opts = _flat_options(spec, _ADAMW_DEFAULTS, mistake)
-    params = [p.clone() for g in spec["params"] for p in g]
-    n = len(params)
-    m, v, vmax, steps, traj = [None] * n, [None] * n, [None] * n, [0] * n, []
-    for k, step_grads in enumerate(spec["grads"]):
-        for i, g in enumerate(x for gs in step_grads for x in gs):
-            if g is None:
-                continue
-            o, p = opts[i], params[i]
-            (b1, b2), lr, wd, eps = o["betas"], o["lr"], o["weight_decay"], o["eps"]
-            if m[i] is None:
-                m[i], v[i], vmax[i] = torch.zeros_like(p), torch.zeros_like(p), torch.zeros_like(p)
-            steps[i] += 1
-            step = k + 1 if mistake == "global_step" else steps[i]
-            bias_step = {"bias_prev": max(step - 1, 1), "bias_next": step + 1}.get(mistake, step)
-            if mistake == "coupled":
-                g = g + wd * p
-            elif mistake == "no_lr_wd":
-                p = p * (1 - wd)
-            elif mistake != "wd_late":
-                p = p * (1 - lr * wd)
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
-            bc1, bc2 = (1.0, 1.0) if mistake == "no_bias" else (1 - b1 ** bias_step, 1 - b2 ** bias_step)
-            second = v[i]
-            if o["amsgrad"]:
-                vmax[i] = torch.maximum(vmax[i], v[i] / bc2 if mistake == "max_hat" else v[i])
-                second = vmax[i] * bc2 if mistake == "max_hat" else vmax[i]
-            if mistake == "eps_inside":
-                denom = (second / bc2 + eps).sqrt()
-            else:
-                denom = second.sqrt() / math.sqrt(bc2) + eps
-            new = p - lr / bc1 * m[i] / denom
-            if mistake == "wd_late":
-                new = new * (1 - lr * wd)
-            params[i] = new
-        traj.append([p.clone() for p in params])
-    return traj
-
-
-_ADAMW_MUTANTS = {
-    "weight decay went into the gradient (Adam's L2 penalty) — AdamW decays the weights directly: "
-    "p.mul_(1 - lr * weight_decay), apart from the moments": lambda s: _adamw_loop(s, "coupled"),
-    "the weight decay is missing the learning rate — multiply p by (1 - lr * weight_decay)":
-        lambda s: _adamw_loop(s, "no_lr_wd"),
-    "weight decay is applied after the Adam update — decay p first (with its value before the step)":
-        lambda s: _adamw_loop(s, "wd_late"),
-    "no bias correction — divide by 1 - beta1**step and 1 - beta2**step": lambda s: _adamw_loop(s, "no_bias"),
-    "the bias correction lags a step behind (step - 1, or 1 on the first step) — increment state['step'] first, "
-    "then use that count: 1 - beta1**step and 1 - beta2**step, with step = 1 on a parameter's first update":
-        lambda s: _adamw_loop(s, "bias_prev"),
-    "the bias correction runs a step ahead (step + 1) — use the count after incrementing it once: 1 - beta1**step "
-    "and 1 - beta2**step, with step = 1 on a parameter's first update": lambda s: _adamw_loop(s, "bias_next"),
-    "eps is inside the square root — the denominator is sqrt(v_hat) + eps": lambda s: _adamw_loop(s, "eps_inside"),
-    "the step count is shared by all parameters — keep it per parameter in self.state[p]['step'] (a parameter "
-    "without a gradient does not advance it)": lambda s: _adamw_loop(s, "global_step"),
-    "amsgrad keeps the maximum of the bias-corrected v — keep the maximum of the raw exp_avg_sq, then "
-    "bias-correct it like v": lambda s: _adamw_loop(s, "max_hat"),
-    "each group's own options are ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "defaults"),
-    "each group's own lr is ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "lr_defaults"),
-    "each group's own eps is ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "eps_defaults"),
-}
-
-
-@exercise("05_optim", points=4, difficulty=3, minutes=40, hints=[
-    "Same skeleton as SGD: validate, build `defaults`, super().__init__(params, defaults); step() under "
-    "@torch.no_grad() loops over groups and parameters and skips p.grad is None.",
-    "Per parameter keep state['step'], state['exp_avg'], state['exp_avg_sq'] (and state['max_exp_avg_sq'] "
-    "with amsgrad), created with torch.zeros_like(p) on its first step. Decay first: p.mul_(1 - lr * wd).",
-    "m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; denom = sqrt(v) / sqrt(1 - b2**step) + eps "
-    "(with amsgrad use the running max of v instead); p -= lr / (1 - b1**step) * m / denom.",
-], forbidden=_FORBID_ADAM)
-def AdamW(t, fn):
-    shapes = [(4, 3), (5,), (2, 3, 2)]
-    o = lambda **kw: [kw]
-    cases = [
-        ("default hyper-parameters (lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2), 10 steps",
-         _spec(t, [shapes], o(), {}, 10), "compare the moments and the bias correction with the formulas"),
-        ("lr=0.05, betas=(0.8, 0.9), weight_decay=0.2, 10 steps",
-         _spec(t, [shapes], o(), dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.2), 10),
-         "check the decoupled weight decay: p <- p * (1 - lr * weight_decay) before the Adam step"),
-        ("eps=0.1, gradients of size 1e-2",
-         _spec(t, [shapes], o(), dict(lr=0.01, eps=0.1), 8, scale=1e-2),
-         "eps is added to sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2**step)"),
-        ("amsgrad=True, lr=0.02, 12 steps",
-         _spec(t, [shapes], o(), dict(lr=0.02, amsgrad=True, betas=(0.5, 0.6)), 12),
-         "amsgrad keeps max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq) and uses it in place of exp_avg_sq"),
-        ("3 param groups with their own lr/betas/eps/weight_decay/amsgrad; a parameter whose grad is None "
-         "every third step, one that never gets a grad",
-         _spec(t, [[(3, 2), (4,)], [(5,), (2, 2)], [(3,)]],
-               [dict(lr=0.1), dict(betas=(0.7, 0.8), weight_decay=0.3, amsgrad=True),
-                dict(lr=0.01, eps=1e-3, weight_decay=0.0)],
-               dict(lr=0.03), 12, none_at={1, 3}, never={4}),
-         "compare each group's options with the reference; parameters without a gradient must be skipped"),
-        ("state_dict round trip: at step 6 a fresh AdamW loads the state_dict and continues; torch.optim.AdamW "
-         "loads it too",
-         _spec(t, [[(3, 2), (4,)], [(5,)]], [dict(), dict(lr=0.02, amsgrad=True)],
-               dict(lr=0.05, weight_decay=0.1), 12, reload_at=6),
-         "all state must live in self.state[p]"),
-    ]
-    f = t.unseen(1, 2, 10)  # hidden round: other invalid values than the public ones
-    one = 1.0 + (f - 1) / 100  # 1.0 in the public round
-    invalid = [(f"lr=-{f}e-3", dict(lr=-1e-3 * f)), (f"eps=-{f}e-8", dict(eps=-1e-8 * f)),
-               (f"betas=({one}, 0.999)", dict(betas=(one, 0.999))), (f"betas=(0.9, {one})", dict(betas=(0.9, one))),
-               (f"betas=({-0.1 * f:g}, 0.999)", dict(betas=(-0.1 * f, 0.999))),
-               (f"weight_decay={-0.01 * f:g}", dict(weight_decay=-0.01 * f))]
-    valid = [("betas=(0.0, 0.0), eps=0.0, weight_decay=0.0", dict(betas=(0.0, 0.0), eps=0.0, weight_decay=0.0))]
-    _run_cases(t, fn, _TORCH_ADAMW, "adamw", cases, _ADAMW_MUTANTS, invalid, valid, dict(lr=0.1))
-
-
 # --- Adagrad -----------------------------------------------------------------------------------------------
 
 _ADAGRAD_DEFAULTS = dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10)
@@ -836,6 +720,122 @@ def Adagrad(t, fn):
               dict(lr=0.0, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=0.0))]
     _run_cases(t, fn, _TORCH_ADAGRAD, "adagrad", cases, _ADAGRAD_MUTANTS, invalid, valid,
                dict(lr=0.1, initial_accumulator_value=0.1), first=_adagrad_fresh_state)
+
+
+# --- AdamW -------------------------------------------------------------------------------------------------
+
+_ADAMW_DEFAULTS = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False)
+
+
+def _adamw_loop(spec, mistake=""):
+    opts = _flat_options(spec, _ADAMW_DEFAULTS, mistake)
+    params = [p.clone() for g in spec["params"] for p in g]
+    n = len(params)
+    m, v, vmax, steps, traj = [None] * n, [None] * n, [None] * n, [0] * n, []
+    for k, step_grads in enumerate(spec["grads"]):
+        for i, g in enumerate(x for gs in step_grads for x in gs):
+            if g is None:
+                continue
+            o, p = opts[i], params[i]
+            (b1, b2), lr, wd, eps = o["betas"], o["lr"], o["weight_decay"], o["eps"]
+            if m[i] is None:
+                m[i], v[i], vmax[i] = torch.zeros_like(p), torch.zeros_like(p), torch.zeros_like(p)
+            steps[i] += 1
+            step = k + 1 if mistake == "global_step" else steps[i]
+            bias_step = {"bias_prev": max(step - 1, 1), "bias_next": step + 1}.get(mistake, step)
+            if mistake == "coupled":
+                g = g + wd * p
+            elif mistake == "no_lr_wd":
+                p = p * (1 - wd)
+            elif mistake != "wd_late":
+                p = p * (1 - lr * wd)
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            bc1, bc2 = (1.0, 1.0) if mistake == "no_bias" else (1 - b1 ** bias_step, 1 - b2 ** bias_step)
+            second = v[i]
+            if o["amsgrad"]:
+                vmax[i] = torch.maximum(vmax[i], v[i] / bc2 if mistake == "max_hat" else v[i])
+                second = vmax[i] * bc2 if mistake == "max_hat" else vmax[i]
+            if mistake == "eps_inside":
+                denom = (second / bc2 + eps).sqrt()
+            else:
+                denom = second.sqrt() / math.sqrt(bc2) + eps
+            new = p - lr / bc1 * m[i] / denom
+            if mistake == "wd_late":
+                new = new * (1 - lr * wd)
+            params[i] = new
+        traj.append([p.clone() for p in params])
+    return traj
+
+
+_ADAMW_MUTANTS = {
+    "weight decay went into the gradient (Adam's L2 penalty) — AdamW decays the weights directly: "
+    "p.mul_(1 - lr * weight_decay), apart from the moments": lambda s: _adamw_loop(s, "coupled"),
+    "the weight decay is missing the learning rate — multiply p by (1 - lr * weight_decay)":
+        lambda s: _adamw_loop(s, "no_lr_wd"),
+    "weight decay is applied after the Adam update — decay p first (with its value before the step)":
+        lambda s: _adamw_loop(s, "wd_late"),
+    "no bias correction — divide by 1 - beta1**step and 1 - beta2**step": lambda s: _adamw_loop(s, "no_bias"),
+    "the bias correction lags a step behind (step - 1, or 1 on the first step) — increment state['step'] first, "
+    "then use that count: 1 - beta1**step and 1 - beta2**step, with step = 1 on a parameter's first update":
+        lambda s: _adamw_loop(s, "bias_prev"),
+    "the bias correction runs a step ahead (step + 1) — use the count after incrementing it once: 1 - beta1**step "
+    "and 1 - beta2**step, with step = 1 on a parameter's first update": lambda s: _adamw_loop(s, "bias_next"),
+    "eps is inside the square root — the denominator is sqrt(v_hat) + eps": lambda s: _adamw_loop(s, "eps_inside"),
+    "the step count is shared by all parameters — keep it per parameter in self.state[p]['step'] (a parameter "
+    "without a gradient does not advance it)": lambda s: _adamw_loop(s, "global_step"),
+    "amsgrad keeps the maximum of the bias-corrected v — keep the maximum of the raw exp_avg_sq, then "
+    "bias-correct it like v": lambda s: _adamw_loop(s, "max_hat"),
+    "each group's own options are ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "defaults"),
+    "each group's own lr is ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "lr_defaults"),
+    "each group's own eps is ignored — " + _GROUP_ADVICE: lambda s: _adamw_loop(s, "eps_defaults"),
+}
+
+
+@exercise("05_optim", points=4, difficulty=3, minutes=40, hints=[
+    "Same skeleton as SGD: validate, build `defaults`, super().__init__(params, defaults); step() under "
+    "@torch.no_grad() loops over groups and parameters and skips p.grad is None.",
+    "Per parameter keep state['step'], state['exp_avg'], state['exp_avg_sq'] (and state['max_exp_avg_sq'] "
+    "with amsgrad), created with torch.zeros_like(p) on its first step. Decay first: p.mul_(1 - lr * wd).",
+    "m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; denom = sqrt(v) / sqrt(1 - b2**step) + eps "
+    "(with amsgrad use the running max of v instead); p -= lr / (1 - b1**step) * m / denom.",
+], forbidden=_FORBID_ADAM)
+def AdamW(t, fn):
+    shapes = [(4, 3), (5,), (2, 3, 2)]
+    o = lambda **kw: [kw]
+    cases = [
+        ("default hyper-parameters (lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2), 10 steps",
+         _spec(t, [shapes], o(), {}, 10), "compare the moments and the bias correction with the formulas"),
+        ("lr=0.05, betas=(0.8, 0.9), weight_decay=0.2, 10 steps",
+         _spec(t, [shapes], o(), dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.2), 10),
+         "check the decoupled weight decay: p <- p * (1 - lr * weight_decay) before the Adam step"),
+        ("eps=0.1, gradients of size 1e-2",
+         _spec(t, [shapes], o(), dict(lr=0.01, eps=0.1), 8, scale=1e-2),
+         "eps is added to sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2**step)"),
+        ("amsgrad=True, lr=0.02, 12 steps",
+         _spec(t, [shapes], o(), dict(lr=0.02, amsgrad=True, betas=(0.5, 0.6)), 12),
+         "amsgrad keeps max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq) and uses it in place of exp_avg_sq"),
+        ("3 param groups with their own lr/betas/eps/weight_decay/amsgrad; a parameter whose grad is None "
+         "every third step, one that never gets a grad",
+         _spec(t, [[(3, 2), (4,)], [(5,), (2, 2)], [(3,)]],
+               [dict(lr=0.1), dict(betas=(0.7, 0.8), weight_decay=0.3, amsgrad=True),
+                dict(lr=0.01, eps=1e-3, weight_decay=0.0)],
+               dict(lr=0.03), 12, none_at={1, 3}, never={4}),
+         "compare each group's options with the reference; parameters without a gradient must be skipped"),
+        ("state_dict round trip: at step 6 a fresh AdamW loads the state_dict and continues; torch.optim.AdamW "
+         "loads it too",
+         _spec(t, [[(3, 2), (4,)], [(5,)]], [dict(), dict(lr=0.02, amsgrad=True)],
+               dict(lr=0.05, weight_decay=0.1), 12, reload_at=6),
+         "all state must live in self.state[p]"),
+    ]
+    f = t.unseen(1, 2, 10)  # hidden round: other invalid values than the public ones
+    one = 1.0 + (f - 1) / 100  # 1.0 in the public round
+    invalid = [(f"lr=-{f}e-3", dict(lr=-1e-3 * f)), (f"eps=-{f}e-8", dict(eps=-1e-8 * f)),
+               (f"betas=({one}, 0.999)", dict(betas=(one, 0.999))), (f"betas=(0.9, {one})", dict(betas=(0.9, one))),
+               (f"betas=({-0.1 * f:g}, 0.999)", dict(betas=(-0.1 * f, 0.999))),
+               (f"weight_decay={-0.01 * f:g}", dict(weight_decay=-0.01 * f))]
+    valid = [("betas=(0.0, 0.0), eps=0.0, weight_decay=0.0", dict(betas=(0.0, 0.0), eps=0.0, weight_decay=0.0))]
+    _run_cases(t, fn, _TORCH_ADAMW, "adamw", cases, _ADAMW_MUTANTS, invalid, valid, dict(lr=0.1))
 
 
 # --- clip_grad_norm_ ---------------------------------------------------------------------------------------

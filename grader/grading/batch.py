@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.build import ROOT, lessons
+from grader.build import ROOT
 from grader.grading import outputs
 from grader.grading.judge import Limits, claim_uids, sweep
 from grader.grading.submission import Lesson
-from grader.registry import get
+from grader.registry import get, lesson as known_lesson
 from grader.runner import HIDDEN_SEED_ENV
 
 SAFE_ID = re.compile(r"[^\w.-]")  # a student id names files: letters of any script, digits, _ . -
@@ -185,11 +185,10 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
 
     Returns one record per submission (status `graded`, `missing`, `unreadable`, `no_cells` or `error`). UsageError
     when the command cannot be carried out (nothing is graded then)."""
-    if lesson_name not in lessons():
-        import difflib
-        close = difflib.get_close_matches(lesson_name, lessons(), n=1)
-        raise UsageError(f"no lesson called {lesson_name!r}{f' (did you mean {close[0]}?)' if close else ''} — "
-                         f"the lessons are: {', '.join(lessons())}")
+    try:
+        known_lesson(lesson_name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")

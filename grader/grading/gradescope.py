@@ -12,7 +12,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from grader.build import ROOT, lessons
+from grader.build import ROOT
+from grader.registry import lesson as known_lesson
 
 SEED_DIR = "private"  # in the zip: holds hidden_seed, readable by root only and hidden from the sandboxes
 
@@ -152,8 +153,7 @@ def course_files(lesson: str) -> list[Path]:
 def write_autograder(lesson: str, out: Path, hidden_seed: int | None = None) -> Path:
     """Write out/autograder-<lesson>.zip, ready to upload on the assignment's "Configure Autograder" page.
     With `hidden_seed`, every submission is also graded on hidden cases drawn from it."""
-    if lesson not in lessons():
-        raise ValueError(f"unknown lesson {lesson!r}; the lessons are: {', '.join(lessons())}")
+    known_lesson(lesson)  # a ValueError that lists the lessons
     if hidden_seed is not None and not isinstance(hidden_seed, int):
         raise TypeError(f"hidden_seed must be an int, got {type(hidden_seed).__name__}")
     out = Path(out)
