@@ -41,15 +41,19 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab serving a copy of lessons/ (the learner's notebooks stay untouched)."""
+    """JupyterLab serving the learner's workspace, made by `python -m grader update` as `bash dojo course` does."""
     work = tmp_path_factory.mktemp("course")
-    shutil.copytree(ROOT / "lessons", work / "lessons")
     port, token = free_port(), "torchdojo-test"
-    env = dict(os.environ, TORCHDOJO_HOME=str(work / "home"), JUPYTER_CONFIG_DIR=str(work / "jupyter-config"),
-               JUPYTER_RUNTIME_DIR=str(work / "jupyter-runtime"))
+    env = dict(os.environ, TORCHDOJO_HOME=str(work / "home"), TORCHDOJO_WORKSPACE=str(work / "workspace"),
+               JUPYTER_CONFIG_DIR=str(work / "jupyter-config"), JUPYTER_RUNTIME_DIR=str(work / "jupyter-runtime"))
+    made = subprocess.run([sys.executable, "-m", "grader", "update"], env=env, capture_output=True, text=True)
+    assert made.returncode == 0 and "added 00_setup" in made.stdout, made.stdout + made.stderr
+    # What must stay as it is: the course's lessons/, and the learner's notebook until they save it.
+    unchanged = [*(ROOT / "lessons").glob("*.ipynb"), work / "workspace" / "00_setup.ipynb"]
+    unchanged = {p: p.read_bytes() for p in unchanged}
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--notebook-dir={work / 'lessons'}", "--allow-root",
+         f"--IdentityProvider.token={token}", f"--notebook-dir={work / 'workspace'}", "--allow-root",
          "--expose-app-in-browser", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(work / "lab.log", "w"))
     url = f"http://127.0.0.1:{port}"
@@ -62,7 +66,7 @@ def lab(tmp_path_factory):
     else:
         server.kill()
         pytest.fail("JupyterLab did not start:\n" + (work / "lab.log").read_text()[-3000:])
-    yield url, token, work
+    yield url, token, work, unchanged
     server.terminate()
     server.wait(timeout=30)
 
@@ -88,7 +92,7 @@ def run_all_and_wait(page):
 
 
 def test_learner_runs_a_lesson_writes_an_answer_and_gets_it_checked(lab, page):
-    url, token, work = lab
+    url, token, work, unchanged = lab
     page.goto(f"{url}/lab/tree/00_setup.ipynb?reset&token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
     page.wait_for_function("() => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel",
@@ -117,5 +121,5 @@ def test_learner_runs_a_lesson_writes_an_answer_and_gets_it_checked(lab, page):
                            ".some(o => o.textContent.includes('✓ pick_device'))", timeout=60_000)
     page.screenshot(path=str(work / "checked.png"))
     assert "all" in check_cell.inner_text() and "1/1 points" in check_cell.inner_text()
-    # The notebook file on disk was never touched by the test itself (the learner has not saved).
-    assert (work / "lessons" / "00_setup.ipynb").read_bytes() == (ROOT / "lessons" / "00_setup.ipynb").read_bytes()
+    # Neither lessons/ nor the workspace notebook on disk was touched (the learner has not saved).
+    assert {p: p.read_bytes() for p in unchanged} == unchanged

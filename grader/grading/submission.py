@@ -82,6 +82,17 @@ def defines(source: str, name: str) -> bool:
     return False
 
 
+def answer_cells(cells: list[dict], name: str) -> tuple[list[dict], str]:
+    """The cells that answer exercise `name`, the last of which is graded, and how they were found: "id" (the cell
+    id or nbgrader grade_id is "<name>-answer"), else "definition" (code cells defining `name`), else "missing"."""
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    tagged = [c for c in code if f"{name}-answer" in (c.get("id"), _grade_id(c))]
+    if tagged:
+        return tagged, "id"
+    defining = [c for c in code if defines(cell_source(c), name)]
+    return defining, "definition" if defining else "missing"
+
+
 @dataclass
 class Lesson:
     """The source lesson: its teaching cells (run once per batch) and its exercises in order."""
@@ -126,20 +137,16 @@ class Lesson:
         if not cells:
             return stubs, "no_cells", ("the notebook has no cells — was it saved before it was submitted? Submit "
                                        f"the notebook {self.name}.ipynb with your answers")
-        cells = [c for c in cells if c.get("cell_type") == "code"]
         out = []
         for name in self.exercises:
-            tagged = [c for c in cells if f"{name}-answer" in (c.get("id"), _grade_id(c))]
-            if tagged:
-                note = (f"{len(tagged)} cells carry the id {name}-answer; the last one was graded"
-                        if len(tagged) > 1 else "")
-                out.append(Answer(name, cell_source(tagged[-1]), "id", note))
-                continue
-            defining = [c for c in cells if defines(cell_source(c), name)]
-            if defining:
-                out.append(Answer(name, cell_source(defining[-1]), "definition",
+            found, how = answer_cells(cells, name)
+            if how == "id":
+                note = f"{len(found)} cells carry the id {name}-answer; the last one was graded"
+                out.append(Answer(name, cell_source(found[-1]), how, note if len(found) > 1 else ""))
+            elif how == "definition":
+                out.append(Answer(name, cell_source(found[-1]), how,
                                   f"no cell with the id {name}-answer: graded the last cell that defines {name}"))
             else:
-                out.append(Answer(name, self.stubs[name], "missing",
+                out.append(Answer(name, self.stubs[name], how,
                                   f"no answer cell for {name} was found in the submission"))
         return out, "graded", ""
