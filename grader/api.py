@@ -1,32 +1,40 @@
 """The check API: evaluate (a Report), check (for notebook cells), hint and progress."""
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import sys
 
 from grader import store
-from grader.registry import exercises, get
+from grader.grading.outputs import exercise_entry
+from grader.progress_report import NoWorkspace, format_progress, problem_of, workspace_progress
+from grader.registry import Exercise, exercises, lesson as known_lesson, lessons as all_lessons
 from grader.report import Report
 from grader.runner import run_exercise
 
 
-def _name_of(obj, name: str | None) -> str:
-    if name is not None:
-        return name
-    if isinstance(obj, str):
-        return obj
-    found = getattr(obj, "__name__", None)
-    if found is None:
-        raise TypeError("pass the function or class itself, e.g. check(softmax), or give name='...'")
-    return found
+class GraderError(Exception):
+    """An error whose message says what to do: IPython shows it as one line, without the grader's frames."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # KeyError's own str() would quote the message
 
 
-def evaluate(obj, name: str | None = None) -> Report:
-    """Run the exercise's cases against `obj` and return a Report, without printing or raising."""
-    return run_exercise(get(_name_of(obj, name)), obj)
+class CheckFailed(GraderError, AssertionError):
+    """Raised by check() when the exercise did not pass."""
 
 
-class CheckFailed(AssertionError):
-    """Raised by check(); in IPython it shows as one line under the report instead of a traceback."""
+class WrongObject(GraderError, TypeError):
+    """check/evaluate/hint got something other than an exercise's function or class: nothing ran or was recorded."""
+
+
+class UnknownExercise(GraderError, KeyError):
+    """No exercise has that name (a misspelling): nothing ran or was recorded."""
+
+
+class UnknownLesson(GraderError, ValueError):
+    """No lesson has that name."""
 
 
 def _short_traceback(shell, etype, value, tb, tb_offset=None):
@@ -38,16 +46,89 @@ def _short_traceback(shell, etype, value, tb, tb_offset=None):
 def _quiet_tracebacks_in_ipython() -> None:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython else None
-    if shell is not None and CheckFailed not in shell.custom_exceptions:
-        shell.set_custom_exc((CheckFailed,), _short_traceback)
+    if shell is not None and GraderError not in shell.custom_exceptions:
+        shell.set_custom_exc((GraderError,), _short_traceback)
 
 
-def check(obj, name: str | None = None) -> None:
-    """Check an exercise in a notebook: print a short report; raise AssertionError unless it passed."""
+def _fail(error: GraderError) -> GraderError:
+    """`error`, made to show as one line in IPython."""
+    _quiet_tracebacks_in_ipython()
+    return error
+
+
+def _lookup(name: str, call: str, own: bool = False) -> Exercise:
+    """The exercise called `name`, or an UnknownExercise that suggests the closest name. `own`: the name is the
+    one the learner's function or class was defined with."""
+    known = exercises()
+    if name in known:
+        return known[name]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if own and name == "<lambda>":
+        raise _fail(WrongObject(f"a lambda has no exercise name: say which exercise it is, e.g. "
+                                f"{call}(f, name='softmax')"))
+    if not close:
+        guess = "progress() lists every exercise"
+    elif own:
+        guess = (f"did you mean {close[0]}? Rename your {name} to {close[0]} (and run its cell again), or say which "
+                 f"exercise it is: {call}({name}, name='{close[0]}')")
+    elif call == "hint":
+        guess = f'did you mean {close[0]}? hint("{close[0]}") shows its hints'
+    else:
+        guess = f"did you mean {close[0]}? Pass name='{close[0]}'"
+    raise _fail(UnknownExercise(f"no exercise called {name!r} — {guess}"))
+
+
+def _is_function_or_class(obj) -> bool:
+    return isinstance(obj, type) or inspect.isroutine(obj) or isinstance(obj, functools.partial)
+
+
+def _exercise(obj, name: str | None, call: str) -> Exercise:
+    """The exercise that `call`(obj, name) is about, or a one-line error on a misuse, raised before anything
+    runs or is recorded (so a misuse never turns a passed exercise into a failed one)."""
+    if name is not None and not isinstance(name, str):
+        raise _fail(WrongObject(f"name= takes the exercise's name as a string, e.g. {call}(f, name='softmax')"))
+    if isinstance(obj, str) and call == "hint" and name is None:
+        return _lookup(obj, call)  # hint("softmax") is fine: the reports suggest it
+    example = name or (obj if isinstance(obj, str) else "softmax")
+    if example not in exercises():
+        example = (difflib.get_close_matches(example, exercises(), n=1) or ["softmax"])[0]
+    if isinstance(obj, str):
+        raise _fail(WrongObject(f"{call}() takes the function or class itself, not its name: {call}({example})"))
+    if obj is None:
+        raise _fail(WrongObject(f"{call}() needs the function or class of an exercise, e.g. {call}({example})"))
+    if not _is_function_or_class(obj):
+        cls = type(obj).__name__
+        if cls == name or (name is None and cls in exercises()):
+            raise _fail(WrongObject(f"{call}() takes the class {cls} itself, not an object made from it: "
+                                    f"{call}({cls})"))
+        raise _fail(WrongObject(f"{call}() takes the function or class itself, e.g. {call}({example}), not what "
+                                f"calling it returned ({call}({example}(...))) — it got a {cls}"))
+    own = getattr(obj, "__name__", None)
+    if name is None:
+        if not isinstance(own, str):
+            raise _fail(WrongObject(f"this {type(obj).__name__} has no name: say which exercise it is, e.g. "
+                                    f"{call}(f, name='softmax')"))
+        return _lookup(own, call, own=True)
+    exercise = _lookup(name, call)
+    if own != name and own in exercises():
+        raise _fail(WrongObject(f"{own} is the exercise {own}, not {name}: {call}({own}) checks it, and "
+                                f"{call}({name}) checks {name}"))
+    return exercise
+
+
+def evaluate(obj=None, name: str | None = None) -> Report:
+    """Run the exercise's cases against `obj` and return a Report, without printing or raising (a misuse such as
+    evaluate("softmax") raises WrongObject or UnknownExercise before anything runs)."""
     __tracebackhide__ = True  # pytest hides this frame from the traceback
-    report = evaluate(obj, name)
+    return run_exercise(_exercise(obj, name, "evaluate"), obj)
+
+
+def check(obj=None, name: str | None = None) -> None:
+    """Check an exercise in a notebook: print a short report; raise AssertionError unless it passed."""
+    __tracebackhide__ = True
+    report = run_exercise(_exercise(obj, name, "check"), obj)
     print(report.text())
-    store.update(report.name, status=report.status)
+    store.update(report.name, status=report.status, problem=problem_of(exercise_entry(report)))
     _quiet_tracebacks_in_ipython()
     if report.status == "not_attempted":
         raise CheckFailed(f"{report.name} is not attempted yet")
@@ -55,9 +136,10 @@ def check(obj, name: str | None = None) -> None:
         raise CheckFailed(f"{report.name} did not pass — see the report above")
 
 
-def hint(obj, name: str | None = None) -> None:
-    """Print the next hint for an exercise (one more each call)."""
-    exercise = get(_name_of(obj, name))
+def hint(obj=None, name: str | None = None) -> None:
+    """Print the next hint for an exercise (one more each call): hint(softmax) or hint("softmax")."""
+    __tracebackhide__ = True
+    exercise = _exercise(obj, name, "hint")
     seen = store.load().get(exercise.name, {}).get("hints_seen", 0)
     k = min(seen, len(exercise.hints) - 1)
     last = " (that is the last hint)" if k == len(exercise.hints) - 1 else f' — call hint again for hint {k + 2}'
@@ -65,21 +147,21 @@ def hint(obj, name: str | None = None) -> None:
     store.update(exercise.name, hints_seen=k + 1)
 
 
-def progress(lesson: str | None = None) -> None:
-    """Print every exercise (of one lesson, or all) with its latest status and points."""
-    saved = store.load()
-    marks = {"passed": "✓", "failed": "✗", "not_attempted": "○"}
-    total = earned = 0
-    current = None
-    for ex in exercises().values():
-        if lesson and ex.lesson != lesson:
-            continue
-        if ex.lesson != current:
-            current = ex.lesson
-            print(f"\n{current}")
-        status = saved.get(ex.name, {}).get("status", "not_attempted")
-        total += ex.points
-        earned += ex.points if status == "passed" else 0
-        print(f"  {marks[status]} {ex.name:<28} {ex.points if status == 'passed' else 0}/{ex.points} points"
-              f"  ({'★' * ex.difficulty}, ~{ex.minutes} min)")
-    print(f"\n{earned}/{total} points")
+def progress(lesson: str | None = None, grade: bool = False) -> None:
+    """Print each exercise (of one lesson, or all) in notebook order with its status and points, and what to do
+    next: as the checks recorded them, or with grade=True as the grader grades the saved workspace notebooks."""
+    __tracebackhide__ = True
+    try:
+        names = [known_lesson(str(lesson))] if lesson is not None else all_lessons()
+    except ValueError as e:
+        raise _fail(UnknownLesson(str(e)))
+    if not grade:
+        from grader.workspace import workspace_dir
+        grading = " (progress(grade=True) grades your saved workspace notebooks instead)"
+        print(f"What your checks recorded{grading if workspace_dir().is_dir() else ''}.\n")
+        print(format_progress(names, store.load()))
+        return
+    try:
+        print(workspace_progress(names))
+    except NoWorkspace as e:
+        print(e)

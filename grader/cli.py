@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from grader.workspace import update_command
         return update_command(args)
     if args.command == "progress":
-        from grader.progress import progress_command
+        from grader.progress_report import progress_command
         return progress_command(args)
 
     if args.command == "gradescope-autograder":

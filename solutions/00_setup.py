@@ -156,7 +156,14 @@ print("MPS available: ", torch.backends.mps.is_available())
 # before asking: the struggle is where the learning happens.
 #
 # **Progress.** Every check records its latest result on your machine (in `~/.torchdojo/`, or where
-# `TORCHDOJO_HOME` points). `progress()` lists every exercise of the course with its status.
+# `TORCHDOJO_HOME` points). `progress()` lists every exercise of the course with its status and what to do
+# next; `progress(grade=True)` instead grades the notebooks you saved, exactly as a class's grader would.
+#
+# **Your work is yours.** `bash dojo course` opens your own copies of the lessons, in the workspace folder
+# (`workspace/`, or where `TORCHDOJO_WORKSPACE` points). When the course is updated (`git pull`), the next
+# `bash dojo course`, or `python -m grader update`, brings the new lessons in and merges each updated lesson
+# into your copy: your answers and the cells you added or changed stay, the rest is replaced, and a backup of
+# the old notebook goes to `workspace/.backups/` first.
 
 # %%
 progress("00_setup")

@@ -452,3 +452,96 @@ def test_the_batch_grader_picks_the_learners_answers_in_the_merged_notebook(tmp_
     assert {n: a.source for n, a in after.items()} == {n: a.source for n, a in before.items()}
     assert {n: after[n].source for n in solution} == solution
     assert {a.found for a in after.values()} == {"id"}  # no longer picked by its definition: it is the answer cell
+
+
+# --- the whole course, for real: build, git pull, update ------------------------------------------------------------
+
+def course_command(repo, *args):
+    """`python -m grader ...` run with the grader of a clone of the course, its workspace the default one inside."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCHDOJO_WORKSPACE"}
+    env["PYTHONPATH"] = str(repo)
+    done = subprocess.run([sys.executable, "-m", "grader", *args], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def cut(text: str, start: str, end: str) -> str:
+    """`text` without the part from `start` up to (not including) `end`."""
+    i = text.index(start)
+    return text[:i] + text[text.index(end, i + len(start)):]
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the course as a git checkout")
+def test_building_and_pulling_a_real_course_update_never_touches_the_workspace(tmp_path):
+    upstream, learner = tmp_path / "upstream", tmp_path / "learner"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(upstream)], check=True)
+    git(upstream, "config", "user.email", "course@example.org")
+    git(upstream, "config", "user.name", "course")
+    subprocess.run(["git", "clone", "-q", str(upstream), str(learner)], check=True)
+    workspace = learner / "workspace"
+
+    assert "added 01_tensors" in course_command(learner, "update")
+    solved = {c.id: c.source for c in read(learner / "solutions" / "01_tensors.ipynb").cells}
+    mine = workspace / "01_tensors.ipynb"
+    nb = read(mine)
+    for name in ("broadcast_shape", "normalize"):
+        find(nb, f"{name}-answer").source = solved[f"{name}-answer"]
+    at = nb.cells.index(find(nb, "broadcast_shape-answer"))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell("print(broadcast_shape((2, 1), (3,)))  # my own try"))
+    write(mine, nb)
+    before = {p.name: p.read_bytes() for p in workspace.glob("*.ipynb")}
+
+    course_command(learner, "build")  # the build writes lessons/ and solutions/, never the workspace
+    assert {p.name: p.read_bytes() for p in workspace.glob("*.ipynb")} == before
+    assert git(learner, "status", "--porcelain") == "", "the workspace is git-ignored, the build reproducible"
+
+    # the course changes: a teaching cell edited, one removed, one added, a stub changed, an exercise removed, a
+    # lesson added and a lesson removed
+    src = upstream / "solutions" / "01_tensors.py"
+    text = src.read_text()
+    text = text.replace("everything else is built from", "everything else is built from (second edition)")
+    text = cut(text, "# %%\nv = torch.tensor([[3.0, 4.0],", "# %% [markdown]\n# ## Exercise: `normalize`")
+    text = cut(text, "# %% [markdown]\n# ## Exercise: `normalize`", "# %% [markdown]\n# ## Summary")
+    text = text.replace('"""Squared Euclidean distances between', '"""Squared L2 distances between')
+    text = text.replace("# %% [markdown]\n# ## Summary", "# %%\nprint('new in this edition')\n\n# %% [markdown]\n"
+                        "# ## Summary")
+    src.write_text(text)
+    (upstream / "solutions" / "08_extra.py").write_text("# %% [markdown]\n# # 08 · Extra\n\n# %%\nprint(8)\n")
+    for path in (upstream / "solutions").glob("07_training.*"):
+        path.unlink()
+    (upstream / "lessons" / "07_training.ipynb").unlink()
+    course_command(upstream, "build")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-qm", "a course update")
+
+    git(learner, "pull", "-q")
+    out = course_command(learner, "update")
+    assert "added 08_extra" in out and "07_training: no longer in the course" in out
+    assert "00_setup: up to date" in out
+    assert "01_tensors: updated" in out and "1 answer kept" in out and "1 answer of a removed exercise" in out
+    backups = list((workspace / ".backups").glob("01_tensors-*.ipynb"))
+    assert len(backups) == 1 and backups[0].read_bytes() == before["01_tensors.ipynb"]
+    assert (workspace / "07_training.ipynb").read_bytes() == before["07_training.ipynb"]  # the learner's work
+
+    nb, new = read(mine), read(learner / "lessons" / "01_tensors.ipynb")
+    sources = [c.source for c in nb.cells]
+    assert find(nb, "broadcast_shape-answer").source == solved["broadcast_shape-answer"]
+    at = nb.cells.index(find(nb, "broadcast_shape-answer"))
+    assert "my own try" in nb.cells[at + 1].source
+    kept = [c for c in nb.cells if solved["normalize-answer"] in c.source]
+    assert len(kept) == 1 and "no longer in this lesson" in kept[0].source and "nbgrader" not in kept[0].metadata
+    assert find(nb, "pairwise_sq_dists-answer").source == find(new, "pairwise_sq_dists-answer").source
+    assert "Squared L2 distances" in find(nb, "pairwise_sq_dists-answer").source
+    assert "print('new in this edition')" in sources and "(second edition)" in sources[0]
+    assert not any("v = torch.tensor([[3.0, 4.0]," in s for s in sources)
+    assert [c.id for c in new.cells] == [c.id for c in nb.cells if c.id in {n.id for n in new.cells}]
+
+    again = course_command(learner, "update")
+    assert "updated" not in again and "added" not in again
+    assert len(list((workspace / ".backups").glob("*.ipynb"))) == 1
+    assert git(learner, "status", "--porcelain") == ""
