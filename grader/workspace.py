@@ -23,7 +23,7 @@ import nbformat
 import nbformat.reader
 from nbformat.v4.nbbase import random_cell_id
 
-from grader.build import ROOT, cell_id
+from grader.build import ROOT, _checked_names, cell_id
 from grader.grading.outputs import atomic_write
 from grader.grading.submission import _grade_id, answer_cells
 
@@ -72,31 +72,63 @@ def _adopt(course, old, source: str | None = None):
 
 
 def _untag(cell):
-    """A learner's cell never carries a grading tag: which cell is graded stays the course's answer cell."""
+    """A learner's cell never carries a grading tag or a lock: which cell is graded stays the course's answer cell."""
     cell = copy.deepcopy(cell)
-    cell.metadata.pop("nbgrader", None)
+    for key in COURSE_KEYS:
+        cell.metadata.pop(key, None)
     return cell
 
 
+def _record(new, lesson: str) -> dict:
+    """What the workspace copy remembers of the lesson it came from: its name, each answer stub's digest (an answer
+    still equal to it is untouched) and its cell ids (to recognise course cells saved without ids)."""
+    return {"lesson": lesson, "stubs": _stubs(new), "cells": [c.id for c in new.cells]}
+
+
+def _restore_ids(old, lesson: str, known: set[str]) -> None:
+    """Cells saved without ids (notebook format 4.4 and older, e.g. from Colab) get back their course id when their
+    text is a course cell's; any other cell gets a new random id and counts as the learner's."""
+    seen = Counter()
+    for cell in old.cells:
+        if cell.get("id"):
+            continue
+        base = cell_id(lesson, cell)
+        seen[base] += 1
+        candidate = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        cell.id = candidate if candidate in known else random_cell_id()
+
+
 def merge(old, new, lesson: str):
-    """The new lesson with the learner's cells of their notebook `old` kept in it, and counts of what happened."""
+    """The new lesson with the learner's cells of their notebook `old` kept in it, and what happened (counts, and
+    the names of the exercises concerned)."""
     course_id = re.compile(rf"({re.escape(lesson)}-[0-9a-f]{{10}})(?:-\d+)?")  # a teaching cell's id
     by_id = {c.id: c for c in new.cells}
     exercises = list(_stubs(new))
-    meta = old.metadata.get("torchdojo")
-    given = meta.get("stubs", {}) if isinstance(meta, dict) and isinstance(meta.get("stubs"), dict) else {}
+    record = old.metadata.get("torchdojo")
+    record = record if isinstance(record, dict) else {}
+    given = record.get("stubs") if isinstance(record.get("stubs"), dict) else {}
+    old = copy.deepcopy(old)
+    _restore_ids(old, lesson, set(by_id) | set(record.get("cells") or []))
 
     def untouched(source: str, name: str) -> bool:  # still the stub the learner was given (or the new one)
         return _digest(source) == given.get(name) or source == getattr(by_id.get(f"{name}-answer"), "source", None)
 
-    chosen = {}  # id(old cell) -> the exercise it answers
-    for name in exercises:
-        found, _ = answer_cells(old.cells, name)  # picked as the batch grader picks the graded cell
-        if found:
-            chosen[id(found[-1])] = name
-    merged = {c.id: copy.deepcopy(c) for c in new.cells}  # the new lesson, where the learner's cells replace some
-    after = defaultdict(list)  # id of a merged cell (None: the top) -> learner's cells that follow it, in order
-    anchor, counts, old_course = None, Counter(), set()
+    # The cell graded as each exercise's answer, picked as the batch grader picks it. A tagged cell belongs to its
+    # tag; an exercise found only by its definition inside another exercise's cell keeps it there, and its stub
+    # does not come back (it would be graded instead of the learner's code).
+    chosen, shared = {}, set()
+    for by_tag in (True, False):
+        for name in exercises:
+            found, how = answer_cells(old.cells, name)
+            if found and (how == "id") == by_tag:
+                if id(found[-1]) in chosen:
+                    shared.add(name)
+                else:
+                    chosen[id(found[-1])] = name
+
+    merged = {c.id: copy.deepcopy(c) for c in new.cells if c.id.removesuffix("-answer") not in shared}
+    items = []  # the old notebook, in order: ("course", merged id) | ("gone", None) | ("extra", learner's cell)
+    counts, names, old_course = Counter(), defaultdict(list), set()
     for cell in old.cells:
         tag = _answer_tag(cell)
         edited = (m := course_id.fullmatch(cell.id)) is not None and m.group(1) != cell_id(lesson, cell)
@@ -109,66 +141,110 @@ def merge(old, new, lesson: str):
                 source = cell.source.removeprefix(_removed_mark(name))  # an exercise that came back
                 merged[f"{name}-answer"] = _adopt(by_id[f"{name}-answer"], cell, source)
                 counts["answers"] += 1
-            anchor = f"{name}-answer"
+                if given.get(name) not in (None, _digest(by_id[f"{name}-answer"].source)):
+                    names["restated"].append(name)  # the course changed the stub of an answered exercise
+            items.append(("course", f"{name}-answer"))
         elif tag is not None and tag not in exercises and _digest(cell.source) == given.get(tag):
             old_course.add((cell.id, cell.source))  # the untouched stub of a removed exercise goes with it
+            items.append(("gone", None))
         elif tag is not None and tag not in exercises:
             cell = _untag(cell)
             if not cell.source.startswith(_removed_mark(tag)):
                 cell.source = _removed_mark(tag) + cell.source
-                counts["removed"] += 1
+                names["removed"].append(tag)
             else:
                 counts["own"] += 1
-            after[anchor].append(cell)
-        elif (cell.id.endswith("-check") and tag is None) or (m and not edited):  # the course's own cells
+            items.append(("extra", cell))
+        elif cell.id.endswith("-check") and tag is None:  # a check cell: always the course's
+            old_course.add((cell.id, cell.source))
+            course = by_id.get(cell.id)
+            if course is not None:
+                merged[cell.id] = _adopt(course, cell)
+                items.append(("course", cell.id))
+            if cell.source.strip() != getattr(course, "source", "").strip() and not _checked_names(cell.source):
+                items.append(("extra", _untag(cell)))  # the learner unlocked it and wrote in it: theirs
+                counts["check edited"] += 1
+            elif course is None:
+                items.append(("gone", None))
+        elif m and not edited:  # a teaching cell as the course wrote it
             old_course.add((cell.id, cell.source))
             if cell.id in by_id:
                 merged[cell.id] = _adopt(by_id[cell.id], cell)
-                anchor = cell.id
+            items.append(("course", cell.id) if cell.id in by_id else ("gone", None))
         elif edited and cell.id in by_id:  # a teaching cell the learner edited, and the course did not: theirs
             merged[cell.id] = copy.deepcopy(cell)
             counts["edited"] += 1
-            anchor = cell.id
+            items.append(("course", cell.id))
         else:  # a cell the learner added, a copy of an answer, or an edited teaching cell the course changed
-            after[anchor].append(_untag(cell))
+            items.append(("extra", _untag(cell)))
             counts["edited" if edited else "own"] += 1
 
-    course = [merged[c.id] for c in new.cells]
+    # The learner's cells go after the course cell they followed; where that one is gone (changed or removed),
+    # before the next course cell that is still there, so a note stays in its section.
+    after, before = defaultdict(list), defaultdict(list)
+    last = None  # the latest course cell still there
+    i = 0
+    while i < len(items):
+        if items[i][0] != "extra":
+            last = items[i][1] if items[i][0] == "course" else last
+            i += 1
+            continue
+        j = i
+        while j < len(items) and items[j][0] == "extra":
+            j += 1
+        run = [cell for _, cell in items[i:j]]
+        follows_gone = i > 0 and items[i - 1][0] == "gone"
+        following = next((key for kind, key in items[j:] if kind == "course"), None)
+        if follows_gone and following is not None:
+            before[following] += run
+        else:
+            after[last] += run
+        i = j
+
+    course = [merged[c.id] for c in new.cells if c.id in merged]
     taken = {c.id for c in course}
-    for cells in after.values():
-        for cell in cells:  # a learner's cell never takes an id the course uses (a copy of an answer cell, say)
-            base, n = cell.id[:50], 1
-            while cell.id in taken:
-                cell.id, n = f"{base}-copy" + (f"-{n}" if n > 1 else ""), n + 1
-            taken.add(cell.id)
+    for cell in [c for cells in (*after.values(), *before.values()) for c in cells]:
+        base, n = cell.id[:50], 1  # a learner's cell never takes an id the course uses (a copy of an answer cell)
+        while cell.id in taken:
+            cell.id, n = f"{base}-copy" + (f"-{n}" if n > 1 else ""), n + 1
+        taken.add(cell.id)
     out = copy.deepcopy(new)
-    out.cells = after[None] + [cell for c in course for cell in [c, *after[c.id]]]
+    out.cells = after[None] + [cell for c in course for cell in [*before[c.id], c, *after[c.id]]]
     out.metadata = copy.deepcopy(old.metadata)
-    out.metadata["torchdojo"] = {"stubs": _stubs(new)}
+    out.metadata["torchdojo"] = _record(new, lesson)
     new_course = {(c.id, c.source) for c in course if c.source == by_id[c.id].source}
     counts["course new"] = len(new_course - old_course)
     counts["course removed"] = len({i for i, _ in old_course} - taken)
-    return out, counts
+    return out, counts, names
 
 
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _summary(counts: Counter) -> str:
-    parts = [(counts["answers"], "answer kept", "answers kept"),
-             (counts["own"], "of your own cells kept", "of your own cells kept"),
-             (counts["edited"], "course cell you edited kept", "course cells you edited kept"),
-             (counts["removed"], "answer of a removed exercise kept (marked)",
-              "answers of removed exercises kept (marked)"),
-             (counts["course new"], "course cell new or changed", "course cells new or changed"),
-             (counts["course removed"], "course cell removed", "course cells removed")]
-    return ", ".join(_plural(n, one, many) for n, one, many in parts if n)
+def _summary(counts: Counter, names: dict[str, list[str]]) -> str:
+    parts = [_plural(n, one, many) for n, one, many in [
+        (counts["answers"], "answer kept", "answers kept"),
+        (counts["own"], "of your own cells kept", "of your own cells kept"),
+        (counts["edited"], "course cell you edited kept", "course cells you edited kept"),
+        (counts["check edited"], "check cell you wrote in kept below the course's",
+         "check cells you wrote in kept below the course's"),
+        (counts["course new"], "course cell new or changed", "course cells new or changed"),
+        (counts["course removed"], "course cell removed", "course cells removed")] if n]
+    parts = [", ".join(parts)] if parts else []
+    if names["removed"]:
+        parts.append(f"your answer to {', '.join(names['removed'])} kept and marked: the exercise is no longer "
+                     "in this lesson")
+    if names["restated"]:
+        parts.append(f"the task of {', '.join(names['restated'])} changed: read it again and compare your answer")
+    return "; ".join(parts)
 
 
 def _read(path: Path):
     """The workspace notebook's bytes and contents; ValueError saying why it cannot be merged."""
     data = path.read_bytes()
+    if not data.strip():
+        raise ValueError("the file is empty")
     if re.search(rb"^(<<<<<<<|>>>>>>>) ", data, re.MULTILINE):
         raise ValueError("it has git merge-conflict markers, <<<<<<< and >>>>>>>")
     try:
@@ -186,10 +262,14 @@ def _read(path: Path):
         nb = nbformat.reader.reads(text)
         nbformat.validate(nb)
     except nbformat.ValidationError as e:
-        raise ValueError(f"it is not a valid notebook: {e.message}") from None
-    for cell in nb.cells:  # format 4.4 and older has no cell ids: such cells count as the learner's
-        cell.setdefault("id", random_cell_id())
+        raise ValueError(f"it is not a valid notebook: {_short(e.message)}") from None
     return data, nb
+
+
+def _short(message: str) -> str:
+    """A validation message's first line, cut short (it can quote a whole cell)."""
+    line = (message.splitlines() or [""])[0]
+    return line if len(line) <= 160 else line[:157] + "..."
 
 
 def _backup(data: bytes, path: Path, workspace: Path) -> Path:
@@ -214,12 +294,14 @@ def _same(a, b) -> bool:
     return key(a) == key(b)
 
 
-def _from_course(path: Path) -> bool:
-    """Whether a workspace notebook was once a lesson copied in by an update (the learner's own ones were not)."""
+def _former_lesson(path: Path) -> bool:
+    """Whether a workspace notebook is the copy of a lesson, under that lesson's name (not the learner's own
+    notebook, nor a copy they renamed)."""
     try:
-        return "torchdojo" in json.loads(path.read_bytes()).get("metadata", {})
+        record = json.loads(path.read_bytes()).get("metadata", {}).get("torchdojo")
     except (OSError, ValueError, AttributeError):
         return False
+    return isinstance(record, dict) and record.get("lesson", path.stem) == path.stem
 
 
 def _update(workspace: Path, lessons_dir: Path) -> list[tuple[str, bool]]:
@@ -232,7 +314,7 @@ def _update(workspace: Path, lessons_dir: Path) -> list[tuple[str, bool]]:
     for src in sources:
         new, path, lesson = nbformat.read(src, as_version=4), workspace / src.name, src.stem
         if not path.exists():
-            new.metadata["torchdojo"] = {"stubs": _stubs(new)}
+            new.metadata["torchdojo"] = _record(new, lesson)
             atomic_write(path, nbformat.writes(new) + "\n")
             lines.append((f"added {lesson}", True))
             continue
@@ -242,7 +324,7 @@ def _update(workspace: Path, lessons_dir: Path) -> list[tuple[str, bool]]:
             lines.append((f"{path.name} could not be read ({e}): left as it was — fix it, or rename it and "
                           f"{AGAIN} for a fresh copy", False))
             continue
-        merged, counts = merge(old, new, lesson)
+        merged, counts, names = merge(old, new, lesson)
         try:
             nbformat.validate(merged)
         except nbformat.ValidationError as e:  # a cell of the learner's that the new lesson's format rejects
@@ -252,13 +334,18 @@ def _update(workspace: Path, lessons_dir: Path) -> list[tuple[str, bool]]:
         if _same(old, merged):
             lines.append((f"{lesson}: up to date", True))
             continue
-        backup = _backup(data, path, workspace)
-        atomic_write(path, nbformat.writes(merged) + "\n")
-        done = _summary(counts)
+        try:
+            backup = _backup(data, path, workspace)
+            atomic_write(path, nbformat.writes(merged) + "\n")
+        except OSError as e:  # the backup comes first: without one the notebook is not written
+            lines.append((f"{path.name} could not be updated ({e.strerror}: {e.filename}): left as it was — make "
+                          f"room or fix the permissions, then {AGAIN}", False))
+            continue
+        done = _summary(counts, names)
         lines.append((f"{lesson}: updated{' — ' + done if done else ''}; backup: "
                       f"{backup.relative_to(workspace)}", True))
     for path in sorted(workspace.glob("*.ipynb")):
-        if not (lessons_dir / path.name).exists() and _from_course(path):
+        if not (lessons_dir / path.name).exists() and _former_lesson(path):
             lines.append((f"{path.stem}: no longer in the course — your notebook is left as it is", True))
     return lines
 
@@ -276,6 +363,10 @@ def update_command(args) -> int:
         lines = _update(workspace, ROOT / "lessons")
     except FileNotFoundError as e:
         print(f"python -m grader update: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the workspace cannot be made (TORCHDOJO_WORKSPACE names a file, no permission)
+        print(f"python -m grader update: the workspace {workspace} cannot be used ({e.strerror}) — point "
+              "TORCHDOJO_WORKSPACE at a folder you can write to", file=sys.stderr)
         return 1
     for line, _ in lines:
         print(line)
