@@ -86,16 +86,23 @@ def _record(new, lesson: str) -> dict:
 
 
 def _restore_ids(old, lesson: str, known: set[str]) -> None:
-    """Cells saved without ids (notebook format 4.4 and older, e.g. from Colab) get back their course id when their
-    text is a course cell's; any other cell gets a new random id and counts as the learner's."""
+    """Cells that lost their course id get it back: saved without ids (notebook format 4.4 and older, e.g. from
+    Colab), or given random ones when an editor upgraded the format. An answer or check cell gets it from its
+    nbgrader grade_id, a teaching cell when its text is a course cell's; only ids no other cell has are given
+    (a pasted copy stays the learner's). A cell without an id otherwise gets a random one: it is the learner's."""
+    used = {c.get("id") for c in old.cells}
     seen = Counter()
     for cell in old.cells:
-        if cell.get("id"):
-            continue
         base = cell_id(lesson, cell)
         seen[base] += 1
-        candidate = base if seen[base] == 1 else f"{base}-{seen[base]}"
-        cell.id = candidate if candidate in known else random_cell_id()
+        if cell.get("id") in known or (cell.get("id") or "").endswith(("-answer", "-check")):
+            continue
+        candidate = _grade_id(cell) or (base if seen[base] == 1 else f"{base}-{seen[base]}")
+        if candidate not in used and (candidate in known or candidate == _grade_id(cell)):
+            used.add(candidate)
+            cell.id = candidate
+        elif not cell.get("id"):
+            cell.id = random_cell_id()
 
 
 def merge(old, new, lesson: str):
@@ -290,7 +297,7 @@ def _backup(data: bytes, path: Path, workspace: Path) -> Path:
 
 
 def _same(a, b) -> bool:
-    key = lambda nb: (nb.metadata, [(c.id, c.cell_type, c.source, c.metadata) for c in nb.cells])  # noqa: E731
+    key = lambda nb: (nb.metadata, [(c.get("id"), c.cell_type, c.source, c.metadata) for c in nb.cells])  # noqa: E731
     return key(a) == key(b)
 
 

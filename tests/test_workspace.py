@@ -460,6 +460,63 @@ def test_the_batch_grader_picks_the_learners_answers_in_the_merged_notebook(tmp_
     assert {a.found for a in after.values()} == {"id"}  # no longer picked by its definition: it is the answer cell
 
 
+
+def test_a_notebook_saved_without_cell_ids_is_recognised_not_duplicated(tmp_path):
+    old = created(tmp_path, V1)
+    find(old, "f-answer").source = "def f(x):\n    return x"
+    old.cells.insert(ids(old).index("f-answer") + 1, learner_cell("print('mine')", "mine1"))
+    data = json.loads(nbformat.writes(old))
+    data["nbformat_minor"] = 4  # as Colab and older editors save it: no cell ids at all
+    for cell in data["cells"]:
+        del cell["id"]
+    (tmp_path / "ws" / "01_x.ipynb").write_text(json.dumps(data))
+    lines = update(tmp_path / "ws", tmp_path / "v1")  # the course did not change
+    after = read(tmp_path / "ws" / "01_x.ipynb")
+    assert lines[0].startswith("01_x: updated — 1 answer kept, 1 of your own cells kept;"), lines  # ids given back
+    assert len(after.cells) == len(V1.cells) + 1 and find(after, "f-answer").source == "def f(x):\n    return x"
+    assert [c.source for c in after.cells if c.id not in ids(V1)] == ["print('mine')"]
+    changed = lesson("01_x", *V1_CELLS[:-1], ("md", "## The end, revised"))
+    data["cells"] = [c for c in data["cells"] if "".join(c["source"]) != "print('mine')"]  # now a course change
+    (tmp_path / "ws" / "01_x.ipynb").write_text(json.dumps(data))
+    lines, after = merged_with(tmp_path, nbformat.reads(json.dumps(data), as_version=4), changed)
+    assert ids(after) == ids(changed) and "1 course cell new or changed, 1 course cell removed" in lines[0]
+
+
+def test_an_exercise_answered_inside_another_exercises_cell_stays_answered(tmp_path):
+    old = created(tmp_path, V1)
+    find(old, "f-answer").source = "def f(x):\n    return x\n\ndef g(x):\n    return -x"
+    old.cells = [c for c in old.cells if c.id != "g-answer"]  # g's stub deleted: g is graded from f's cell
+    lines, after = merged_with(tmp_path, old, V1)
+    assert "g-answer" not in ids(after), "a stub put back would be graded instead of the learner's g"
+    assert find(after, "f-answer").source.endswith("return -x")
+    assert update(tmp_path / "ws", tmp_path / "lessons") == ["01_x: up to date"]
+
+
+def test_a_note_after_a_changed_cell_stays_in_its_section(tmp_path):
+    old = created(tmp_path, V1)
+    part2 = next(c.id for c in old.cells if c.source == "## Part 2")
+    old.cells.insert(ids(old).index(part2) + 1, learner_cell("# my note on part 2", "note1"))
+    changed = lesson("01_x", *[("md", "## Part 2, revised") if c == ("md", "## Part 2") else c for c in V1_CELLS])
+    _, after = merged_with(tmp_path, old, changed)
+    sources = [c.source for c in after.cells]
+    assert sources.index("# my note on part 2") == sources.index("## Part 2, revised") + 1
+
+
+def test_an_unusable_workspace_or_backup_folder_is_a_message_not_a_traceback(tmp_path):
+    old = created(tmp_path, V1)
+    (tmp_path / "ws" / ".backups").write_text("a file where the backups go")
+    before = files(tmp_path / "ws")
+    changed = lesson("01_x", *V1_CELLS, ("md", "new"))
+    write(tmp_path / "lessons" / "01_x.ipynb", changed)
+    [line] = update(tmp_path / "ws", tmp_path / "lessons")
+    assert line.startswith("01_x.ipynb could not be updated (") and "left as it was" in line
+    assert files(tmp_path / "ws") == before
+    env = dict(os.environ, TORCHDOJO_WORKSPACE=str(tmp_path / "ws" / "01_x.ipynb"))  # a file, not a folder
+    done = subprocess.run([sys.executable, "-m", "grader", "update"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "point TORCHDOJO_WORKSPACE at a folder you can write to" in done.stderr
+
 # --- the whole course, for real: build, git pull, update ------------------------------------------------------------
 
 def course_command(repo, *args):
