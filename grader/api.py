@@ -67,7 +67,8 @@ def _lookup(name: str, call: str, own: bool = False) -> Exercise:
         raise _fail(WrongObject(f"a lambda has no exercise name: say which exercise it is, e.g. "
                                 f"{call}(f, name='softmax')"))
     if not close:
-        guess = "progress() lists every exercise"
+        guess = (f"if it is your answer to an exercise, say which: {call}({name}, name='...'); progress() lists every "
+                 "exercise" if own else "progress() lists every exercise")
     elif own:
         guess = (f"did you mean {close[0]}? Rename your {name} to {close[0]} (and run its cell again), or say which "
                  f"exercise it is: {call}({name}, name='{close[0]}')")
@@ -85,6 +86,9 @@ def _is_function_or_class(obj) -> bool:
 def _exercise(obj, name: str | None, call: str) -> Exercise:
     """The exercise that `call`(obj, name) is about, or a one-line error on a misuse, raised before anything
     runs or is recorded (so a misuse never turns a passed exercise into a failed one)."""
+    if isinstance(obj, str) and _is_function_or_class(name):
+        raise _fail(WrongObject(f"the arguments are the other way round: {call}({obj}), the function or class "
+                                "itself, is enough"))
     if name is not None and not isinstance(name, str):
         raise _fail(WrongObject(f"name= takes the exercise's name as a string, e.g. {call}(f, name='softmax')"))
     if isinstance(obj, str) and call == "hint" and name is None:
@@ -103,7 +107,14 @@ def _exercise(obj, name: str | None, call: str) -> Exercise:
                                     f"{call}({cls})"))
         raise _fail(WrongObject(f"{call}() takes the function or class itself, e.g. {call}({example}), not what "
                                 f"calling it returned ({call}({example}(...))) — it got a {cls}"))
-    own = getattr(obj, "__name__", None)
+    if (getattr(obj, "__module__", None) or "").split(".")[0] in ("torch", "torchvision"):
+        what = getattr(obj, "__qualname__", type(obj).__name__)
+        raise _fail(WrongObject(f"that is PyTorch's own {obj.__module__}.{what}, not your answer — run the "
+                                "exercise's cell that defines yours, then check it"))
+    own = getattr(obj, "__name__", None) or getattr(getattr(obj, "func", None), "__name__", None)  # a partial's too
+    owner, _, method = getattr(obj, "__qualname__", "").partition(".")
+    if own not in exercises() and owner in exercises() and method == own:
+        raise _fail(WrongObject(f"that is a method of {owner}: check the class itself, {call}({owner})"))
     if name is None:
         if not isinstance(own, str):
             raise _fail(WrongObject(f"this {type(obj).__name__} has no name: say which exercise it is, e.g. "
@@ -147,14 +158,15 @@ def hint(obj=None, name: str | None = None) -> None:
     store.update(exercise.name, hints_seen=k + 1)
 
 
-def progress(lesson: str | None = None, grade: bool = False) -> None:
-    """Print each exercise (of one lesson, or all) in notebook order with its status and points, and what to do
-    next: as the checks recorded them, or with grade=True as the grader grades the saved workspace notebooks."""
+def progress(*lessons: str, grade: bool = False) -> None:
+    """Print each exercise (of the lessons named, or all) in notebook order with its status and points, and what to
+    do next: as the checks recorded them, or with grade=True as the grader grades the saved workspace notebooks."""
     __tracebackhide__ = True
     try:
-        names = [known_lesson(str(lesson))] if lesson is not None else all_lessons()
+        asked = {known_lesson(str(name)) for name in lessons}
     except ValueError as e:
         raise _fail(UnknownLesson(str(e)))
+    names = [name for name in all_lessons() if name in asked or not asked]  # in course order
     if not grade:
         from grader.workspace import workspace_dir
         grading = " (progress(grade=True) grades your saved workspace notebooks instead)"

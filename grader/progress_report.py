@@ -90,12 +90,18 @@ def grade_workspace(names: list[str], folder: Path, say=print) -> tuple[dict[str
     exercises' entries, why a lesson could not be graded, and the grader's notes per lesson."""
     from grader.grading.batch import UsageError, grade
     from grader.grading.submission import Lesson
+    from grader.workspace import copies_of
     entries, problems, notes = {}, {}, {}
     for name in names:
         path = folder / f"{name}.ipynb"
         if not path.exists():
-            problems[name] = f"{path.name} is not in your workspace — {UPDATE}"
+            copies = copies_of(name, folder)
+            problems[name] = (f"{path.name} is not in your workspace, but {copies[0].name} holds your copy of it — "
+                              f"rename it back to {path.name} to have it graded" if copies else
+                              f"{path.name} is not in your workspace — {UPDATE}")
             continue
+        notes[name] = [f"{c.name} is your copy of this lesson under another name: only {path.name} is graded"
+                       for c in copies_of(name, folder)]
         lesson = Lesson.load(name)
         try:
             answers, status, why = lesson.answers(path.read_bytes())
@@ -119,7 +125,7 @@ def grade_workspace(names: list[str], folder: Path, say=print) -> tuple[dict[str
             problems[name] = _cannot_grade(path, record["status"], record["notes"][0])
             continue
         entries.update({ex["name"]: {"status": ex["status"], "problem": problem_of(ex)} for ex in record["exercises"]})
-        notes[name] = record["notes"]
+        notes[name] += record["notes"]
     return entries, problems, notes
 
 

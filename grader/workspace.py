@@ -304,11 +304,23 @@ def _same(a, b) -> bool:
 def _former_lesson(path: Path) -> bool:
     """Whether a workspace notebook is the copy of a lesson, under that lesson's name (not the learner's own
     notebook, nor a copy they renamed)."""
+    record = _record_of(path)
+    return bool(record) and record.get("lesson", path.stem) == path.stem
+
+
+def copies_of(lesson: str, workspace: Path) -> list[Path]:
+    """The workspace notebooks that hold the learner's copy of `lesson` under another name (renamed, duplicated)."""
+    return [path for path in sorted(workspace.glob("*.ipynb"))
+            if path.stem != lesson and _record_of(path).get("lesson") == lesson]
+
+
+def _record_of(path: Path) -> dict:
+    """The torchdojo record in a workspace notebook's metadata ({} when it has none or cannot be read)."""
     try:
         record = json.loads(path.read_bytes()).get("metadata", {}).get("torchdojo")
     except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(record, dict) and record.get("lesson", path.stem) == path.stem
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _update(workspace: Path, lessons_dir: Path) -> list[tuple[str, bool]]:
@@ -323,7 +335,9 @@ def _update(workspace: Path, lessons_dir: Path) -> list[tuple[str, bool]]:
         if not path.exists():
             new.metadata["torchdojo"] = _record(new, lesson)
             atomic_write(path, nbformat.writes(new) + "\n")
-            lines.append((f"added {lesson}", True))
+            copies = copies_of(lesson, workspace)
+            lines.append((f"added {lesson}" + (f" — your copy {copies[0].name} is left as it is, but only {path.name} "
+                                               "is graded: bring your answers over" if copies else ""), True))
             continue
         try:
             data, old = _read(path)

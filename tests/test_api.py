@@ -1,4 +1,6 @@
 """The check API used wrongly: one clear line that says what to do, nothing run, nothing recorded."""
+import functools
+
 import pytest
 import torch
 
@@ -27,6 +29,12 @@ def softmax(x):  # the right function passed under another exercise's name
     return x.softmax(-1)
 
 
+def timed(fn):  # a decorator written without functools.wraps: the function now calls itself "wrapper"
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
 MISUSES = [
     (lambda: check("pick_device"), TypeError, "takes the function or class itself, not its name: check(pick_device)"),
     (lambda: evaluate("pick_device"), TypeError, "not its name: evaluate(pick_device)"),
@@ -47,6 +55,16 @@ MISUSES = [
     (lambda: check(pick_devise, name="pick_devic"), KeyError, "did you mean pick_device? Pass name='pick_device'"),
     (lambda: check(pick_devise, name="typo"), KeyError, "no exercise called 'typo' — progress() lists every"),
     (lambda: hint("pick_devise"), KeyError, 'did you mean pick_device? hint("pick_device") shows its hints'),
+    (lambda: check(functools.partial(softmax), name="pick_device"), TypeError,
+     "softmax is the exercise softmax, not pick_device"),
+    (lambda: check(torch.nn.Linear), TypeError, "that is PyTorch's own torch.nn.modules.linear.Linear, not your "
+                                                "answer"),
+    (lambda: check(torch.nn.functional.softmax), TypeError, "PyTorch's own"),
+    (lambda: check("pick_device", pick_devise), TypeError, "the arguments are the other way round: check(pick_device)"),
+    (lambda: check(MLP.forward), TypeError, "that is a method of MLP: check the class itself, check(MLP)"),
+    (lambda: check(timed(pick_devise)), KeyError, "if it is your answer to an exercise, say which: check(wrapper, "
+                                                  "name='...')"),
+    (lambda: progress("00_setup", "4"), ValueError, "no lesson called '4'"),
     (lambda: progress("04"), ValueError, "no lesson called '04' — did you mean 04_losses? The lessons are: "
                                          "00_setup, 01_tensors,"),
 ]

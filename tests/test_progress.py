@@ -118,3 +118,21 @@ def test_the_progress_cell_grades_the_saved_workspace_on_request(capsys):
     assert f"Grades of the saved notebooks in {path.parent}" in out and "  ○ pick_device" in out
     assert f"Next: write pick_device — open {path}" in out
 
+
+
+def test_a_renamed_copy_of_a_lesson_is_pointed_out_and_several_lessons_can_be_asked_for(capsys):
+    from grader.workspace import update
+    folder = Path(os.environ["TORCHDOJO_WORKSPACE"])
+    update(folder)
+    (folder / "00_setup.ipynb").rename(folder / "00_setup-Copy1.ipynb")  # JupyterLab's "Duplicate", then a delete
+    progress("00_setup", "01_tensors", grade=True)
+    out = capsys.readouterr().out
+    assert "00_setup.ipynb is not in your workspace, but 00_setup-Copy1.ipynb holds your copy of it — rename it " \
+           "back to 00_setup.ipynb to have it graded" in out
+    assert "01_tensors · 0/" in out  # both lessons, in course order
+    lines = update(folder)
+    assert "added 00_setup — your copy 00_setup-Copy1.ipynb is left as it is, but only 00_setup.ipynb is graded" \
+        in lines[0] and not any("no longer in the course" in line for line in lines)
+    progress("00_setup", grade=True)
+    assert "00_setup-Copy1.ipynb is your copy of this lesson under another name: only 00_setup.ipynb is graded" \
+        in capsys.readouterr().out
