@@ -128,9 +128,6 @@ def sources() -> list[Path]:
     return sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
 
 
-COLAB_BEGIN, COLAB_END = "<!-- colab links: written by python -m grader build -->", "<!-- end of colab links -->"
-
-
 def colab_links(lesson_names: list[str], source: str = INSTALL_SOURCE) -> str:
     """The README's "Open in Colab" lines: one per lesson when the install source is a GitHub repository."""
     m = re.fullmatch(r"(?:\w+ @ )?git\+https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?(?:@([\w./-]+))?", source)
@@ -142,17 +139,36 @@ def colab_links(lesson_names: list[str], source: str = INSTALL_SOURCE) -> str:
                      f"{name}.ipynb)" for name in lesson_names)
 
 
+def course_contents(lesson_names: list[str]) -> str:
+    """The README's table of lessons: each lesson's title (its first heading), exercises and points, and totals."""
+    rows, known = [], exercises().values()
+    for name in lesson_names:
+        heading = (ROOT / "solutions" / f"{name}.py").read_text().split("\n# # ", 1)[1].split("\n", 1)[0]
+        mine = [ex for ex in known if ex.lesson == name]
+        rows.append(f"| `{name}` | {heading.split(' · ', 1)[-1]} | {len(mine)} | {sum(ex.points for ex in mine)} |")
+    mine = [ex for ex in known if ex.lesson in lesson_names]
+    return "\n".join(["| lesson | what it teaches | exercises | points |", "| --- | --- | --- | --- |", *rows,
+                      f"| **{len(lesson_names)} lessons** | | **{len(mine)}** | **{sum(ex.points for ex in mine)}** |"])
+
+
+README_BLOCKS = {"course contents": course_contents, "colab links": colab_links}  # name -> its text, from lessons
+
+
 def readme(text: str, lesson_names: list[str]) -> str:
-    """README.md with its block of Colab links brought up to date."""
-    head, _, rest = text.partition(COLAB_BEGIN)
-    _, _, tail = rest.partition(COLAB_END)
-    if not rest:
-        raise ValueError(f"README.md has no {COLAB_BEGIN} line")
-    return f"{head}{COLAB_BEGIN}\n{colab_links(lesson_names)}\n{COLAB_END}{tail}"
+    """README.md with its generated blocks (between `<!-- NAME: written by ... -->` and `<!-- end of NAME -->`)
+    brought up to date."""
+    for name, make in README_BLOCKS.items():
+        begin, end = f"<!-- {name}: written by python -m grader build -->", f"<!-- end of {name} -->"
+        head, _, rest = text.partition(begin)
+        _, found, tail = rest.partition(end)
+        if not found:
+            raise ValueError(f"README.md has no {begin} ... {end} block")
+        text = f"{head}{begin}\n{make(lesson_names)}\n{end}{tail}"
+    return text
 
 
 def build_all(check_only: bool = False) -> list[Path]:
-    """Write every generated notebook and the README's Colab links (or, with check_only, list what is out of
+    """Write every generated notebook and the README's generated blocks (or, with check_only, list what is out of
     date)."""
     stale = []
     generated = {path: text for src in sources() for path, text in build(src).items()}

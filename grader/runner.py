@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils._pytree import tree_leaves
 
-from grader.compare import Mismatch, expect_tensor
+from grader.compare import Mismatch, expect_tensor, shape_str
 from grader.devices import available_devices, to_device
 from grader.registry import Exercise
 from grader.report import CaseResult, Report
@@ -215,13 +215,21 @@ class Tester:
 
     def compare(self, name: str, fn, args: tuple, ref, *, kwargs: dict | None = None, atol: float = 1e-6,
                 rtol: float = 1e-5, grad: bool = False, wrt: tuple[int, ...] | None = None,
-                explain=None, device_check: bool = True) -> None:
+                explain=None, shape_mistakes=None, advise=None, names: tuple[str, ...] | None = None,
+                device_check: bool = True) -> None:
         """One case per device: fn(*args) must match ref(*args) exactly in type, shape, dtype and device,
         leave its inputs unchanged, and (grad=True) give the reference's gradients for every float tensor in
         args (or only in args[i] for i in `wrt`).
 
-        `explain(got, expected, args)` may return a more specific diagnosis of wrong values. The meta-device
-        rerun (~20 ms) can be left to a representative few of many similar cases with device_check=False.
+        The check's own diagnoses, all optional:
+        - `explain(got, expected, args)` may return a more specific diagnosis of wrong values;
+        - `shape_mistakes`, [(diagnosis, the shape that mistake gives)], names a wrong shape it recognises;
+        - `advise(message)` may return the check's reading of an error the learner's code raised (message:
+          'raised TypeError in f (line 3): ...', with the engine's own '→' line if it has one), added as a '→' line;
+        - `names` are what to call args[0], args[1], ... in messages ("you changed weight in place"), not
+          "input 1".
+        The meta-device rerun (~20 ms) can be left to a representative few of many similar cases with
+        device_check=False.
         """
         kwargs = kwargs or {}
         expected = ref(*args, **kwargs)
@@ -232,16 +240,27 @@ class Tester:
                 if device == "mps" and any(isinstance(x, torch.Tensor) and x.dtype == torch.float64
                                            for x in tree_leaves(args)):
                     raise Inconclusive("mps has no float64")
-                run = self.call(run_case, fn, to_device(args, device), to_device(kwargs, device),
-                                None if upstream is None else upstream.to(device), wrt)
+                try:
+                    run = self.call(run_case, fn, to_device(args, device), to_device(kwargs, device),
+                                    None if upstream is None else upstream.to(device), wrt)
+                except LearnerError as e:
+                    advice = _advise(advise, str(e))
+                    if advice:
+                        raise LearnerError(f"{e}\n→ {advice}") from None
+                    raise
                 if run["mutated"]:
-                    raise Mismatch(f"you changed input {run['mutated'][0]} in place — compute a new tensor "
-                                   "instead (x = x + 1, not x += 1 or x.add_(1)): the caller still needs its input")
+                    what = _input_name(args, names, run["mutated"][0], f"input {run['mutated'][0]}")
+                    raise Mismatch(f"you changed {what} in place — compute a new tensor instead (x = x + 1, not "
+                                   "x += 1 or x.add_(1)): the caller still needs its input")
                 got = run["out"]
                 try:
                     expect_tensor(got, expected, atol=atol, rtol=rtol, device=device)
                 except Mismatch as e:
-                    better = _explain(explain, got, expected, args)
+                    shape = _known_shape(shape_mistakes, got, expected, device)
+                    if shape:
+                        raise Mismatch(f"the result: expected shape {shape_str(expected.shape)}, got "
+                                       f"{shape_str(got.shape)} — {shape}") from None
+                    better = _explain(explain, got, expected, args, device)
                     if not better and run.get("dropped_dim") and isinstance(got, torch.Tensor) and expected.ndim \
                             and got.ndim >= expected.ndim and got.numel() > expected.numel():
                         better = _KEEPDIM  # (n,) against (n, 1) broadcast into (n, n) silently
@@ -251,9 +270,12 @@ class Tester:
                 if grad:
                     if run["grads"] is None:
                         raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), "
-                                       ".item() or a round trip through numpy cut the graph")
+                                       ".item() or a round trip through numpy or Python lists cut the graph: "
+                                       "build it from torch operations on the inputs")
                     for i, (g, r) in enumerate(zip(run["grads"], ref_grads)):
-                        _expect_grad(g, r, atol, rtol, device, wrt[i] if wrt and len(wrt) == len(ref_grads) else i)
+                        old = wrt[i] if wrt and len(wrt) == len(ref_grads) else i
+                        what = _input_name(args, names, i, f"input {old}", wrt, floats=True)
+                        _expect_grad(g, r, atol, rtol, device, what)
         if device_check and "cuda" not in self.devices:
             self.device_check(name, fn, args, kwargs)
 
@@ -345,10 +367,10 @@ def _expect_on_meta(result) -> None:
                            "on the CPU — create it with device=x.device (or use *_like / x.new_*)")
 
 
-def _expect_grad(got, expected, atol: float, rtol: float, device: str, index: int) -> None:
+def _expect_grad(got, expected, atol: float, rtol: float, device: str, what: str) -> None:
+    """The gradient of one input (`what` names it: 'input 1', 'weight') must match the reference's."""
     try:
-        expect_tensor(got, expected, atol=atol * 10, rtol=rtol * 10, device=device,
-                      what=f"the gradient of input {index}")
+        expect_tensor(got, expected, atol=atol * 10, rtol=rtol * 10, device=device, what=f"the gradient of {what}")
     except Mismatch as e:
         if isinstance(got, torch.Tensor) and not torch.isfinite(got).all() and torch.isfinite(expected).all():
             raise Mismatch(f"{e.message}\n→ the value is finite but the gradient is not — an operation whose "
@@ -356,16 +378,49 @@ def _expect_grad(got, expected, atol: float, rtol: float, device: str, index: in
                            "0), or an overflowing branch of torch.where (it back-propagates nan even where it is "
                            "not chosen): keep every intermediate finite (clamp before sqrt, exp(-|x|))",
                            e.detail) from None
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and "wrong values" in e.message:
+            raise Mismatch(f"{e.message}\n→ the values are right but not their gradient — compute the result with "
+                           "differentiable torch operations on the inputs (no in-place writes into a tensor made "
+                           "with torch.no_grad(), no .detach()) and let autograd do the rest", e.detail) from None
         raise
 
 
-def _explain(explain, got, expected, args) -> str | None:
-    """The check's own diagnosis of wrong values, when it has one and the result is comparable at all."""
-    if explain is None or not isinstance(got, torch.Tensor) or got.shape != expected.shape \
-            or got.dtype != expected.dtype:
+def _input_name(args: tuple, names, index: int, default: str, wrt=None, floats: bool = False) -> str:
+    """What to call the `index`-th tensor of args (with `floats`, the index-th float tensor of args[i] for i in
+    `wrt`, the tensors run_case differentiates): its argument's name in `names`, else `default`."""
+    if not names:
+        return default
+    owners = [i for i in (range(len(args)) if wrt is None else wrt) for x in tree_leaves(args[i])
+              if isinstance(x, torch.Tensor) and (x.dtype.is_floating_point or not floats)]
+    return names[owners[index]] if index < len(owners) and owners[index] < len(names) else default
+
+
+def _explain(explain, got, expected, args, device: str) -> str | None:
+    """The check's own diagnosis of wrong values, when it has one and the result is comparable at all (a plain
+    tensor on the inputs' device, of the expected shape and dtype)."""
+    if explain is None or type(got) is not torch.Tensor or got.device.type != torch.device(device).type \
+            or got.shape != expected.shape or got.dtype != expected.dtype:
         return None
     try:
         return explain(got.detach().cpu(), expected, args)
+    except Exception:
+        return None
+
+
+def _known_shape(shape_mistakes, got, expected, device: str) -> str | None:
+    """The diagnosis of the first (diagnosis, shape) of `shape_mistakes` whose shape is the wrong shape of `got`."""
+    if not shape_mistakes or type(got) is not torch.Tensor or got.device.type != torch.device(device).type \
+            or got.shape == expected.shape:
+        return None
+    return next((why for why, shape in shape_mistakes if tuple(shape) == tuple(got.shape)), None)
+
+
+def _advise(advise, message: str) -> str | None:
+    """The check's reading of an error the learner's code raised, when it has one."""
+    if advise is None:
+        return None
+    try:
+        return advise(message)
     except Exception:
         return None
 

@@ -28,6 +28,16 @@ _ALIASES = {"rmatmul": "matmul", "imatmul": "matmul"}
 MIXED_DEVICE_OK = {"to", "copy", "getitem", "setitem", "index_put", "get", "type_as", "new_tensor", "set",
                     "has_compatible_shallow_copy_type"}  # the last: Module.to() asking how to move a parameter
 
+# Packed-sequence ops take their lengths and batch_sizes as CPU int64 tensors beside tensors on the module's
+# device, on a GPU too: there CPU int64 tensors do not count as a device (everything else must share one).
+PACKED_OPS = {"pack_padded_sequence", "pad_packed_sequence", "rnn_tanh", "rnn_relu", "lstm", "gru"}
+
+
+def _counts_as_device(name: str, t: torch.Tensor) -> bool:
+    """False for CPU tensors that mix with any device: 0-dim ones (CUDA takes them as scalars) and the int64
+    lengths and batch_sizes of PACKED_OPS."""
+    return t.device.type != "cpu" or not (t.ndim == 0 or (name in PACKED_OPS and t.dtype == torch.int64))
+
 
 # Reductions that drop the reduced dimension unless keepdim=True (positional keepdim is their third argument).
 _REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "logsumexp", "norm", "std", "var", "prod", "median",
@@ -269,9 +279,8 @@ class Tracer(TorchFunctionMode):
             fill = torch.ones if name in _NUMBERS or getattr(func, "__name__", "") in _NUMBERS else torch.zeros
             return func(fill(args[0].shape, dtype=args[0].dtype), *args[1:], **kwargs)
         if self.watch_devices:
-            # 0-dim CPU tensors mix with any device (CUDA accepts them as scalars), so they do not count.
             devices = {t.device.type for t in tree_leaves((args, kwargs))
-                       if isinstance(t, torch.Tensor) and not (t.device.type == "cpu" and t.ndim == 0)}
+                       if isinstance(t, torch.Tensor) and _counts_as_device(name, t)}
             if len(devices) > 1 and name in _FILLS and args[0].device.type == "cpu":
                 # Filling a CPU tensor from the input's device works on a GPU too, but meta tensors hold no
                 # data to copy: skip the copy, so that where the CPU tensor ends up can still be seen.

@@ -436,3 +436,88 @@ def test_values_read_out_of_a_meta_tensor_get_stand_ins_so_the_device_check_goes
         assert_rejects(weight_on_the_cpu, "demo_weighted", "combines a CPU tensor")
     finally:
         del _EXERCISES["demo_weighted"]
+
+
+def packed_on(fn, kind: str, padded, lengths, device: str):
+    """Driver: a recurrent module on `device`; a padded batch as it comes (on the CPU) and CPU lengths; fn moves
+    the batch, packs it and runs the module."""
+    with untraced():
+        torch.manual_seed(0)
+        module = {"RNN": torch.nn.RNN, "GRU": torch.nn.GRU, "LSTM": torch.nn.LSTM}[kind.split()[0]]
+        extra = {"nonlinearity": "relu"} if kind == "RNN relu" else {}
+        rnn = module(3, 4, num_layers=2, batch_first=True, **extra).to(device)
+    return fn(rnn, padded, lengths, torch.device(device))
+
+
+@pytest.mark.parametrize("kind, op", [("RNN", "rnn_tanh"), ("RNN relu", "rnn_relu"), ("GRU", "gru"),
+                                      ("LSTM", "lstm")])
+def test_packed_sequences_take_cpu_lengths_beside_the_modules_device(kind, op):
+    """pack_padded_sequence, pad_packed_sequence and the recurrent ops on packed input take CPU int64 lengths and
+    batch_sizes beside tensors on the module's device (a GPU too): the meta rerun lets those through, and still
+    catches a padded batch left on the CPU."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    @exercise("99_demo", points=1, difficulty=1, minutes=1, hints=["h"])
+    def demo_packed(t, fn):
+        t.device_check(f"nn.{kind} on the device, a padded batch and lengths on the CPU", packed_on,
+                       (fn, kind, t.randn(3, 5, 3, dtype=torch.float32), torch.tensor([2, 5, 1]), "meta"),
+                       move_inputs=False)
+
+    def right(rnn, padded, lengths, device):
+        packed = pack_padded_sequence(padded.to(device), lengths, batch_first=True, enforce_sorted=False)
+        out, state = rnn(packed)
+        out, out_lengths = pad_packed_sequence(out, batch_first=True)  # (B, T, H); the lengths come back on the CPU
+        h = state[0] if isinstance(state, tuple) else state
+        return h[-1] + out[torch.arange(len(out_lengths), device=device), out_lengths.to(device) - 1]
+
+    def padded_left_on_the_cpu(rnn, padded, lengths, device):
+        _, state = rnn(pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False))
+        return (state[0] if isinstance(state, tuple) else state)[-1]
+
+    try:
+        report = evaluate(right, name="demo_packed")
+        assert report.passed and not any(c.skipped for c in report.cases), report.text()
+        assert_rejects(padded_left_on_the_cpu, "demo_packed", f"`{op}` combines a CPU tensor")
+    finally:
+        del _EXERCISES["demo_packed"]
+
+
+class _HalfGradient(torch.autograd.Function):
+    """The identity, with half the gradient: right values, a wrong gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / 2
+
+
+def test_compare_takes_the_checks_own_readings_of_shapes_errors_and_argument_names():
+    @exercise("99_demo", points=1, difficulty=1, minutes=1, hints=["h"])
+    def demo_matmul(t, fn):
+        x, w = t.randn(4, 3), t.randn(3, 2)
+        t.compare("x (4, 3), w (3, 2)", fn, (x, w), torch.matmul, grad=True, names=("x", "w"),
+                  shape_mistakes=[("w.T @ x.T is the transpose — x comes first", (2, 4))],
+                  advise=lambda message: "pass the tensors themselves" if "'tuple'" in message else None)
+
+    def with_shapes(x, w):
+        return x @ tuple(w.shape)
+
+    def in_place(x, w):
+        with torch.no_grad():
+            w.add_(0.5)
+        return x @ (w - 0.5)
+
+    try:
+        assert evaluate(lambda x, w: (x[:, :, None] * w[None]).sum(1), name="demo_matmul").passed
+        assert_rejects(lambda x, w: w.T @ x.T, "demo_matmul", "got (2, 4) — w.T @ x.T is the transpose")
+        assert_rejects(with_shapes, "demo_matmul", "raised TypeError", "\n→ pass the tensors themselves")
+        assert_rejects(in_place, "demo_matmul", "you changed w in place")
+        assert_rejects(lambda x, w: x @ _HalfGradient.apply(w), "demo_matmul", "the gradient of w: wrong values",
+                       "the values are right but not their gradient")
+        report = evaluate(lambda x, w: (x @ w).T.contiguous()[:1], name="demo_matmul")  # a shape it does not know
+        assert not report.passed and "transpose" not in report.text()
+    finally:
+        del _EXERCISES["demo_matmul"]
