@@ -48,7 +48,10 @@ def expect_tensor(got, exp: torch.Tensor, *, atol: float = 1e-6, rtol: float = 1
     if not isinstance(got, torch.Tensor):
         hint = " — did you return a Python number, or forget a `return`?" if got is None or isinstance(
             got, (int, float)) else ""
-        raise Mismatch(f"{what} should be a torch.Tensor, got {type(got).__name__}{hint}")
+        name = type(got).__name__
+        if type(got).__module__ == "torch.return_types":  # x.max(dim) and friends return (values, indices)
+            name, hint = f"torch.return_types.{name}", f" — take its .values ({name}(...).values)"
+        raise Mismatch(f"{what} should be a torch.Tensor, got {name}{hint}")
     if type(got) is not torch.Tensor:
         raise Mismatch(f"{what} should be a plain torch.Tensor, got the subclass {type(got).__name__}"
                        " — return a tensor computed with torch operations (e.g. .detach() a Parameter)")

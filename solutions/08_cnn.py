@@ -1099,7 +1099,8 @@ print(vgg.classifier[6])
 #
 # Write `resnet18_for(num_classes)` that returns a torchvision ResNet-18 built with `weights=None` whose `fc` is
 # an `nn.Linear(512, num_classes)` (with a bias), everything else as torchvision builds it, and every parameter
-# trainable. The model stays on the CPU, in float32.
+# trainable. Build a new model on every call and return it on the CPU, float32, training mode (as torchvision
+# builds it: no `.to(...)`, `.double()`, `.half()` or `.eval()`).
 
 # %%
 def resnet18_for(num_classes: int) -> nn.Module:

@@ -521,3 +521,9 @@ def test_compare_takes_the_checks_own_readings_of_shapes_errors_and_argument_nam
         assert not report.passed and "transpose" not in report.text()
     finally:
         del _EXERCISES["demo_matmul"]
+
+
+def test_a_values_and_indices_pair_is_told_to_take_its_values():
+    from grader.compare import Mismatch, expect_tensor
+    with pytest.raises(Mismatch, match=r"got torch.return_types.max — take its .values \(max\(...\).values\)"):
+        expect_tensor(torch.ones(2, 3).max(1), torch.ones(2))

@@ -222,6 +222,25 @@ def conv_module(x, weight, bias=None, stride=1, padding=0):
     return torch.func.functional_call(layer, {"weight": weight, **({"bias": bias} if bias is not None else {})}, x)
 
 
+def conv_as_strided_shape_strides(x, weight, bias=None, stride=1, padding=0):
+    """as_strided with strides computed from the shape: right only for a contiguous x."""
+    (sh, sw), (ph, pw) = pair(stride), pair(padding)
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph))
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    windows = x.as_strided((n, c, oh, ow, kh, kw), (c * h * w, h * w, w * sh, sw, w, 1))
+    out = torch.einsum("ncijkl,ockl->noij", windows, weight)
+    return out if bias is None else out + bias[:, None, None]
+
+
+def conv_subsample_late(x, weight, bias=None, stride=1, padding=0):
+    """The stride-1 result, then every s-th row and column from s - 1."""
+    (sh, sw) = pair(stride)
+    return conv_unfold(x, weight, bias, 1, padding)[..., sh - 1::sh, sw - 1::sw]
+
+
 @pytest.mark.parametrize("right", [conv_unfold, conv_strided, conv_shifted_sums])
 def test_conv2d_passes(right):
     assert_passes(right, "conv2d")
@@ -229,6 +248,8 @@ def test_conv2d_passes(right):
 
 @pytest.mark.parametrize("wrong, fragments", [
     (conv_flipped, ("kernel is flipped", "cross-correlation")),
+    (conv_subsample_late, ("subsampled from index s - 1", "starts at 0")),
+    (conv_as_strided_shape_strides, ("transposed view", "assumes a contiguous tensor", "x.stride()")),
     (conv_width_from_height, ("output width computed from the height",)),
     (conv_one_side, ("padding applied on one side only",)),
     (conv_pad_one_corner, ("padding applied on one side only", "top and at the bottom")),
@@ -301,6 +322,14 @@ def pool_module(x, kernel_size, stride=None):
     return nn.MaxPool2d(kernel_size, stride)(x)
 
 
+def pool_as_strided_shape_strides(x, kernel_size, stride=None):
+    (kh, kw) = pair(kernel_size)
+    sh, sw = pair(kernel_size if stride is None else stride)
+    n, c, h, w = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    return x.as_strided((n, c, oh, ow, kh, kw), (c * h * w, h * w, w * sh, sw, w, 1)).amax(dim=(-2, -1))
+
+
 @pytest.mark.parametrize("right", [pool_unfold, pool_offsets])
 def test_max_pool2d_passes(right):
     assert_passes(right, "max_pool2d")
@@ -308,6 +337,7 @@ def test_max_pool2d_passes(right):
 
 @pytest.mark.parametrize("wrong, fragments", [
     (pool_stride_one, ("stride defaulted to 1 instead of the kernel size",)),
+    (pool_as_strided_shape_strides, ("transposed view", "assumes a contiguous tensor", "x.contiguous()")),
     (pool_zero_start, ("started at 0",)),
     (pool_average, ("average",)),
     (pool_width_from_height, ("output width computed from the height",)),
@@ -485,6 +515,23 @@ class BNFunctional(BNOK):
                             self.momentum, self.eps)
 
 
+class BNSquaresMinusSquare(BNOK):
+    """var = E[x²] - E[x]²: right in exact arithmetic, not in float32 with large means."""
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        mean = x.mean(dim=(0, 2, 3))
+        var = (x * x).mean(dim=(0, 2, 3)) - mean * mean
+        n = x.numel() // x.shape[1]
+        with torch.no_grad():
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * n / (n - 1))
+            self.num_batches_tracked += 1
+        c = (1, -1, 1, 1)
+        return (x - mean.view(c)) / (var.view(c) + self.eps).sqrt() * self.weight.view(c) + self.bias.view(c)
+
+
 @pytest.mark.parametrize("right", [BNOK, BNOther])
 def test_batchnorm2d_passes(right):
     assert_passes(right, "BatchNorm2d")
@@ -492,6 +539,7 @@ def test_batchnorm2d_passes(right):
 
 @pytest.mark.parametrize("wrong, fragments", [
     (BNBiasedRunningVar, ("running_var updated with the biased variance",)),
+    (BNSquaresMinusSquare, ("means near 1000", "catastrophic cancellation", "x - mean")),
     (BNEvalBatchStats, ("eval mode normalised with the batch's own statistics",)),
     (BNGraphInBuffers, ("holds a graph", "torch.no_grad()")),
     (BNMomentumSwapped, ("momentum weighted the old",)),
@@ -607,12 +655,36 @@ class CNNSelfTraining(CNNOK):
         return super().forward(x)
 
 
+class CNNSoftmax(CNNOK):
+    def forward(self, x):
+        return super().forward(x).softmax(dim=1)
+
+
+class CNNSwitchAfterTraining(CNNOK):
+    """Counts training forwards in a plain attribute; afterwards eval mode answers from a lookup (here: the
+    untrained-looking output scaled), not from the weights alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.steps += 1
+        elif self.steps > 100:
+            out = out * 2 + 1
+        return out
+
+
 def test_digits_cnn_passes():
     assert_passes(CNNOK, "DigitsCNN")
 
 
 @pytest.mark.parametrize("wrong, fragments", [
     (CNNMLP, ("no nn.Conv2d",)),
+    (CNNSoftmax, ("probabilities", "softmax in forward", "logits")),
+    (CNNSwitchAfterTraining, ("trained model's state_dict", "parameters and buffers")),
     (CNNPretrained, ("already trained when it is made", "do not load weights")),
     (CNNConvUnused, ("forward never calls them",)),
     (CNNLinear, ("no nonlinearity", "nn.ReLU()")),
@@ -682,6 +754,47 @@ def resnet_classifier(num_classes):
     return model
 
 
+def resnet_meta(num_classes):
+    with torch.device("meta"):
+        return resnet_replace(num_classes)
+
+
+def resnet_double(num_classes):
+    return resnet_replace(num_classes).double()
+
+
+def resnet_half(num_classes):
+    return resnet_replace(num_classes).half()
+
+
+def resnet_eval(num_classes):
+    return resnet_replace(num_classes).eval()
+
+
+_SHARED = {}
+
+
+def resnet_cached(num_classes):
+    model = _SHARED.setdefault("model", resnet_replace(num_classes))
+    model.fc = nn.Linear(512, num_classes)
+    return model
+
+
+def resnet_shared_backbone(num_classes):
+    import copy
+    base = _SHARED.setdefault("base", resnet_replace(num_classes))
+    model = copy.copy(base)                     # a new object whose submodules are the cached model's
+    model._modules = dict(base._modules)
+    model.fc = nn.Linear(512, num_classes)
+    return model
+
+
+def resnet_lazy(num_classes):
+    model = resnet_replace(num_classes)
+    model.fc = nn.LazyLinear(num_classes)
+    return model
+
+
 @pytest.mark.parametrize("right", [resnet_replace, resnet_built_with_classes])
 def test_resnet18_for_passes(right):
     assert_passes(right, "resnet18_for")
@@ -689,6 +802,13 @@ def test_resnet18_for_passes(right):
 
 @pytest.mark.parametrize("wrong, fragments", [
     (resnet_frozen, ("do not require grad", "do not freeze")),
+    (resnet_meta, ("on meta", "on the CPU, float32, training mode")),
+    (resnet_double, ("float64", "on the CPU, float32, training mode")),
+    (resnet_half, ("float16", "on the CPU, float32, training mode")),
+    (resnet_eval, ("eval mode", "on the CPU, float32, training mode")),
+    (resnet_cached, ("the same model object", "new ResNet-18 on every call")),
+    (resnet_shared_backbone, ("sharing", "new ResNet-18 on every call")),
+    (resnet_lazy, ("LazyLinear", "nn.Linear(512, num_classes)")),
     (resnet_ten, ("use the argument",)),
     (resnet_sequential_head, ("one nn.Linear", "Sequential")),
     (resnet_after_old_head, ("512",)),
@@ -868,6 +988,21 @@ def capture_no_value_error(model, x, names):
     return {n: captured.get(n) for n in names}
 
 
+def capture_cpu_instead_of_clone(model, x, names):
+    """.detach().cpu() as the copy: on the CPU .cpu() returns the same tensor."""
+    modules = dict(model.named_modules())
+    captured = {}
+    handles = [modules[n].register_forward_hook(lambda m, a, out, n=n: captured.__setitem__(n, out.detach().cpu()))
+               for n in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: captured[n] for n in names}
+
+
 @pytest.mark.parametrize("right", [capture_ok, capture_inference])
 def test_capture_activations_passes(right):
     assert_passes(right, "capture_activations")
@@ -875,6 +1010,7 @@ def test_capture_activations_passes(right):
 
 @pytest.mark.parametrize("wrong, fragments", [
     (capture_no_clone, ("shares memory", "clone()")),
+    (capture_cpu_instead_of_clone, ("shares memory", "clone()")),
     (capture_no_finally, ("hook(s) are still registered", "finally")),
     (capture_eval, ("mode", "changed")),
     (capture_with_graph, ("autograd recording", "torch.no_grad()")),

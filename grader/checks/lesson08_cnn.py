@@ -83,6 +83,20 @@ def _op_advice(args: tuple, kwargs: dict):
     return advise
 
 
+STRIDED = ("as_strided with strides computed from the shape assumes a contiguous tensor — x here is a transposed "
+           "view: use x.stride() or x.contiguous()")
+
+
+def _as_if_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """x's memory read with the strides of a contiguous tensor of its shape: what as_strided with strides computed
+    from the shape sees."""
+    strides, step = [], 1
+    for size in reversed(x.shape):
+        strides.insert(0, step)
+        step *= size
+    return torch.as_strided(x, x.shape, strides, x.storage_offset())
+
+
 def _op_explain(mistakes, formula: str):
     """t.compare's `explain` for conv2d and max_pool2d: a known mistake (mistakes() gives [(diagnosis, make the
     values it gives)]), else `formula`, what each output value is."""
@@ -226,6 +240,10 @@ def _conv_ref(x, weight, bias=None, stride=1, padding=0):
     return F.conv2d(x, weight, bias, stride=stride, padding=padding)
 
 
+SUBSAMPLED = ("the stride-1 result was subsampled from index s - 1 — the first window starts at 0: keep rows 0, sH, "
+              "2·sH, … (out1[..., ::sH, ::sW]), or cut the windows with the stride directly")
+
+
 def _conv_shapes(x, weight, stride, padding) -> list[tuple[str, tuple]]:
     """(diagnosis, the output shape that mistake gives) for a conv2d call."""
     n, c_in, h, w = x.shape
@@ -236,7 +254,9 @@ def _conv_shapes(x, weight, stride, padding) -> list[tuple[str, tuple]]:
         return (size + 2 * p - k) // s + 1
 
     oh, ow = out(h, kh, sh, ph), out(w, kw, sw, pw)
-    return [
+    late = (n, c_out, -(-(h + 2 * ph - kh + 1 - (sh - 1)) // sh), -(-(w + 2 * pw - kw + 1 - (sw - 1)) // sw))
+    one_side = (n, c_out, (h + ph - kh) // sh + 1, (w + pw - kw) // sw + 1)
+    return [(SUBSAMPLED, late)] * (late not in ((n, c_out, oh, ow), one_side)) + [
         ("output width computed from the height — the width uses W = x.shape[3], kW, stride[1] and padding[1]",
          (n, c_out, oh, out(h, kw, sw, pw))),
         ("output width computed from the height — the width uses W = x.shape[3], kW, stride[1] and padding[1]",
@@ -245,7 +265,8 @@ def _conv_shapes(x, weight, stride, padding) -> list[tuple[str, tuple]]:
          (n, c_out, out(w, kh, sh, ph), ow)),
         ("height and width swapped in the output — the result is (N, C_out, H_out, W_out)", (n, c_out, ow, oh)),
         ("padding applied on one side only — pad each side: H + 2·padding rows, W + 2·padding columns "
-         "(F.pad(x, (pW, pW, pH, pH)))", (n, c_out, (h + ph - kh) // sh + 1, (w + pw - kw) // sw + 1)),
+         "(F.pad(x, (pW, pW, pH, pH))); or, if you subsampled a stride-1 result, start at index 0, not s - 1",
+         one_side),
         ("the padding is missing — pad x with zeros first: F.pad(x, (pW, pW, pH, pH))",
          (n, c_out, out(h, kh, sh, 0), out(w, kw, sw, 0))),
         ("the stride is missing — the kernel moves stride[0] rows and stride[1] columns at a time",
@@ -268,10 +289,12 @@ def _conv_shapes(x, weight, stride, padding) -> list[tuple[str, tuple]]:
 
 def _conv_values(x, weight, bias, stride, padding) -> list:
     """(diagnosis, make the values it gives) for a conv2d call, in float64."""
+    raw = _as_if_contiguous(x.detach()).double()
     x, weight = x.detach().double(), weight.detach().double()
     b = None if bias is None else bias.detach().double()
     (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
     mistakes = [
+        (SUBSAMPLED, lambda: F.conv2d(x, weight, b, 1, padding)[..., sh - 1::sh, sw - 1::sw]),
         ("the kernel is flipped (that is a true convolution; conv2d in PyTorch is cross-correlation) — slide the "
          "weight over the input as it is, without flipping it",
          lambda: F.conv2d(x, weight.flip(-2, -1), b, stride, padding)),
@@ -297,6 +320,8 @@ def _conv_values(x, weight, bias, stride, padding) -> list:
         out = out.reshape(n, c_out, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
         return out if b is None else out + b.view(1, -1, 1, 1)
 
+    if not x.is_contiguous():
+        mistakes.insert(0, (STRIDED, lambda: F.conv2d(raw, weight, b, stride, padding)))
     mistakes.append(("weight.reshape(-1, C_out) mixes the filters up — flatten each filter into one row: "
                      "weight.reshape(C_out, -1) is (C_out, C_in·kH·kW), in the order F.unfold lays out a patch",
                      rows_scrambled))
@@ -366,6 +391,8 @@ def conv2d(t, fn):
                t.randn(3, 2, 2, 2), t.randn(3), 3, 0, style="positional")
     _conv_case(t, fn, "a 1x1 kernel, bias left out", t.randn(3, 3, h, w), t.randn(7, 3, 1, 1), None, 1, 0,
                style="defaults")
+    _conv_case(t, fn, "x a transposed view (not contiguous), no padding", t.randn(2, 3, w - 2, h).transpose(2, 3),
+               t.randn(4, 3, 2, 3), t.randn(4), 1, 0, style="defaults")
     _conv_case(t, fn, "float32", t.randn(4, 3, h + 5, w + 1, dtype=torch.float32),
                t.randn(6, 3, 3, 3, dtype=torch.float32), t.randn(6, dtype=torch.float32), 2, 1, style="keywords",
                atol=1e-4, rtol=1e-4)
@@ -410,11 +437,13 @@ def _pool_shapes(x, kernel_size, stride) -> list[tuple[str, tuple]]:
 
 
 def _pool_values(x, kernel_size, stride) -> list:
+    raw = _as_if_contiguous(x.detach()).double()
+    strided = not x.is_contiguous()
     x = x.detach().double()
     kh, kw = _pair(kernel_size)
     s = kernel_size if stride is None else stride
     sh, sw = _pair(s)
-    return [
+    return [(STRIDED, lambda: F.max_pool2d(raw, (kh, kw), s))] * strided + [
         ("that is the average of each window (avg_pool2d) — take the maximum", lambda: F.avg_pool2d(x, (kh, kw), s)),
         ("windows of negative numbers gave 0: the maximum started at 0 — start from the window's first element "
          "(or -inf), or take amax over the window", lambda: F.max_pool2d(x, (kh, kw), s).clamp_min(0)),
@@ -481,6 +510,8 @@ def max_pool2d(t, fn):
                style="keywords")
     _pool_case(t, fn, "stride=None given explicitly", t.randn(2, 1, h - 1, w - 3), 2, None, style="keywords")
     _pool_case(t, fn, "every input negative", -t.rand(2, 3, h, w) - 0.5, (2, 3), None, style="defaults")
+    _pool_case(t, fn, "x a transposed view (not contiguous)", t.randn(2, 3, w - 1, h + 1).transpose(2, 3), (2, 3),
+               None, style="defaults")
     _pool_case(t, fn, "float32", t.randn(4, 3, h + 2, w, dtype=torch.float32), 3, (2, 3), style="positional",
                atol=1e-5, rtol=1e-5)
 
@@ -730,8 +761,10 @@ def _bn_running_mistakes(name: str, x, before: dict, mom: float) -> list:
     return mistakes
 
 
-def _bn_compare(got: list, want: list, steps: list, device: str, kwargs: dict, start: dict) -> None:
-    """Step by step: output, running statistics, num_batches_tracked, no graph in the buffers, gradients."""
+def _bn_compare(got: list, want: list, steps: list, device: str, kwargs: dict, start: dict, hint: str | None = None,
+                atol: float = 1e-5) -> None:
+    """Step by step: output, running statistics, num_batches_tracked, no graph in the buffers, gradients. `hint`:
+    the case's own diagnosis of wrong values that no known mistake explains."""
     eps, mom = kwargs.get("eps", 1e-5), kwargs.get("momentum", 0.1)
     before = start
     for k, ((mode, x, _), g, w) in enumerate(zip(steps, got, want)):
@@ -744,17 +777,17 @@ def _bn_compare(got: list, want: list, steps: list, device: str, kwargs: dict, s
         if not isinstance(out, torch.Tensor):
             raise Mismatch(f"{step}: forward should return a tensor, got {out[0]} — a missing `return`?")
         try:
-            expect_tensor(out, w["out"], atol=1e-5, rtol=1e-4, device=device, what=f"the output of {step}")
+            expect_tensor(out, w["out"], atol=atol, rtol=1e-4, device=device, what=f"the output of {step}")
         except Mismatch as e:
             why = None
             if out.shape == w["out"].shape and out.dtype == w["out"].dtype:
                 why = known_mistake(out.cpu(), _bn_out_mistakes(mode, x, before, before["weight"], before["bias"],
                                                                 eps, mom), rtol=1e-4, atol=1e-5)
-            raise Mismatch(f"{e.message}\n→ {why or _BN_FORMULA[mode]}", e.detail) from None
+            raise Mismatch(f"{e.message}\n→ {why or hint or _BN_FORMULA[mode]}", e.detail) from None
         for name in ("running_mean", "running_var"):
             gb, wb = g["buffers"][name], w["buffers"][name]
             try:
-                expect_tensor(gb, wb, atol=1e-5, rtol=1e-4, device=device, what=f"`{name}` after {step}")
+                expect_tensor(gb, wb, atol=atol, rtol=1e-4, device=device, what=f"`{name}` after {step}")
             except Mismatch as e:
                 why = None
                 if isinstance(gb, torch.Tensor) and gb.shape == wb.shape:
@@ -763,7 +796,7 @@ def _bn_compare(got: list, want: list, steps: list, device: str, kwargs: dict, s
                     else:
                         why = known_mistake(gb.cpu(), _bn_running_mistakes(name, x, before, mom), rtol=1e-4,
                                             atol=1e-5)
-                raise Mismatch(f"{e.message}\n→ {why or _BN_RUNNING}", e.detail) from None
+                raise Mismatch(f"{e.message}\n→ {why or hint or _BN_RUNNING}", e.detail) from None
         count, want_count = g["buffers"]["num_batches_tracked"], w["buffers"]["num_batches_tracked"]
         if count.dtype != torch.int64 or count.shape != () or int(count) != int(want_count):
             what = "in eval mode it stays" if mode == "eval" else \
@@ -794,6 +827,9 @@ def _bn_compare(got: list, want: list, steps: list, device: str, kwargs: dict, s
         before = {**w["buffers"], "weight": before["weight"], "bias": before["bias"]}
 
 
+BN_CANCELLATION = ("var = E[x²] - E[x]² suffers catastrophic cancellation when the mean is large (two numbers "
+                   "near 10⁶ subtracted in float32) — compute the variance from x - mean: ((x - mean)²).mean, or "
+                   "x.var(dim=(0, 2, 3), unbiased=False)")
 _BN_FORMULA = {
     "train": "train mode: y = (x - mean) / sqrt(var + eps) · weight + bias, with the mean and the biased variance "
              "of each channel over dims (0, 2, 3), and weight, bias reshaped to (1, C, 1, 1)",
@@ -804,7 +840,8 @@ _BN_RUNNING = ("in train mode: running_mean = (1 - momentum)·running_mean + mom
                "(1 - momentum)·running_var + momentum·(unbiased variance); in eval mode they stay")
 
 
-def _bn_sequence(t, cls, nf: int, kwargs: dict, steps: list, dtype: str, label: str, load: dict | None = None):
+def _bn_sequence(t, cls, nf: int, kwargs: dict, steps: list, dtype: str, label: str, load: dict | None = None,
+                 hint: str | None = None, atol: float = 1e-5):
     """One case per device: the learner's module and nn.BatchNorm2d through the same steps."""
     want = bn_steps(nn.BatchNorm2d, nf, kwargs, steps, "cpu", dtype, load)
     ref = nn.BatchNorm2d(nf, **kwargs)
@@ -821,7 +858,7 @@ def _bn_sequence(t, cls, nf: int, kwargs: dict, steps: list, dtype: str, label: 
                                        "ran into it — update the running statistics under torch.no_grad() (or from "
                                        "detached batch statistics)") from None
                 raise
-            _bn_compare(got, want, steps, device, kwargs, start)
+            _bn_compare(got, want, steps, device, kwargs, start, hint, atol)
 
 
 def _bn_random_state(t, nf: int) -> dict:
@@ -902,6 +939,13 @@ def BatchNorm2d(t, cls):
              ["eval", _bn_batch(t, 2, nf, 2, 3) * 0.03, t.randn(2, nf, 2, 3, dtype=torch.float32)]]
     _bn_sequence(t, cls, nf, {"eps": 0.01}, small, "float32",
                  f"BatchNorm2d({nf}, eps=0.01) on small values (variance near eps): train, eval")
+    # wrong values here and nowhere else: the statistics lose precision on large means
+    cancellation = BN_CANCELLATION if all(r.passed for r in t.results) else None
+    far = [["train", _bn_batch(t, 8, nf, 8, 8) * 5 + 1000, t.randn(8, nf, 8, 8, dtype=torch.float32)],
+           ["eval", _bn_batch(t, 2, nf, 8, 8) * 5 + 1000, t.randn(2, nf, 8, 8, dtype=torch.float32)]]
+    _bn_sequence(t, cls, nf, {}, far, "float32", f"BatchNorm2d({nf}) in float32 on channels with means near 1000 "
+                 "(standard deviations near 5): train, eval", atol=1e-4,
+                 hint=cancellation)
     if "cuda" not in t.devices:
         with t.case(f"device check: BatchNorm2d({nf}) on the meta device, train and eval"):
             try:
@@ -1041,8 +1085,18 @@ def digits_train(cls, x, y, x_test, recipe: dict, device: str, limit_s: float) -
     model.eval()
     with torch.no_grad():
         logits = _outputs(model, x_test.to(device))
+    # a new instance given the trained state_dict must behave the same: all that training made is in the state
+    twin = cls()
+    twin.to(device)
+    try:
+        twin.load_state_dict(model.state_dict(), strict=True)
+        twin.eval()
+        with torch.no_grad():
+            twin_logits = _outputs(twin, x_test.to(device))
+    except Exception as e:
+        twin_logits = f"{type(e).__name__}: {_first_line(e)}"
     return {"seconds": seconds, "epochs": epochs, "losses": losses, "self_changed": self_changed,
-            "swapped": swapped, "logits": logits}
+            "swapped": swapped, "logits": logits, "twin": twin_logits}
 
 
 def _accuracy(logits, y) -> float:
@@ -1107,6 +1161,10 @@ def DigitsCNN(t, cls):
                            "not what this exercise asks for")
         for key, batch in [("five", 5), ("one", 1), ("all", len(y_test))]:
             _expect_logits(info[key], batch)
+        out = info["all"]
+        if out.min() >= 0 and out.max() <= 1 and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-3):
+            raise Mismatch("the model returns probabilities (each row sums to 1): a softmax in forward — return the "
+                           "raw logits: cross_entropy wants logits and applies log_softmax itself")
         if not info["convs_ran"]:
             raise Mismatch("the model has nn.Conv2d layers, but forward never calls them — pass the images "
                            "through the convolutions before the linear layers")
@@ -1155,6 +1213,13 @@ def DigitsCNN(t, cls):
             raise Mismatch("the trained model fails on the (360, 1, 8, 8) test batch in eval mode — make forward "
                            "work in eval mode too", logits)
         _expect_logits(logits, len(y_test))
+        twin = run["twin"]
+        if isinstance(twin, str) or twin.shape != logits.shape or not torch.allclose(twin, logits, rtol=1e-4,
+                                                                                       atol=1e-4):
+            raise Mismatch("a new DigitsCNN() given the trained model's state_dict (load_state_dict, strict) answers "
+                           "the test images differently in eval mode — everything the model learns must live in "
+                           "its parameters and buffers: no counters, caches or switches kept elsewhere",
+                           twin if isinstance(twin, str) else "")
         accuracy = _accuracy(logits, y_test)
         if accuracy >= MIN_ACCURACY:
             return
@@ -1185,14 +1250,19 @@ _INIT_OPS = {"normal_", "uniform_", "fill_", "zero_", "kaiming_uniform_", "kaimi
 
 
 class _SkipInitOnMeta(TorchFunctionMode):
-    """Skips weight initialisation of meta tensors (they hold no values; on meta it is slow Python code): a
-    ResNet-18's structure is then built in milliseconds."""
+    """Skips weight initialisation of meta tensors (they hold no values; on meta it is slow Python code), or of
+    every tensor with everywhere=True (the values are then whatever memory held): a ResNet-18 is then built in
+    milliseconds."""
+
+    def __init__(self, everywhere: bool = False):
+        super().__init__()
+        self.everywhere = everywhere
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         target = args[0] if args else kwargs.get("tensor")
         if getattr(func, "__name__", "") in _INIT_OPS and isinstance(target, torch.Tensor) \
-                and target.device.type == "meta":
+                and (self.everywhere or target.device.type == "meta"):
             return target
         return func(*args, **kwargs)
 
@@ -1200,6 +1270,11 @@ class _SkipInitOnMeta(TorchFunctionMode):
 def _type_path(obj) -> str:
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _shape(x) -> tuple | None:
+    """x's shape, None for a lazy module's parameter (it has none until the first forward)."""
+    return None if isinstance(x, nn.parameter.UninitializedTensorMixin) else tuple(x.shape)
 
 
 def _describe_model(model) -> dict:
@@ -1210,8 +1285,8 @@ def _describe_model(model) -> dict:
     return {
         "is_module": True, "type": _type_path(model),
         "modules": [(n, _type_path(m)) for n, m in model.named_modules()],
-        "params": [(n, tuple(p.shape), bool(p.requires_grad)) for n, p in model.named_parameters()],
-        "buffers": [(n, tuple(b.shape)) for n, b in model.named_buffers()],
+        "params": [(n, _shape(p), bool(p.requires_grad)) for n, p in model.named_parameters()],
+        "buffers": [(n, _shape(b)) for n, b in model.named_buffers()],
         "fc": None if fc is None else {"type": _type_path(fc), "in": getattr(fc, "in_features", None),
                                        "out": getattr(fc, "out_features", None),
                                        "bias": isinstance(getattr(fc, "bias", None), torch.Tensor)},
@@ -1219,15 +1294,30 @@ def _describe_model(model) -> dict:
 
 
 def resnet_build(fn, num_classes: int) -> dict:
-    """Driver: fn(num_classes), built on the meta device with initialisation skipped (only the structure is
-    judged; a ResNet-18 on the CPU takes a third of a second); on the CPU if the code cannot run on meta."""
-    try:
-        with _SkipInitOnMeta(), torch.device("meta"):
-            model = fn(num_classes)
-    except Exception:
+    """Driver: fn(num_classes) twice, with weight initialisation skipped (only the structure is judged; an
+    initialised ResNet-18 takes a third of a second): the first model described, plus where its parameters live
+    (device, dtype), its mode, and whether the second call shared a module or a parameter with the first."""
+    with _SkipInitOnMeta(everywhere=True):
         model = fn(num_classes)
+        again = fn(num_classes)
     with untraced():
-        return _describe_model(model)
+        info = _describe_model(model)
+        if info["is_module"]:
+            tensors = [*model.parameters(), *model.buffers()]
+            info["devices"] = sorted({x.device.type for x in tensors})
+            info["dtypes"] = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
+            info["eval"] = [n or "the model" for n, m in model.named_modules() if not m.training][:1]
+            info["lazy"] = any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters())
+            info["same_object"] = again is model
+            if isinstance(again, nn.Module) and again is not model:
+                real = (lambda p: p.device.type != "meta" and not isinstance(p, nn.parameter.UninitializedParameter))
+                mine = {p.data_ptr() for p in model.parameters() if real(p)}
+                info["shared"] = [n for n, p in again.named_parameters() if real(p) and p.data_ptr() in mine][:1]
+                owned = {id(m) for m in model.modules()}
+                info["shared"] += [n or "the model" for n, m in again.named_modules() if id(m) in owned][:1]
+            else:
+                info["shared"] = []
+        return info
 
 
 @functools.lru_cache(maxsize=1)
@@ -1258,6 +1348,9 @@ def _resnet_compare(got: dict, k: int) -> None:
         raise Mismatch("the model has Bottleneck blocks: that is a ResNet-50 or larger — "
                        "torchvision.models.resnet18(weights=None)")
     fc = got["fc"]
+    if got["lazy"] or (fc is not None and fc["type"].endswith(".LazyLinear")):
+        raise Mismatch("model.fc is an nn.LazyLinear, whose weight does not exist until the first forward — use "
+                       "nn.Linear(512, num_classes): a ResNet-18's pooled features are 512")
     if fc is None:
         raise Mismatch("the model has no `fc` — keep the ResNet's head attribute: model.fc = nn.Linear(512, "
                        "num_classes)")
@@ -1300,6 +1393,22 @@ def _resnet_compare(got: dict, k: int) -> None:
     if sorted(got["buffers"]) != sorted(want["buffers"]):
         raise Mismatch("the model's buffers differ from a ResNet-18's — build it with torchvision.models."
                        "resnet18(weights=None) and change only fc")
+    if got["devices"] != ["cpu"]:
+        where = " and ".join(got["devices"])
+        raise Mismatch(f"the model's weights are on {where}"
+                       + (" (a meta tensor has a shape but no values: nothing to train)" if "meta" in where else "")
+                       + " — return it on the CPU, float32, training mode: build it outside torch.device(...) and "
+                       "do not move it")
+    if got["dtypes"] != ["float32"]:
+        raise Mismatch(f"the model's parameters are {' and '.join(got['dtypes'])} — return it on the CPU, float32, "
+                       "training mode: no .double() or .half() (that is the caller's choice)")
+    if got["eval"]:
+        raise Mismatch(f"{got['eval'][0]} is in eval mode — return it on the CPU, float32, training mode (as "
+                       "torchvision builds it): no .eval(), the caller switches modes")
+    if got["same_object"] or got["shared"]:
+        what = "the same model object" if got["same_object"] else f"a model sharing `{got['shared'][0]}` with the first"
+        raise Mismatch(f"two calls returned {what} — build a new ResNet-18 on every call (no cache or global "
+                       "model): training one model must not change another")
 
 
 @exercise(LESSON, points=1, difficulty=1, minutes=10, hints=[
@@ -1313,8 +1422,8 @@ def _resnet_compare(got: dict, k: int) -> None:
 })
 def resnet18_for(t, fn):
     for k in (t.unseen(10, 11, 1000), t.unseen(3, 11, 1000)):
-        with t.case(f"resnet18_for({k}): a torchvision ResNet-18 with fc = nn.Linear(512, {k}), every parameter "
-                    "trainable"):
+        with t.case(f"resnet18_for({k}): a new torchvision ResNet-18 with fc = nn.Linear(512, {k}), every "
+                    "parameter trainable, on the CPU, float32, training mode"):
             _resnet_compare(t.call(resnet_build, fn, k), k)
 
 
