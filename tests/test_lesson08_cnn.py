@@ -87,6 +87,13 @@ def size_tensor(size, kernel_size, stride=1, padding=0, dilation=1):
     return torch.tensor(size + 2 * padding - span) // stride + 1
 
 
+def size_exact_fit_refused(size, kernel_size, stride=1, padding=0, dilation=1):
+    span = dilation * (kernel_size - 1) + 1
+    if span >= size + 2 * padding:  # off by one: a kernel exactly as long as the input does fit
+        raise ValueError("kernel does not fit")
+    return (size + 2 * padding - span) // stride + 1
+
+
 def size_table(size, kernel_size, stride=1, padding=0, dilation=1):
     """Knows inputs up to the public round's sizes (32 pixels, kernels of 5)."""
     if size > 32 or kernel_size > 7:
@@ -106,6 +113,7 @@ def test_conv_output_size_passes(right):
     (size_no_check, ("should raise ValueError", "does not fit")),
     (size_ceil, ("rounded up",)),
     (size_tensor, ("got a tensor",)),
+    (size_exact_fit_refused, ("exactly as long as the padded input fits once", ">, not >=")),
 ])
 def test_conv_output_size_rejects(wrong, fragments):
     assert_rejects(wrong, "conv_output_size", *fragments)

@@ -201,14 +201,17 @@ def conv_output_size(t, fn):
         shown = ", ".join([*map(repr, args), *(f"{k}={v}" for k, v in kwargs.items())])
         with t.case(f"conv_output_size({shown}) == {want}"):
             if isinstance(got, Exception):
+                if want == 1 and str(got).startswith("raised ValueError"):
+                    raise Mismatch(f"{str(got).splitlines()[0]} — a (dilated) kernel exactly as long as the padded "
+                                   "input fits once, so the output size is 1: raise only when the span is longer "
+                                   "than size + 2·padding (>, not >=)") from None
                 raise got
             kind, value = got
             if kind == "Tensor":
                 raise Mismatch("should return a Python int, got a tensor — compute with Python numbers (//, "
                                "math.floor), not torch")
             if kind == "float":
-                advice = "use // (floor division) instead of / and math.floor" if value == want else \
-                    "use // (floor division), which rounds down and keeps an int"
+                advice = "use // (floor division) instead of /: it rounds down and keeps an int"
                 raise Mismatch(f"should return a Python int, got float {value!r} — {advice}")
             if kind != "int":
                 raise Mismatch(f"should return a Python int, got {kind} — return the number itself "
