@@ -1,4 +1,6 @@
-"""Where the course's shipped datasets live."""
+"""Where the course's shipped datasets live, and the digits as tensors."""
+import csv
+import functools
 import os
 from pathlib import Path
 
@@ -14,3 +16,23 @@ def datasets_dir() -> Path:
     # installed package, site-packages/datasets/ is someone else's: Hugging Face's `datasets`, which Colab has.
     installed = PACKAGE / "datasets"
     return installed if installed.is_dir() else PACKAGE.parent / "datasets"
+
+
+def digits(split: str):
+    """The shipped digits split ('train' or 'test'): x (N, 1, 8, 8) float32 in [0, 1] (the PNG / 255), y (N,)
+    int64, fresh copies of what was read once. Lesson 07 shows how it is read; the checks and lesson 08 use this."""
+    x, y = _digits(split)
+    return x.clone(), y.clone()
+
+
+@functools.lru_cache(maxsize=2)
+def _digits(split: str):
+    import numpy as np
+    import torch
+    from PIL import Image
+    root = datasets_dir() / "digits"
+    with open(root / f"{split}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    pixels = np.stack([np.array(Image.open(root / row["filename"])) for row in rows])  # (N, 8, 8) uint8
+    x = torch.from_numpy(pixels).unsqueeze(1).float() / 255                              # (N, 1, 8, 8)
+    return x, torch.tensor([int(row["label"]) for row in rows])

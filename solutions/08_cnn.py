@@ -795,19 +795,11 @@ print("UserWarning:", str(caught[0].message)[:150], "...")
 # Back to the digits of lesson 07, now as pictures: `(B, 1, 8, 8)` floats in [0, 1].
 
 # %%
-def load_digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The shipped digits split ('train' or 'test'): x (N, 1, 8, 8) float32 in [0, 1], y (N,) int64."""
-    root = datasets_dir() / "digits"
-    with open(root / f"{split}.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    pixels = [np.array(Image.open(root / row["filename"])) for row in rows]  # each (8, 8) uint8
-    x = torch.from_numpy(np.stack(pixels)).unsqueeze(1)                      # (N, 1, 8, 8) uint8
-    y = torch.tensor([int(row["label"]) for row in rows])                    # (N,) int64
-    return x.float() / 255, y
+# lesson 07's load_digits_split ships with the course as grader.data.digits (the same tensors, cached)
+from grader.data import digits
 
-
-x_train, y_train = load_digits_split("train")        # (1437, 1, 8, 8), (1437,)
-x_test, y_test = load_digits_split("test")           # (360, 1, 8, 8), (360,)
+x_train, y_train = digits("train")                   # (1437, 1, 8, 8), (1437,)
+x_test, y_test = digits("test")                      # (360, 1, 8, 8), (360,)
 print(tuple(x_train.shape), tuple(x_test.shape))
 
 # %% [markdown]

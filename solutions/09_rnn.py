@@ -543,7 +543,8 @@ with torch.no_grad():
 # last real step:
 #
 # - `outputs (B, T, H)`, `lengths (B,)` int64 with every entry `>= 1`, possibly on **another device** than
-#   `outputs` (lengths often stay on the CPU);
+#   `outputs` (lengths often stay on the CPU); the padded positions of `outputs` may hold anything, `inf` and
+#   `nan` included, so select the real steps rather than multiply the padding by 0 (`0 * inf` is `nan`);
 # - return `(B, H)`, row `b` being `outputs[b, lengths[b] - 1]`, on `outputs`' device, attached to the graph;
 # - no Python loop over the batch: build an index (advanced indexing with `torch.arange`, or `gather`) on
 #   `outputs.device`.
@@ -759,11 +760,15 @@ plt.show()
 # `torch.manual_seed(0)`, builds `NameClassifier(len(itos), 8)`, and
 #
 # 1. fails fast on structural problems: not an `nn.Module`, logits of the wrong shape, logits that change with
-#    extra padding, a forbidden recurrent module;
-# 2. evaluates the **fresh** model: an untrained model is near chance, so one already above 0.6 on the held-out
+#    extra padding, a forbidden recurrent module, and no recurrence at all: a loop over the time steps makes more
+#    torch calls for longer names, so a `forward` that makes as many for 14-character names as for 3-character
+#    ones (a convolution, a bag of characters) fails;
+# 2. evaluates the **fresh** model: an untrained model is near chance, so one already above 0.55 on the held-out
 #    names was not untrained (weights loaded or trained in `__init__` fail here);
 # 3. trains it with the recipe of section 8 (Adam, lr 5e-3, 6 epochs, batches of 64, gradient clipping at 1.0);
-# 4. requires a **held-out accuracy of at least 0.70** (the baseline is 0.463). A model that does much better on
+# 4. loads the trained `state_dict` into a fresh `NameClassifier` (strict) and requires the same logits:
+#    everything the model learns lives in its parameters, not in tables, counters or models kept outside them;
+# 5. requires a **held-out accuracy of at least 0.70** (the baseline is 0.463). A model that does much better on
 #    the held-out names than on the training names, or nearly perfectly, has seen the held-out names somewhere
 #    else than in the check's training, and fails.
 #

@@ -92,6 +92,20 @@ def rnn_cell_module(x, h, W_ih, W_hh, b_ih, b_hh):
     return cell(x, h)
 
 
+def rnn_cell_exp_tanh(x, h, W_ih, W_hh, b_ih, b_hh):
+    """tanh written with exp: inf / inf = nan once the pre-activation is large (float32: above about 44)."""
+    e = torch.exp(2 * _plus(x @ W_ih.T, h @ W_hh.T, b_ih, b_hh))
+    return (e - 1) / (e + 1)
+
+
+def rnn_cell_into_h(x, h, W_ih, W_hh, b_ih, b_hh):
+    """Also writes the new state into h, under no_grad: autograd needs the h it overwrote."""
+    pre = _plus(x @ W_ih.T, h @ W_hh.T, b_ih, b_hh)
+    with torch.no_grad():
+        h.copy_(torch.tanh(pre))
+    return torch.tanh(pre)
+
+
 @pytest.mark.parametrize("right", [rnn_cell_linear, rnn_cell_einsum])
 def test_rnn_cell_passes(right):
     assert_passes(right, "rnn_cell")
@@ -105,6 +119,8 @@ def test_rnn_cell_passes(right):
     (rnn_cell_only_b_ih, ("b_hh is missing",)),
     (rnn_cell_torch, ("rnn_tanh_cell", "forbids")),
     (rnn_cell_module, ("torch.nn.RNNCell", "forbids")),
+    (rnn_cell_into_h, ("modified by an inplace operation", "compute new tensors")),
+    (rnn_cell_exp_tanh, ("large x", "has nan", "exp overflows", "torch.tanh")),
 ])
 def test_rnn_cell_rejects(wrong, fragments):
     assert_rejects(wrong, "rnn_cell", *fragments)
@@ -177,6 +193,23 @@ def lstm_cell_module(x, state, W_ih, W_hh, b_ih, b_hh):
     return cell(x, state)
 
 
+def lstm_cell_exp_sigmoid(x, state, W_ih, W_hh, b_ih, b_hh):
+    """sigmoid as 1 / (1 + exp(-z)): right values, but its gradient is inf / inf = nan for very negative z."""
+    h, c = state
+    sig = lambda z: 1 / (1 + torch.exp(-z))  # noqa: E731
+    i, f, g, o = _gates(x, h, W_ih, W_hh, b_ih, b_hh).chunk(4, dim=1)
+    c_new = sig(f) * c + sig(i) * g.tanh()
+    return sig(o) * c_new.tanh(), c_new
+
+
+def lstm_cell_c_in_place(x, state, W_ih, W_hh, b_ih, b_hh):
+    h, c = state
+    i, f, g, o = _gates(x, h, W_ih, W_hh, b_ih, b_hh).chunk(4, dim=1)
+    with torch.no_grad():
+        c.mul_(f.sigmoid()).add_(i.sigmoid() * g.tanh())
+    return o.sigmoid() * c.tanh(), c
+
+
 @pytest.mark.parametrize("right", [lstm_cell_split, lstm_cell_chunk])
 def test_lstm_cell_passes(right):
     assert_passes(right, "lstm_cell")
@@ -191,6 +224,8 @@ def test_lstm_cell_passes(right):
     (lstm_cell_no_none, ("a bias may be None",)),
     (lstm_cell_torch, ("lstm_cell", "forbids")),
     (lstm_cell_module, ("torch.nn.LSTMCell", "forbids")),
+    (lstm_cell_c_in_place, ("you changed c (the state's second tensor) in place",)),
+    (lstm_cell_exp_sigmoid, ("large x", "the gradient of", "has nan", "exp overflows", "torch.sigmoid")),
 ])
 def test_lstm_cell_rejects(wrong, fragments):
     assert_rejects(wrong, "lstm_cell", *fragments)
@@ -311,6 +346,25 @@ class RNNFloat32Zeros(RNNLoop):
         return super().forward(x, h.unsqueeze(0))
 
 
+class RNNStateful(RNNLoop):
+    """Without h0, goes on from the state the previous call left."""
+
+    def forward(self, x, h0=None):
+        last = getattr(self, "last", None)
+        if h0 is None and last is not None and last.shape == (x.shape[0], self.weight_hh_l0.shape[0]):
+            h0 = last.unsqueeze(0)
+        output, h_n = super().forward(x, h0)
+        self.last = h_n[0].detach()
+        return output, h_n
+
+
+class RNNSqueezeH0(RNNLoop):
+    """h0.squeeze(): fine until B = 1 and hidden_size = 1 leave a 0-dim h."""
+
+    def forward(self, x, h0=None):
+        return super().forward(x, None if h0 is None else h0.squeeze()[None])
+
+
 @pytest.mark.parametrize("right", [RNNLoop, RNNProjected])
 def test_rnn_passes(right):
     assert_passes(right, "RNN")
@@ -328,6 +382,8 @@ def test_rnn_passes(right):
     (RNNWrapsTorch, ("torch.nn.RNN", "forbids")),
     (RNNCpuZeros, ("combines a cpu tensor", "device=x.device")),
     (RNNFloat32Zeros, ("dtypes were mixed",)),
+    (RNNStateful, ("called twice", "second call", "keep no hidden state on self")),
+    (RNNSqueezeH0, ("h0 (1, 1, 1)", "not h0.squeeze()")),
 ])
 def test_rnn_rejects(wrong, fragments):
     assert_rejects(wrong, "RNN", *fragments)
@@ -345,17 +401,17 @@ def last_gather(outputs, lengths):
 
 
 def last_mask(outputs, lengths):
-    """Written another way: a one-hot mask over time, summed."""
+    """Written another way: a one-hot mask over time selects with torch.where, then a sum."""
     positions = torch.arange(outputs.shape[1], device=outputs.device)
     mask = positions[None, :] == (lengths.to(outputs.device) - 1)[:, None]  # (B, T)
-    return (outputs * mask[:, :, None].to(outputs.dtype)).sum(dim=1)
+    return torch.where(mask[:, :, None], outputs, 0.0).sum(dim=1)
 
 
 def last_mask_on_lengths_device(outputs, lengths):
     """Built on lengths' device and moved over: right on a GPU too, and the check plays it exactly."""
     positions = torch.arange(outputs.shape[1], device=lengths.device)
     mask = (positions[None, :] == (lengths - 1)[:, None]).to(outputs.device)  # (B, T)
-    return (outputs * mask[:, :, None].to(outputs.dtype)).sum(dim=1)
+    return torch.where(mask[:, :, None], outputs, 0.0).sum(dim=1)
 
 
 def last_padded_step(outputs, lengths):
@@ -391,6 +447,22 @@ def last_in_place(outputs, lengths):
     return outputs[torch.arange(outputs.shape[0], device=outputs.device), lengths.to(outputs.device)]
 
 
+def last_batch_loop(outputs, lengths):
+    """Right values, with the Python loop over the batch that the exercise rules out."""
+    return torch.stack([outputs[b, int(lengths[b]) - 1] for b in range(outputs.shape[0])])
+
+
+def last_time_first(outputs, lengths):
+    """Indexes as if outputs were (T, B, H)."""
+    return outputs[lengths.to(outputs.device) - 1, torch.arange(outputs.shape[0], device=outputs.device)]
+
+
+def last_one_hot_multiply(outputs, lengths):
+    """A one-hot mask multiplied in: 0 * inf in the padding is nan."""
+    mask = F.one_hot(lengths.to(outputs.device) - 1, outputs.shape[1]).to(outputs.dtype)  # (B, T)
+    return (outputs * mask[..., None]).sum(1)
+
+
 @pytest.mark.parametrize("right", [last_index, last_gather, last_mask, last_mask_on_lengths_device])
 def test_last_timestep_passes(right):
     assert_passes(right, "last_timestep")
@@ -404,6 +476,9 @@ def test_last_timestep_passes(right):
     (last_squeeze_all, ("squeeze(1), not squeeze()",)),
     (last_on_lengths_device, ("on lengths' device", "lengths.to(outputs.device)")),
     (last_in_place, ("in place",)),
+    (last_time_first, ("batch and time axes are swapped",)),
+    (last_batch_loop, ("a python loop over the batch", "torch.arange(b")),
+    (last_one_hot_multiply, ("inf and nan in the padding", "nan or inf from the padding", "0 * inf")),
 ])
 def test_last_timestep_rejects(wrong, fragments):
     assert_rejects(wrong, "last_timestep", *fragments)
@@ -492,6 +567,21 @@ def packed_all_layers(rnn, padded, lengths):
     return _h(rnn(packed)[1])
 
 
+def packed_one_by_one(rnn, padded, lengths):
+    """Right values without packing: each sequence run alone on its real steps."""
+    return torch.stack([_h(rnn(padded[b:b + 1, :int(n)])[1])[-1, 0] for b, n in enumerate(lengths.tolist())])
+
+
+def packed_time_first(rnn, padded, lengths):
+    packed = pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
+    return _h(rnn(packed)[1])[-1]
+
+
+def packed_squeezed(rnn, padded, lengths):
+    packed = pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    return _h(rnn(packed)[1])[-1].squeeze()
+
+
 @pytest.mark.parametrize("right", [packed_right, packed_sorted_and_restored, packed_output_at_length])
 def test_packed_last_hidden_passes(right):
     assert_passes(right, "packed_last_hidden")
@@ -507,6 +597,9 @@ def test_packed_last_hidden_passes(right):
     (packed_detached, ("not attached to the graph",)),
     (packed_not_packed, ("padding entered the recurrence",)),
     (packed_all_layers, ("take the last layer",)),
+    (packed_time_first, ("batch_first=True is missing",)),
+    (packed_squeezed, ("a squeeze() dropped b = 1",)),
+    (packed_one_by_one, ("without pack_padded_sequence", "enforce_sorted=False")),
 ])
 def test_packed_last_hidden_rejects(wrong, fragments):
     assert_rejects(wrong, "packed_last_hidden", *fragments)
@@ -620,6 +713,40 @@ class NamesEveryStep(NamesRNN):
         return self.head(outputs)
 
 
+class NamesConv(nn.Module):
+    """No recurrence: a convolution over the characters, max-pooled over each name's real positions."""
+
+    def __init__(self, vocab_size, num_classes):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, 32, padding_idx=0)
+        self.conv = nn.Conv1d(32, 64, 3, padding=1)
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x, lengths):
+        h = self.conv(self.embed(x).transpose(1, 2))  # (B, 64, T)
+        real = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
+        return self.head(h.masked_fill(~real[:, None], float("-inf")).amax(dim=2))
+
+
+class NamesLookupAfterTraining(NamesRNN):
+    """Honest while fresh and while training; afterwards, in eval mode, answers the shipped names from a table
+    (held-out ones included) kept outside the parameters."""
+
+    def __init__(self, vocab_size, num_classes):
+        super().__init__(vocab_size, num_classes)
+        self.table = NamesLookupTable(vocab_size, num_classes).table
+        self.calls = 0
+
+    def forward(self, x, lengths):
+        logits = super().forward(x, lengths)
+        self.calls += self.training
+        if self.training or self.calls < 100:
+            return logits
+        rows = [self.table.get(tuple(row[:n].tolist())) for row, n in zip(x.cpu(), lengths.tolist())]
+        return logits + 100 * torch.tensor([[k == r for k in range(logits.shape[1])] for r in rows],
+                                           dtype=logits.dtype, device=x.device)
+
+
 def names_function(vocab_size, num_classes):
     return torch.zeros(num_classes)
 
@@ -630,7 +757,10 @@ def test_name_classifier_passes():
 
 @pytest.mark.parametrize("wrong, fragments", [
     (NamesLastPaddedStep, ("the logits change with the padding", "lengths[b] - 1")),
-    (NamesMeanOfEmbeddings, ("below 0.7",)),
+    (NamesMeanOfEmbeddings, ("no loop over the time steps", "a recurrence written by hand")),
+    (NamesConv, ("no loop over the time steps", "not a convolution")),
+    (NamesLookupAfterTraining, ("a fresh nameclassifier loaded with the trained model's state_dict",
+                                "other logits", "keep no tables")),
     (NamesLookupTable, ("accurate before any training",)),
     (NamesPretrained, ("accurate before any training",)),
     (NamesTrainsItself, ("changed between two optimizer steps",)),

@@ -6,8 +6,6 @@ data. The expected answers are computed here with the same loop written out in f
 """
 from __future__ import annotations
 
-import csv
-import functools
 import math
 import os
 import random
@@ -28,7 +26,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 from grader.compare import Mismatch, expect_tensor
-from grader.data import datasets_dir
+from grader.data import digits
 from grader.registry import exercise
 from grader.runner import Inconclusive, untraced
 from grader.tracing import MIXED_DEVICE_OK, canonical_name
@@ -1028,18 +1026,6 @@ TIME_LIMIT_S = 60    # what the check enforces (the budget, with room for a slow
 MIN_ACCURACY = 0.95
 
 
-@functools.lru_cache(maxsize=1)
-def _digits_test() -> tuple[torch.Tensor, torch.Tensor]:
-    """The shipped test split: x (360, 1, 8, 8) float32 in [0, 1], y (360,) int64."""
-    from PIL import Image
-    root = datasets_dir() / "digits"
-    with open(root / "test.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    images = [torch.from_numpy(np.array(Image.open(root / r["filename"]))) for r in rows]  # each (8, 8) uint8
-    x = torch.stack(images).unsqueeze(1)  # (N, 1, 8, 8)
-    return x.float() / 255, torch.tensor([int(r["label"]) for r in rows])
-
-
 def _logits_of(model, x):
     try:
         out = model(x)
@@ -1083,7 +1069,7 @@ def _accuracy(logits, y) -> float:
 def train_digits_classifier(t, fn):
     if t.hidden:  # training is not about hidden inputs; one (slow) round is enough
         return
-    x, y = _digits_test()
+    x, y = digits("test")
     run = {"type": "nothing (the function failed)"}
     with t.case(f"train_digits_classifier() returns a trained nn.Module within {TIME_BUDGET_S} s "
                 f"(the check allows {t.exercise.time_limit_s:g} s)"):

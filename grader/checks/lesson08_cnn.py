@@ -7,12 +7,10 @@ functions whose first argument is the learner's object), which hand back plain d
 """
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,7 +18,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from grader.compare import Mismatch, expect_tensor, known_mistake, shape_str
-from grader.data import datasets_dir
+from grader.data import digits
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, is_stub, untraced
 from grader.tracing import MixedDevices
@@ -986,16 +984,6 @@ def BatchNorm2d(t, cls):
 # The hidden round skips this check: training is not about hidden inputs, and one slow round is enough.
 
 @functools.lru_cache(maxsize=2)
-def _digits_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A shipped split: x (N, 1, 8, 8) float32 in [0, 1] (the PNG / 255), y (N,) int64."""
-    from PIL import Image
-    root = datasets_dir() / "digits"
-    with open(root / f"{split}.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    images = [torch.from_numpy(np.array(Image.open(root / r["filename"]))) for r in rows]  # each (8, 8) uint8
-    return torch.stack(images).unsqueeze(1).float() / 255, torch.tensor([int(r["label"]) for r in rows])
-
-
 def _outputs(model, x):
     """model(x) as a detached CPU tensor, or a string describing what went wrong (the stub still counts)."""
     try:
@@ -1151,7 +1139,7 @@ def _recipe_text() -> str:
 def DigitsCNN(t, cls):
     if t.hidden:  # training is not about hidden inputs; one (slow) round is enough
         return
-    x_test, y_test = _digits_split("test")
+    x_test, y_test = digits("test")
     with t.case("DigitsCNN() is an nn.Module with an nn.Conv2d, maps (B, 1, 8, 8) to (B, 10) logits through a "
                 "nonlinearity, and is untrained when made"):
         info = t.call(digits_fresh, cls, x_test.clone(), DIGITS_RECIPE["seed"])
@@ -1194,7 +1182,7 @@ def DigitsCNN(t, cls):
                 raise Inconclusive(f"could not run on the meta device: {e}") from None
             if any(o != "meta" for o in got["outs"]):
                 raise Mismatch("the output is not on the input's device — create tensors with device=x.device")
-    x_train, y_train = _digits_split("train")
+    x_train, y_train = digits("train")
     device = "cuda" if "cuda" in t.devices else "cpu"
     limit = t.exercise.time_limit_s
     with t.case(f"the check trains DigitsCNN() on the {len(y_train)} training images ({_recipe_text()}) within "

@@ -22,7 +22,7 @@ from grader.data import datasets_dir
 from grader.devices import to_device
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, untraced
-from grader.tracing import MixedDevices, canonical_name
+from grader.tracing import MixedDevices, canonical_name, current
 
 LESSON = "09_rnn"
 
@@ -159,8 +159,15 @@ def _no_float64_on_mps(device: str, dtype: torch.dtype) -> None:
 _NONE_ADVICE = "a bias may be None: add each bias only when it is given (if b_ih is not None: ...)"
 
 
+_IN_PLACE_ADVICE = ("an in-place op changed a tensor autograd needs (h, or a step's result: x.tanh_(), h[:] = ..., "
+                    "out[:, t] = ... then read back) — compute new tensors: h = torch.tanh(...)")
+
+
 def _none_bias(message: str) -> str | None:
-    """t.compare's `advise`: the learner's code used a bias that was None as a tensor."""
+    """t.compare's `advise`: the learner's code used a bias that was None as a tensor, or wrote in place into a
+    tensor that autograd needs."""
+    if "modified by an inplace operation" in message:
+        return _IN_PLACE_ADVICE
     return _NONE_ADVICE if "NoneType" in message else None
 
 
@@ -193,7 +200,13 @@ def _rnn_cell_mistakes(x, h, w_ih, w_hh, b_ih, b_hh) -> list:
     ]
 
 
+_OVERFLOW = ("exp overflows for large inputs (a tanh or sigmoid written with exp gives inf / inf = nan): use "
+             "torch.tanh and torch.sigmoid, which stay finite")
+
+
 def _explain_rnn_cell(got, expected, args):
+    if got.is_floating_point() and bool((got.isnan() & ~expected.isnan()).any()):
+        return _OVERFLOW
     return _diagnose(got, expected, _rnn_cell_mistakes(*args))
 
 
@@ -214,7 +227,7 @@ def rnn_cell(t, fn):
     cases = [(b1, i1, h1, True, True, 1.0, torch.float64), (4, h2, h2, True, True, 1.0, torch.float64),
              (2, 3, 3, False, False, 1.0, torch.float64), (1, 7, 2, True, False, 1.0, torch.float64),
              (5, 4, 6, False, True, 1.0, torch.float64), (3, 2, 5, True, True, 8.0, torch.float64),
-             (2, 6, 6, True, True, 1.0, torch.float32)]
+             (2, 6, 6, True, True, 1.0, torch.float32), (3, 4, 5, True, True, 60.0, torch.float32)]
     for k, (b, i, hs, with_ih, with_hh, scale, dtype) in enumerate(cases):
         x, h = t.randn(b, i, dtype=dtype) * scale, t.randn(b, hs, dtype=dtype)
         w_ih, w_hh = t.randn(hs, i, dtype=dtype) * 0.5, t.randn(hs, hs, dtype=dtype) * 0.5
@@ -320,6 +333,8 @@ def _lstm_mistakes(x, h, c, w_ih, w_hh, b_ih, b_hh) -> list:
 
 def _explain_lstm(got_h, got_c, args) -> str | None:
     """Which known mistake gives both of the learner's (h', c')."""
+    if bool(got_h.isnan().any() or got_c.isnan().any()):
+        return _OVERFLOW
     for message, make in _lstm_mistakes(*args):
         try:
             h2, c2 = make()
@@ -336,11 +351,13 @@ def _lstm_ref(x, state, w_ih, w_hh, b_ih, b_hh):
 
 
 def _expect_pair(run: dict, expected: tuple, device: str, tol: dict, explain=None, names=("h'", "c'"),
-                 word="the tuple (h_new, c_new)") -> None:
+                 word="the tuple (h_new, c_new)", inputs=None) -> None:
     """A learner's (a, b) against the expected pair: kind, order, then each tensor; `explain(a, b)` may name the
-    mistake behind wrong values."""
+    mistake behind wrong values; `inputs` names the tensor inputs in order."""
     if run["mutated"]:
-        raise Mismatch(f"you changed input {run['mutated'][0]} in place — compute new tensors instead "
+        k = run["mutated"][0]
+        what = inputs[k] if inputs and k < len(inputs) else f"input {k}"
+        raise Mismatch(f"you changed {what} in place — compute new tensors instead "
                        "(h = h + ..., not h += ... or h.add_(...)): the caller still needs its inputs")
     kind, outs = run["kind"], run["outs"]
     if kind != "tuple":
@@ -381,6 +398,8 @@ def _expect_grads(got: list | None, expected: list, names: list, device: str, to
             expect_tensor(g, e, device=device, what=f"the gradient of {name}", **tol)
         except Mismatch as wrong:
             first = wrong.message.splitlines()[0]
+            if bool((g.cpu().isnan() & ~e.isnan()).any()):
+                raise Mismatch(f"{wrong.message}\n→ {_OVERFLOW}", wrong.detail) from None
             if " — " in first:
                 raise
             raise Mismatch(f"{wrong.message}\n→ {advice}", wrong.detail) from None
@@ -410,18 +429,19 @@ def lstm_cell(t, fn):
     h2 = t.unseen(4, 5, 9)
     cases = [(b1, i1, h1, True, True, torch.float64), (2, h2, h2, True, True, torch.float64),
              (1, 3, 6, False, False, torch.float64), (4, 6, 2, True, False, torch.float64),
-             (3, 4, 3, True, True, torch.float32)]
+             (3, 4, 3, True, True, torch.float32), (2, 4, 3, True, True, torch.float32)]
     names = ["x", "state", "W_ih", "W_hh", "b_ih", "b_hh"]
     for k, (b, i, hs, with_ih, with_hh, dtype) in enumerate(cases):
-        x, h, c = t.randn(b, i, dtype=dtype), t.randn(b, hs, dtype=dtype), t.randn(b, hs, dtype=dtype) * 2
+        scale = 80.0 if k == len(cases) - 1 else 1.0  # gates far into saturation: exp(-z) overflows in float32
+        x, h, c = t.randn(b, i, dtype=dtype) * scale, t.randn(b, hs, dtype=dtype), t.randn(b, hs, dtype=dtype) * 2
         w_ih, w_hh = t.randn(4 * hs, i, dtype=dtype) * 0.6, t.randn(4 * hs, hs, dtype=dtype) * 0.6
         b_ih = t.randn(4 * hs, dtype=dtype) if with_ih else None
         b_hh = t.randn(4 * hs, dtype=dtype) if with_hh else None
         args = (x, (h, c), w_ih, w_hh, b_ih, b_hh)
         up = [t.randn(b, hs, dtype=dtype), t.randn(b, hs, dtype=dtype)]
         words = (f"x {shape_str(x.shape)}, state (h, c) of {shape_str(h.shape)}, W_ih {shape_str(w_ih.shape)}, W_hh "
-                 f"{shape_str(w_hh.shape)}{_bias_words(b_ih, b_hh)}" + (", float32" if dtype == torch.float32 else "")
-                 + ", with gradients")
+                 f"{shape_str(w_hh.shape)}{_bias_words(b_ih, b_hh)}" + (", large x" if scale > 1 else "")
+                 + (", float32" if dtype == torch.float32 else "") + ", with gradients")
         expected = _lstm_ref(*args)
         leaves = [v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) else v
                   for v in (x, h, c, w_ih, w_hh, b_ih, b_hh)]
@@ -440,8 +460,11 @@ def lstm_cell(t, fn):
                 except LearnerError as e:
                     if not _none_bias(str(e)):
                         raise
-                    raise LearnerError(f"{e}\n→ {_NONE_ADVICE}") from None
-                _expect_pair(run, expected, device, tol, lambda a, b_: _explain_lstm(a, b_, lstm_args))
+                    raise LearnerError(f"{e}\n→ {_none_bias(str(e))}") from None
+                _expect_pair(run, expected, device, tol, lambda a, b_: _explain_lstm(a, b_, lstm_args),
+                             inputs=[w for w, v in zip(("x", "h (the state's first tensor)", "c (the state's second "
+                                                        "tensor)", "W_ih", "W_hh", "b_ih", "b_hh"), lstm_args)
+                                     if v is not None])
                 _expect_grads(run["grads"], list(ref_grads), _float_inputs(args, names), device, grad_tol,
                               "build (h', c') from the inputs with torch operations and let autograd "
                               "differentiate them")
@@ -507,6 +530,21 @@ def rnn_forward(cls, input_size: int, hidden_size: int, state: dict, x: torch.Te
                      **{n: p.grad for n, p in m.named_parameters()}}
             result["grads"] = {k: None if g is None else g.detach().clone() for k, g in grads.items()}
     return result
+
+
+def rnn_twice(cls, input_size: int, hidden_size: int, state: dict, x1: torch.Tensor, x2: torch.Tensor) -> dict:
+    """Driver: one cls(I, H) loaded with `state`, forward(x1) and then forward(x2), both without h0; the second
+    call's (output, h_n)."""
+    m = cls(input_size, hidden_size)
+    with untraced():
+        m.to(dtype=x1.dtype)
+        m.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        m(x1)
+        out = m(x2)
+    with untraced():
+        parts = list(out) if isinstance(out, (tuple, list)) else [out]
+        return {"outs": [p.detach() if type(p) is torch.Tensor else _kind(p) for p in parts]}
 
 
 def _rnn_loop(x, h0, w_ih, w_hh, b_ih, b_hh, act=torch.tanh, time_dim=1):
@@ -654,6 +692,9 @@ def _rnn_reference(state: dict, x, h0, up_out, up_h):
     return (out.detach(), h_n.detach()), grads
 
 
+_SQUEEZE_H0 = "h = h0[0], not h0.squeeze(): with B = 1 or hidden_size = 1, squeeze() drops those dims too"
+
+
 def _rnn_state(t, i: int, h: int, dtype=torch.float64) -> dict:
     return {"weight_ih_l0": t.randn(h, i, dtype=dtype) * 0.5, "weight_hh_l0": t.randn(h, h, dtype=dtype) * 0.5,
             "bias_ih_l0": t.randn(h, dtype=dtype) * 0.5, "bias_hh_l0": t.randn(h, dtype=dtype) * 0.5}
@@ -685,7 +726,8 @@ def RNN(t, cls):
     e = t.unseen(4, 5, 9)  # input size == hidden size: swapped weights only show in the values
     cases = [(i, h, 2, 6, False, torch.float64), (i, h, 3, 4, True, torch.float64),
              (e, e, 2, 5, True, torch.float64), (e, e, 4, 3, False, torch.float64),
-             (2, 3, 1, 1, False, torch.float64), (i, h, 3, 5, True, torch.float32)]
+             (2, 3, 1, 1, False, torch.float64), (i, h, 3, 5, True, torch.float32),
+             (2, 1, 1, 4, True, torch.float64), (3, 1, 3, 2, True, torch.float64)]  # hidden_size 1 (and B = 1)
     for k, (ci, ch, b, t_len, with_h0, dtype) in enumerate(cases):
         state = _rnn_state(t, ci, ch, dtype)
         x = t.randn(b, t_len, ci, dtype=dtype)
@@ -700,9 +742,20 @@ def RNN(t, cls):
         for device in t.devices:
             with t.case(f"{device}: {words}"):
                 _no_float64_on_mps(device, dtype)
-                run = t.call(rnn_forward, cls, ci, ch, state, x.to(device), None if h0 is None else h0.to(device),
-                             up_out.to(device), up_h.to(device))
-                _expect_rnn(run, expected, device, x, h0, state, tol)
+                try:
+                    run = t.call(rnn_forward, cls, ci, ch, state, x.to(device),
+                                 None if h0 is None else h0.to(device), up_out.to(device), up_h.to(device))
+                    _expect_rnn(run, expected, device, x, h0, state, tol)
+                except LearnerError as wrong:
+                    if "modified by an inplace operation" in str(wrong):
+                        raise LearnerError(f"{wrong}\n→ {_IN_PLACE_ADVICE}") from None
+                    if with_h0 and (b == 1 or ch == 1) and "→" not in str(wrong):
+                        raise LearnerError(f"{wrong}\n→ {_SQUEEZE_H0}") from None
+                    raise
+                except Mismatch as wrong:
+                    if with_h0 and (b == 1 or ch == 1) and "→" not in str(wrong):
+                        raise type(wrong)(f"{wrong}\n→ {_SQUEEZE_H0}") from None
+                    raise
                 if run["grads"] is None:
                     raise Mismatch("output and h_n do not track gradients — a .detach(), torch.no_grad() or "
                                    ".item() cut the graph")
@@ -713,13 +766,29 @@ def RNN(t, cls):
                     try:
                         expect_tensor(got, want, device=device, what=f"the gradient of {name}", **grad_tol)
                     except Mismatch as wrong:
-                        raise Mismatch(f"{wrong.message}\n→ build every step from x, h and the parameters with "
-                                       "torch operations (no .data, no in-place writes into a preallocated output)",
-                                       wrong.detail) from None
+                        raise Mismatch(f"{wrong.message}\n→ the graph is cut or changed somewhere: no .detach() on h "
+                                       "or h_n (the gradient flows back through every step), no .data, no in-place "
+                                       "writes into a preallocated output", wrong.detail) from None
         if k in (0, 1) and "cuda" not in t.devices:
             t.device_check(f"RNN({ci}, {ch}) forward on x {shape_str(x.shape)}"
                            + (" and h0" if with_h0 else " without h0"), rnn_forward,
                            (cls, ci, ch, state, x, h0))
+    if not all(r.passed or r.skipped for r in t.results):
+        return
+    b, t_len = 3, 4
+    state = _rnn_state(t, i, h)
+    x1, x2 = t.randn(b, t_len, i), t.randn(b, t_len, i)
+    with t.case(f"one RNN({i}, {h}) called twice without h0, on x1 and x2 {shape_str(x2.shape)}: the second call "
+                "starts from zeros too"):
+        run = t.call(rnn_twice, cls, i, h, state, x1, x2)
+        (want_out, _), _ = _rnn_reference(state, x2, None, torch.zeros(b, t_len, h, dtype=x2.dtype),
+                                          torch.zeros(1, b, h, dtype=x2.dtype))
+        got = run["outs"][0]
+        if not (isinstance(got, torch.Tensor) and got.shape == want_out.shape
+                and torch.allclose(got.double(), want_out, rtol=1e-7, atol=1e-9)):
+            raise Mismatch("the second call gave other values than a fresh start from zeros — without h0 every "
+                           "forward starts from h = zeros: keep no hidden state on self between calls (the state "
+                           "lives in a local variable of forward)")
 
 
 # ============================================================================================================
@@ -826,6 +895,9 @@ def _last_ref(outputs, lengths):
 
 def _explain_last(got, expected, args):
     outputs, lengths = args
+    if bool((~got.isfinite() & expected.isfinite()).any()):
+        return ("nan or inf from the padding — the padded positions may hold anything (inf, nan): select the last "
+                "real step (indexing, gather, torch.where), do not multiply by a mask (0 * inf is nan)")
     b = torch.arange(len(lengths))
     return _diagnose(got, expected, [
         ("you took the last padded step, outputs[:, -1] — a shorter sequence ends earlier: take position "
@@ -834,6 +906,7 @@ def _explain_last(got, expected, args):
          "sequence of length L is at L - 1", lambda: outputs[b, lengths]),
         ("you took the first step, outputs[:, 0] — take position lengths[b] - 1 of each sequence b",
          lambda: outputs[:, 0]),
+        (_SWAPPED_AXES, lambda: outputs[lengths - 1, b]),
         ("the rows follow the lengths sorted — keep the batch order: row b is sequence b at lengths[b] - 1",
          lambda: outputs[b, lengths.sort(descending=True).values - 1]),
         ("the rows follow the lengths sorted — keep the batch order: row b is sequence b at lengths[b] - 1",
@@ -857,6 +930,14 @@ def last_elsewhere(fn, outputs: torch.Tensor, lengths: torch.Tensor) -> dict:
     return {"where": out.device.type, "out": out.detach()}
 
 
+def last_ops(fn, outputs: torch.Tensor, lengths: torch.Tensor) -> int | None:
+    """Driver: how many torch calls fn(outputs, lengths) makes (None outside the tracer)."""
+    tracer = current()
+    before = len(tracer.called) if tracer else 0
+    fn(outputs, lengths)
+    return None if tracer is None else len(tracer.called) - before
+
+
 def _expect_last(got, expected, device: str, outputs, lengths) -> None:
     try:
         expect_tensor(got, expected, device=device)
@@ -875,8 +956,14 @@ _LENGTHS_FIX = ("make the index on outputs' device: idx = lengths.to(outputs.dev
 _SQUEEZE = "squeeze(1), not squeeze(): with B = 1 or H = 1, squeeze() drops those dims too"
 
 
+_SWAPPED_AXES = ("the batch and time axes are swapped — outputs is (B, T, H): the batch index comes first, "
+                 "outputs[torch.arange(B), lengths - 1]")
+
+
 def _past_the_end(message: str) -> str | None:
-    """t.compare's `advise`: an index one past a sequence's end."""
+    """t.compare's `advise`: an index one past a sequence's end, or lengths used along the batch axis."""
+    if "out of bounds for dimension 0" in message:
+        return _SWAPPED_AXES
     return "positions count from 0: the last real step of a sequence of length L is at L - 1" \
         if "out of bounds" in message else None
 
@@ -910,10 +997,24 @@ def last_timestep(t, fn):
     for k, (b, t_len, h, full, dtype) in enumerate(cases):
         outputs, lengths = t.randn(b, t_len, h, dtype=dtype), _lengths(t, b, t_len, full)
         words = f"outputs {shape_str(outputs.shape)}, lengths {lengths.tolist()}, with gradients"
+        if k == len(cases) - 1:  # the padding may hold anything: a mask multiply turns inf into nan (0 * inf)
+            pad = torch.arange(t_len)[None, :] >= lengths[:, None]
+            outputs[pad] = torch.tensor([float("inf"), float("nan"), -float("inf")], dtype=dtype).repeat(
+                int(pad.sum()))[:int(pad.sum()), None]
+            words = words.replace(", with", ", inf and nan in the padding, with")
         squeezed = tuple(n for n in (b, h) if n != 1)  # what squeeze() leaves of (B, H) when B = 1 or H = 1
         t.compare(words, fn, (outputs, lengths), _last_ref, grad=True, wrt=(0,), explain=_explain_last,
                   shape_mistakes=[(_SQUEEZE, squeezed)] if len(squeezed) < 2 else None, advise=_past_the_end,
                   device_check=k in (0, 3))
+
+    if all(r.passed or r.skipped for r in t.results):
+        with t.case("one indexing for the whole batch: as many torch calls for B = 2 as for B = 8"):
+            few = t.call(last_ops, fn, t.randn(2, 5, 3), _lengths(t, 2, 5))
+            many = t.call(last_ops, fn, t.randn(8, 5, 3), _lengths(t, 8, 5))
+            if few is not None and many > few:
+                raise Mismatch(f"{many} torch calls for a batch of 8 against {few} for a batch of 2: a Python loop "
+                               "over the batch — pick every row at once: outputs[torch.arange(B, "
+                               "device=outputs.device), lengths.to(outputs.device) - 1] (or gather)")
 
     b, t_len, h = t.unseen(5, 6, 10), 6, 3
     outputs, lengths = t.randn(b, t_len, h), _lengths(t, b, t_len)
@@ -955,11 +1056,14 @@ def last_timestep(t, fn):
 # - a wrong architecture: before training, the logits of the held-out names must not change with extra padding
 #   columns or with a batch padded only to its own longest name (taking the last padded step, or averaging over
 #   the padding, changes them); nn.RNN / nn.LSTM / nn.GRU, their cells and the recurrent ops are refused by the
-#   tracer; the output must be (B, num_classes) floats. A model without recurrence passes only if it reaches
-#   MIN_ACCURACY, which a bag of characters does not (0.68 measured).
+#   tracer; the output must be (B, num_classes) floats. No recurrence: a loop over the time steps makes more
+#   torch calls for the 8 longest held-out names (each batch padded to its own longest) than for the 8 shortest;
+#   a convolution or a bag of characters makes as many, and fails.
 # - trained on the held-out split: the check trains the model itself, with its own loop, on the training names
 #   only; the model never sees a label (forward gets x and lengths); its parameters may change only through the
-#   optimizer (they are compared with their values after the previous step before every step); and a model that
+#   optimizer (they are compared with their values after the previous step before every step); a fresh model
+#   loaded (strict) with the trained state_dict must give the trained model's held-out logits (nothing learned,
+#   or read, outside the parameters: a table that switches on later, a twin model in a plain list); and a model that
 #   scores on the held-out names more than 0.05 above the training names, or above IMPLAUSIBLE_ACCURACY, has seen
 #   the held-out names.
 # The hidden round is skipped: training does not depend on hidden inputs, and one (slow) round is enough.
@@ -986,11 +1090,23 @@ def _logits(model, x, lengths):
         return out.detach().float().cpu()
 
 
+def _ops(model, x, lengths) -> int | None:
+    """How many torch calls the model makes for one forward (None outside the tracer)."""
+    tracer = current()
+    if tracer is None:
+        return None
+    before = len(tracer.called)
+    model(x, lengths)
+    return len(tracer.called) - before
+
+
 def names_probe(cls, vocab_size: int, num_classes: int, x: torch.Tensor, lengths: torch.Tensor, extra: int,
                 device: str) -> dict:
     """Driver: torch.manual_seed(SEED); cls(vocab_size, num_classes) on `device`, in eval mode without gradients:
     its logits for x (the held-out names), for x with `extra` more padding columns, and for the first 16 names
-    padded only to their own longest; whether it is a Module and has parameters."""
+    padded only to their own longest; whether it is a Module and has parameters; how many torch calls a forward
+    makes for the 8 shortest and for the 8 longest names (each batch padded to its own longest), with their
+    lengths."""
     with untraced():
         torch.manual_seed(SEED)
     model = cls(vocab_size, num_classes)
@@ -1003,11 +1119,16 @@ def names_probe(cls, vocab_size: int, num_classes: int, x: torch.Tensor, lengths
         wider = torch.cat([x, x.new_full((x.shape[0], extra), PAD)], dim=1)
         k = min(16, len(x))
         short = x[:k, :int(lengths[:k].max())]
+        order = lengths.argsort(stable=True)
+        few, many = order[:8], order[-8:]
+        t_few, t_many = int(lengths[few].max()), int(lengths[many].max())
+        few, many = (x[few, :t_few], lengths[few]), (x[many, :t_many], lengths[many])
     model.eval()
     with torch.no_grad():
         out = {"type": "Module", "params": n_params, "logits": _logits(model, x, lengths)}
         out["wider"] = _logits(model, wider, lengths)
         out["short"] = _logits(model, short, lengths[:k])
+        out["ops"] = (t_few, _ops(model, *few), t_many, _ops(model, *many))
     return out
 
 
@@ -1074,8 +1195,22 @@ def names_train(cls, vocab_size: int, num_classes: int, train: tuple, test: tupl
     with torch.no_grad():
         test_logits = _logits(model, test[0].to(device), test[1].to(device))
         train_logits = _logits(model, x, lengths)
+    # everything the model learned must be in its state_dict: a fresh model loaded with it answers the same
+    reloaded, reload_error = None, None
+    if not (timed_out or tampered):
+        twin = cls(vocab_size, num_classes)
+        with untraced():
+            twin.to(device)
+            try:
+                twin.load_state_dict(model.state_dict(), strict=True)
+            except RuntimeError as e:
+                reload_error = _first_line(e)
+        if reload_error is None:
+            twin.eval()
+            with torch.no_grad():
+                reloaded = _logits(twin, test[0].to(device), test[1].to(device))
     return {"seconds": seconds, "timed_out": timed_out, "steps": steps, "tampered": tampered,
-            "test": test_logits, "train": train_logits}
+            "test": test_logits, "train": train_logits, "reloaded": reloaded, "reload_error": reload_error}
 
 
 def _accuracy(logits, y) -> float:
@@ -1145,6 +1280,12 @@ def NameClassifier(t, cls):
                 raise Mismatch(f"the model is accurate before any training ({fresh:.3f} on the held-out names) — "
                                "make fresh layers in __init__ and load or train nothing there: the check trains "
                                "the model itself")
+            t_few, ops_few, t_many, ops_many = probe["ops"]
+            if ops_few is not None and ops_many <= ops_few:
+                raise Mismatch(f"forward makes no more torch calls ({ops_many}) for names of {t_many} characters "
+                               f"than for names of up to {t_few} — there is no loop over the time steps: the "
+                               "exercise asks for a recurrence written by hand (h = tanh(... h ...) at each step t), "
+                               "not a convolution or a bag of characters")
     if not all(r.passed for r in t.results):
         return  # a model that is built wrong is not worth training
     if "cuda" not in t.devices:
@@ -1176,8 +1317,22 @@ def NameClassifier(t, cls):
                            f"{EPOCHS * len(_batches(len(data['train'][2]), 0))}), over the limit — a smaller model "
                            "(E = 32, H = 64 is plenty), and no Python loop over the batch: loop over time only")
         _expect_logits(run["test"], n, num_classes, "after training, on the held-out names")
+        state_only = ("everything the model learns must live in its parameters (its state_dict): keep no tables, "
+                       "no models in plain lists or dicts, and nothing in forward that changes with the calls")
+        if run["reload_error"]:
+            raise Mismatch(f"a fresh NameClassifier could not load the trained model's state_dict: "
+                           f"{run['reload_error']} — {state_only}")
+        reloaded = run["reloaded"]
+        if not (isinstance(reloaded, torch.Tensor) and reloaded.shape == run["test"].shape
+                and torch.allclose(reloaded, run["test"], atol=1e-4, rtol=1e-4)):
+            raise Mismatch("a fresh NameClassifier loaded with the trained model's state_dict gives other logits on "
+                           f"the held-out names than the trained model — {state_only}")
         accuracy, train_accuracy = _accuracy(run["test"], y), _accuracy(run["train"], data["train"][2])
-        if accuracy > IMPLAUSIBLE_ACCURACY or accuracy > train_accuracy + 0.05:
+        if accuracy > IMPLAUSIBLE_ACCURACY:
+            raise Mismatch(f"held-out accuracy {accuracy:.3f} — no model trained this way gets near that on names it "
+                           "has not seen: the held-out names were seen; the model may only learn from the check's "
+                           "training")
+        if accuracy > train_accuracy + 0.05:
             raise Mismatch(f"held-out accuracy {accuracy:.3f} against {train_accuracy:.3f} on the training names — "
                            "the model has seen the held-out names: it may only learn from the check's training")
         if accuracy < MIN_ACCURACY:
@@ -1220,11 +1375,14 @@ def packed_run(fn, kind: str, num_layers: int, state: dict, padded: torch.Tensor
         padded = padded.detach().clone()
         before = padded.clone(), lengths.clone()
     elsewhere = LengthsElsewhere(lengths) if lengths_elsewhere else None
+    tracer = current()
+    first = len(tracer.called) if tracer else 0
     if elsewhere is None:
         out = fn(rnn, padded, lengths)
     else:
         with elsewhere:
             out = fn(rnn, padded, elsewhere.lengths)
+    packed = tracer is None or "pack_padded_sequence" in tracer.called[first:]
     with untraced():
         result = {"kind": _kind(out), "out": out.detach() if type(out) is torch.Tensor else None,
                   "where": "lengths" if elsewhere and elsewhere.value_of(out) is not None else None,
@@ -1232,7 +1390,7 @@ def packed_run(fn, kind: str, num_layers: int, state: dict, padded: torch.Tensor
                                                                     _unchanged(lengths, before[1])),
                   "weights_changed": any(not torch.equal(p.detach(), weights[n]) for n, p in rnn.named_parameters()
                                          if p.device.type != "meta"),
-                  "tracks": type(out) is torch.Tensor and out.requires_grad, "grads": None}
+                  "tracks": type(out) is torch.Tensor and out.requires_grad, "grads": None, "packed": packed}
         if result["where"] == "lengths":
             result["out"] = elsewhere.value_of(out).detach()
         go = upstream is not None and result["tracks"] and out.shape == upstream.shape
@@ -1322,6 +1480,9 @@ def _expect_packed(run: dict, expected: torch.Tensor, mistakes: list, device: st
     if out is not None and out.shape == (b, 1, h) or out is not None and out.shape == (1, b, h):
         raise Mismatch(f"returned shape {shape_str(out.shape)} — take the last layer's row: h_n[-1] is "
                        f"{shape_str((b, h))}")
+    if out is not None and b == 1 and out.shape == (h,):
+        raise Mismatch(f"returned shape {shape_str(out.shape)} — h_n[-1] is (B, H) = {shape_str((b, h))} already: a "
+                       "squeeze() dropped B = 1, leave it out")
     if run["where"] == "lengths":
         raise Mismatch("the result is on lengths' device, not on padded's — the module's results stay on its own "
                        "device: return h_n[-1] as it comes")
@@ -1338,6 +1499,10 @@ def _expect_packed(run: dict, expected: torch.Tensor, mistakes: list, device: st
         if better:
             raise Mismatch(f"{e.message}\n→ {better}", e.detail) from None
         raise
+    if not run["packed"]:
+        raise Mismatch("the result is right, but computed without pack_padded_sequence — the exercise asks for one "
+                       "run of the module on the packed batch: pack_padded_sequence(padded, lengths.cpu(), "
+                       "batch_first=True, enforce_sorted=False), then rnn(packed) (not one run per sequence)")
 
 
 _PACKED_LENGTHS_FIX = "pack_padded_sequence wants lengths on the CPU: pass lengths.cpu()"
@@ -1352,6 +1517,9 @@ def _call_packed(t, fn, *args, **kwargs) -> dict:
             raise Mismatch(f"{e}\n→ the lengths come in any order: pass enforce_sorted=False") from None
         if "CPU int64 tensor" in str(e):
             raise Mismatch(f"{e}\n→ {_PACKED_LENGTHS_FIX}") from None
+        if "exceeds dimension size" in str(e):
+            raise Mismatch(f"{e}\n→ batch_first=True is missing in pack_padded_sequence — padded is (B, T, I), "
+                           "and without it dim 0 is read as time") from None
         raise
     except MixedDevices as e:
         raise _mixed_message(e, _PACKED_LENGTHS_FIX) from None
