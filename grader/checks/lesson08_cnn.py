@@ -22,6 +22,7 @@ from grader.data import digits
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, is_stub, untraced
 from grader.tracing import MixedDevices
+from grader.training import Guard
 
 LESSON = "08_cnn"
 
@@ -978,9 +979,9 @@ def BatchNorm2d(t, cls):
 #   model with no nonlinearity at all (an affine map: f(a) + f(b) == f(a + b) + f(0)) fails before training;
 # - training on the test split: the only training is the check's loop over the training images; a model that
 #   changes its own weights in forward or backward (reading the test files there, say) is caught because each
-#   parameter's version counter may change only in optimizer.step(), and the parameters must stay the ones
-#   the optimizer was given. (A forward that looked the answers up without touching its weights would be
-#   accurate when new, and fail the first point.)
+#   parameter's values may change only in optimizer.step() (grader.training.Guard), and the parameters must
+#   stay the ones the optimizer was given. (A forward that looked the answers up without touching its weights
+#   would be accurate when new, and fail the first point.)
 # The hidden round skips this check: training is not about hidden inputs, and one slow round is enough.
 
 @functools.lru_cache(maxsize=2)
@@ -1051,27 +1052,24 @@ def digits_train(cls, x, y, x_test, recipe: dict, device: str, limit_s: float) -
     ids = [id(p) for p in params]
     optimizer = torch.optim.Adam(params, lr=recipe["lr"])
     order = torch.Generator().manual_seed(recipe["seed"])
-    start = time.perf_counter()
-    self_changed, losses, epochs = False, [], 0
+    guard = Guard(params, limit_s)
+    losses, epochs = [], 0
     for _ in range(recipe["epochs"]):
         model.train()
         total = 0.0
         for idx in torch.randperm(len(x), generator=order).split(recipe["batch_size"]):
             xb, yb = x[idx].to(device), y[idx].to(device)
-            versions = [p._version for p in params]
             loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad()
             loss.backward()
-            if [p._version for p in params] != versions:
-                self_changed = True
+            if not guard.step(optimizer):
                 break
-            optimizer.step()
             total += loss.item() * len(idx)
+        if guard.stopped:  # an epoch cut short has no mean loss, and does not count
+            break
         losses.append(total / len(x))
         epochs += 1
-        if self_changed or time.perf_counter() - start > limit_s:
-            break
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - guard.start
     swapped = [id(p) for p in model.parameters()] != ids
     model.eval()
     with torch.no_grad():
@@ -1086,7 +1084,7 @@ def digits_train(cls, x, y, x_test, recipe: dict, device: str, limit_s: float) -
             twin_logits = _outputs(twin, x_test.to(device))
     except Exception as e:
         twin_logits = f"{type(e).__name__}: {_first_line(e)}"
-    return {"seconds": seconds, "epochs": epochs, "losses": losses, "self_changed": self_changed,
+    return {"seconds": seconds, "epochs": epochs, "losses": losses, "self_changed": guard.tampered,
             "swapped": swapped, "logits": logits, "twin": twin_logits}
 
 

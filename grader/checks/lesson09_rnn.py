@@ -23,6 +23,7 @@ from grader.devices import to_device
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, untraced
 from grader.tracing import MixedDevices, canonical_name, current
+from grader.training import Guard
 
 LESSON = "09_rnn"
 
@@ -1162,7 +1163,7 @@ def names_train(cls, vocab_size: int, num_classes: int, train: tuple, test: tupl
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=LR)
         x, lengths, y = (v.to(device) for v in train)
-        after_step, tampered, steps, timed_out = None, False, 0, False
+        guard = Guard(params, limit_s, start)
     for epoch in range(EPOCHS):
         model.train()
         for idx in _batches(len(x), epoch):
@@ -1175,20 +1176,9 @@ def names_train(cls, vocab_size: int, num_classes: int, train: tuple, test: tupl
                 loss = F.cross_entropy(logits, y[idx])
                 optimizer.zero_grad()
             loss.backward()
-            with untraced():
-                tampered = after_step is not None and not all(torch.equal(p.detach(), a)
-                                                              for p, a in zip(params, after_step))
-            if tampered:
+            if not guard.step(optimizer, clip=CLIP_NORM):
                 break
-            with untraced():
-                nn.utils.clip_grad_norm_(params, CLIP_NORM)
-                optimizer.step()
-                after_step = [p.detach().clone() for p in params]
-                steps += 1
-            if time.perf_counter() - start > limit_s:
-                timed_out = True
-                break
-        if timed_out or tampered:
+        if guard.stopped:
             break
     seconds = time.perf_counter() - start
     model.eval()
@@ -1197,7 +1187,7 @@ def names_train(cls, vocab_size: int, num_classes: int, train: tuple, test: tupl
         train_logits = _logits(model, x, lengths)
     # everything the model learned must be in its state_dict: a fresh model loaded with it answers the same
     reloaded, reload_error = None, None
-    if not (timed_out or tampered):
+    if not guard.stopped:
         twin = cls(vocab_size, num_classes)
         with untraced():
             twin.to(device)
@@ -1209,7 +1199,7 @@ def names_train(cls, vocab_size: int, num_classes: int, train: tuple, test: tupl
             twin.eval()
             with torch.no_grad():
                 reloaded = _logits(twin, test[0].to(device), test[1].to(device))
-    return {"seconds": seconds, "timed_out": timed_out, "steps": steps, "tampered": tampered,
+    return {"seconds": seconds, "timed_out": guard.timed_out, "steps": guard.steps, "tampered": guard.tampered,
             "test": test_logits, "train": train_logits, "reloaded": reloaded, "reload_error": reload_error}
 
 

@@ -21,6 +21,7 @@ from grader.data import datasets_dir
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, untraced
 from grader.tracing import MixedDevices
+from grader.training import Guard
 
 LESSON = "10_attention"
 
@@ -962,7 +963,7 @@ def gpt_train(cls, vocab_size: int, train: torch.Tensor, val_x: torch.Tensor, de
         gen = torch.Generator().manual_seed(r["seed"])
         train = train.to(device)
         offsets = torch.arange(bs + 1, device=device)
-        after_step, tampered, steps, timed_out = None, False, 0, False
+        guard = Guard(params, limit_s, start)
     model.train()
     for _ in range(r["steps"]):
         with untraced():
@@ -977,25 +978,15 @@ def gpt_train(cls, vocab_size: int, train: torch.Tensor, val_x: torch.Tensor, de
             loss = F.cross_entropy(logits.reshape(-1, vocab_size), yb.reshape(-1))
             optimizer.zero_grad()
         loss.backward()
-        with untraced():
-            tampered = after_step is not None and not all(torch.equal(p.detach(), a)
-                                                          for p, a in zip(params, after_step))
-        if tampered:
-            break
-        with untraced():
-            optimizer.step()
-            after_step = [p.detach().clone() for p in params]
-            steps += 1
-        if time.perf_counter() - start > limit_s:
-            timed_out = True
+        if not guard.step(optimizer):
             break
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
         val_logits = _gpt_logits(model, val_x.to(device))
-    result = {"seconds": seconds, "timed_out": timed_out, "steps": steps, "tampered": tampered, "val": val_logits,
-              "reloaded": None, "reload_error": None, "sample": None, "sample_error": None}
-    if timed_out or tampered:
+    result = {"seconds": seconds, "timed_out": guard.timed_out, "steps": guard.steps, "tampered": guard.tampered,
+              "val": val_logits, "reloaded": None, "reload_error": None, "sample": None, "sample_error": None}
+    if guard.stopped:
         return result
     twin = cls(vocab_size, bs)
     with untraced():
