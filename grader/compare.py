@@ -18,6 +18,16 @@ def shape_str(shape) -> str:
     return str(tuple(shape))
 
 
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line, cut short, for a case message."""
+    return " ".join(str(e).split())[:300]
+
+
+def kind_of(value) -> str:
+    """What a learner's code returned, in a word: "None", "tuple", "Tensor"."""
+    return "None" if value is None else type(value).__name__
+
+
 def _shape_advice(got: torch.Size, exp: torch.Size) -> str:
     g, e = tuple(got), tuple(exp)
     if not g and e:

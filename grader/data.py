@@ -36,3 +36,18 @@ def _digits(split: str):
     pixels = np.stack([np.array(Image.open(root / row["filename"])) for row in rows])  # (N, 8, 8) uint8
     x = torch.from_numpy(pixels).unsqueeze(1).float() / 255                              # (N, 1, 8, 8)
     return x, torch.tensor([int(row["label"]) for row in rows])
+
+
+@functools.lru_cache(maxsize=1)
+def surnames() -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+    """(names, labels, classes) of the shipped surnames: the classes are the files' languages in sorted order,
+    the names in file order, each labelled with its class's index."""
+    root = datasets_dir() / "surnames"
+    classes = tuple(sorted(p.stem for p in root.glob("*.txt")))
+    names, labels = [], []
+    for label, language in enumerate(classes):
+        for line in (root / f"{language}.txt").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                names.append(line.strip())
+                labels.append(label)
+    return tuple(names), tuple(labels), classes

@@ -334,7 +334,7 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
         before = [x.detach().clone() for x in inputs]
     out = fn(*args, **kwargs)
     with untraced():
-        mutated = [i for i, (x, b) in enumerate(zip(inputs, before)) if not _unchanged(x.detach(), b)]
+        mutated = [i for i, (x, b) in enumerate(zip(inputs, before)) if not unchanged(x.detach(), b)]
         tracks = isinstance(out, torch.Tensor) and out.requires_grad and upstream is not None \
             and out.shape == upstream.shape
     grads = None
@@ -347,7 +347,7 @@ def run_case(fn, args: tuple, kwargs: dict, upstream: torch.Tensor | None = None
             "dropped_dim": bool(current() and current().dropped_dim)}
 
 
-def _unchanged(x: torch.Tensor, before: torch.Tensor) -> bool:
+def unchanged(x: torch.Tensor, before: torch.Tensor) -> bool:
     """Same shape and values, nan where there was nan (torch.equal counts nan as changed)."""
     if x.shape != before.shape or x.dtype != before.dtype:
         return False

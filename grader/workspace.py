@@ -336,8 +336,9 @@ def _update(workspace: Path, lessons_dir: Path) -> list[tuple[str, bool]]:
             new.metadata["torchdojo"] = _record(new, lesson)
             atomic_write(path, nbformat.writes(new) + "\n")
             copies = copies_of(lesson, workspace)
-            lines.append((f"added {lesson}" + (f" — your copy {copies[0].name} is left as it is, but only {path.name} "
-                                               "is graded: bring your answers over" if copies else ""), True))
+            note = (f" — your copy {copies[0].name} is left as it is, but only {path.name} is graded: bring your "
+                    "answers over") if copies else ""
+            lines.append((f"added {lesson}{note}", True))
             continue
         try:
             data, old = _read(path)

@@ -33,7 +33,7 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
-from grader.data import datasets_dir
+from grader.data import datasets_dir, surnames
 
 # A recurrent step is a handful of small operations; on a CPU one thread runs them faster than several that
 # must wait for each other (the checks run your code on one thread too).
@@ -456,14 +456,7 @@ for bad in (torch.tensor([1.0, 2.0]), torch.tensor([10])):
 
 # %%
 PAD, UNK = 0, 1
-root = datasets_dir() / "surnames"
-classes = sorted(path.stem for path in root.glob("*.txt"))     # the languages, in sorted file order
-names, labels = [], []
-for label, language in enumerate(classes):
-    for line in (root / f"{language}.txt").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            names.append(line.strip())
-            labels.append(label)
+names, labels, classes = surnames()   # one name per line of datasets/surnames/<language>.txt; languages sorted
 
 perm = torch.randperm(len(names), generator=torch.Generator().manual_seed(0)).tolist()
 n_held_out = len(names) // 5

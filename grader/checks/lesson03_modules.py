@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.compare import Mismatch, expect_tensor, known_mistake, shape_str
+from grader.compare import Mismatch, expect_tensor, known_mistake, one_line, shape_str
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, run_case, untraced
 from grader.tracing import MixedDevices
@@ -45,10 +45,6 @@ def _seed(seed: int) -> None:
     """Seed the CPU generator that module constructors draw from (torch.manual_seed also walks every
     accelerator, which costs milliseconds per call)."""
     torch.default_generator.manual_seed(seed)
-
-
-def _first_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]
 
 
 def _registration(m: nn.Module) -> dict:
@@ -333,7 +329,7 @@ def linear_forward(cls, in_features: int, out_features: int, bias, seed: int, x:
         try:
             m.load_state_dict(load, strict=True)
         except RuntimeError as e:
-            return {"load_error": _first_line(e)}
+            return {"load_error": one_line(e)}
     m.to(device=x.device, dtype=x.dtype)
     with untraced():
         x = x.detach().clone().requires_grad_(True)
@@ -513,7 +509,7 @@ def Linear(t, cls):
             try:
                 ref.load_state_dict(state, strict=True)
             except RuntimeError as e:
-                raise Mismatch(f"nn.Linear.load_state_dict(your state_dict) failed: {_first_line(e)}\n→ register "
+                raise Mismatch(f"nn.Linear.load_state_dict(your state_dict) failed: {one_line(e)}\n→ register "
                                "exactly `weight` (out_features, in_features) and `bias` (out_features,), like "
                                "nn.Linear") from None
 

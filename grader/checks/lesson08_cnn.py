@@ -17,7 +17,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from grader.compare import Mismatch, expect_tensor, known_mistake, shape_str
+from grader.compare import Mismatch, expect_tensor, known_mistake, one_line, shape_str
 from grader.data import digits
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, is_stub, untraced
@@ -41,10 +41,6 @@ def _typed(value) -> list:
     if isinstance(value, torch.Tensor):
         return ["Tensor", value.detach().cpu().clone() if value.device.type != "meta" else None]
     return [type(value).__name__, None]
-
-
-def _first_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]
 
 
 def _pair(v) -> tuple[int, int]:
@@ -548,7 +544,7 @@ def bn_load(cls, num_features: int, state: dict) -> str:
     try:
         m.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        return _first_line(e)
+        return one_line(e)
     return ""
 
 
@@ -926,7 +922,7 @@ def BatchNorm2d(t, cls):
             ref.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise Mismatch("nn.BatchNorm2d.load_state_dict(your state_dict, strict=True) failed — register exactly "
-                           f"{BN_KEYS} with nn.BatchNorm2d's shapes and dtypes", _first_line(e)) from None
+                           f"{BN_KEYS} with nn.BatchNorm2d's shapes and dtypes", one_line(e)) from None
 
     steps = [["eval", _bn_batch(t, 3, nf, h + 1, w, torch.float64), t.randn(3, nf, h + 1, w)],
              ["train", _bn_batch(t, 4, nf, h + 1, w, torch.float64), t.randn(4, nf, h + 1, w)],
@@ -992,9 +988,9 @@ def _outputs(model, x):
     except NotImplementedError as e:
         if is_stub(e):
             raise
-        return f"NotImplementedError: {_first_line(e)}"
+        return f"NotImplementedError: {one_line(e)}"
     except Exception as e:
-        return f"{type(e).__name__}: {_first_line(e)}"
+        return f"{type(e).__name__}: {one_line(e)}"
     if not isinstance(out, torch.Tensor):
         return f"a {type(out).__name__} instead of a tensor"
     return out.detach().cpu().clone() if out.device.type != "meta" else None
@@ -1083,7 +1079,7 @@ def digits_train(cls, x, y, x_test, recipe: dict, device: str, limit_s: float) -
         with torch.no_grad():
             twin_logits = _outputs(twin, x_test.to(device))
     except Exception as e:
-        twin_logits = f"{type(e).__name__}: {_first_line(e)}"
+        twin_logits = f"{type(e).__name__}: {one_line(e)}"
     return {"seconds": seconds, "epochs": epochs, "losses": losses, "self_changed": guard.tampered,
             "swapped": swapped, "logits": logits, "twin": twin_logits}
 
@@ -1517,7 +1513,7 @@ def capture_run(fn, x: torch.Tensor, names: list, seed: int, train: bool, frozen
             w.remove()
         real = {o.untyped_storage().data_ptr() for o in tree_leaves(real_outputs) if isinstance(o, torch.Tensor)}
         report = {
-            "raised": None if raised is None else {"type": type(raised).__name__, "message": _first_line(raised),
+            "raised": None if raised is None else {"type": type(raised).__name__, "message": one_line(raised),
                                                    "same": raised is model.error},
             "hooks_left": _hook_count(model) - hooks,
             "modes_changed": [n for (n, before), (_, m) in zip(modes, model.named_modules()) if m.training != before],

@@ -17,11 +17,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from grader.compare import Mismatch, expect_tensor, known_mistake, shape_str
-from grader.data import datasets_dir
+from grader.compare import Mismatch, expect_tensor, kind_of, known_mistake, one_line, shape_str
+from grader.data import surnames
 from grader.devices import to_device
 from grader.registry import exercise
-from grader.runner import Inconclusive, LearnerError, untraced
+from grader.runner import Inconclusive, LearnerError, unchanged, untraced
 from grader.tracing import MixedDevices, canonical_name, current
 from grader.training import Guard
 
@@ -62,20 +62,6 @@ NAMES_TIME_BUDGET_S = 30     # what the exercise promises: the check's training 
 NAMES_TIME_LIMIT_S = 90      # what the check enforces (the budget, with room for a slow or busy machine)
 
 
-@functools.lru_cache(maxsize=1)
-def surnames() -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
-    """(names, labels, classes) of the shipped surnames: classes in sorted file order, names in file order."""
-    root = datasets_dir() / "surnames"
-    classes = tuple(sorted(p.stem for p in root.glob("*.txt")))
-    names, labels = [], []
-    for label, language in enumerate(classes):
-        for line in (root / f"{language}.txt").read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                names.append(line.strip())
-                labels.append(label)
-    return tuple(names), tuple(labels), classes
-
-
 def split_indices(n: int) -> tuple[list[int], list[int]]:
     """(training indices, held-out indices) of the fixed split of n names."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
@@ -112,10 +98,6 @@ FORBIDDEN = {
     "lstm_cell": "compute the four gates from x W_ihᵀ + b_ih + h W_hhᵀ + b_hh yourself",
     "gru_cell": _STEP,
 }
-
-
-def _first_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]
 
 
 def _linear(x, w, b=None):
@@ -245,14 +227,6 @@ def rnn_cell(t, fn):
 # ============================================================================================================
 # lstm_cell
 # ============================================================================================================
-def _unchanged(x: torch.Tensor, before: torch.Tensor) -> bool:
-    if x.shape != before.shape or x.dtype != before.dtype:
-        return False
-    return x.device.type == "meta" or bool(((x == before) | (x.isnan() & before.isnan())).all())
-
-
-def _kind(value) -> str:
-    return "None" if value is None else type(value).__name__
 
 
 def cell_run(fn, args: tuple, upstreams: list | None = None) -> dict:
@@ -265,12 +239,12 @@ def cell_run(fn, args: tuple, upstreams: list | None = None) -> dict:
         wrt = [x.requires_grad_(True) for x in inputs if x.is_floating_point()] if upstreams is not None else []
     out = fn(*args)
     with untraced():
-        mutated = [i for i, (x, b) in enumerate(zip(inputs, before)) if not _unchanged(x.detach(), b)]
+        mutated = [i for i, (x, b) in enumerate(zip(inputs, before)) if not unchanged(x.detach(), b)]
         parts = list(out) if isinstance(out, (tuple, list)) else [out]
         tracks = upstreams is not None and len(parts) == len(upstreams) and all(
             isinstance(p, torch.Tensor) and p.shape == u.shape for p, u in zip(parts, upstreams)) \
             and any(p.requires_grad for p in parts)
-        result = {"kind": _kind(out), "outs": [p.detach() if type(p) is torch.Tensor else _kind(p) for p in parts],
+        result = {"kind": kind_of(out), "outs": [p.detach() if type(p) is torch.Tensor else kind_of(p) for p in parts],
                   "mutated": mutated, "grads": None}
     if tracks:
         loss = sum((p * u).sum() for p, u in zip(parts, upstreams) if p.requires_grad)
@@ -508,7 +482,7 @@ def rnn_forward(cls, input_size: int, hidden_size: int, state: dict, x: torch.Te
         try:
             m.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            return {"load_error": _first_line(e)}
+            return {"load_error": one_line(e)}
         grad = up_out is not None
         x = x.detach().clone().requires_grad_(grad)
         h0 = None if h0 is None else h0.detach().clone().requires_grad_(grad)
@@ -517,8 +491,8 @@ def rnn_forward(cls, input_size: int, hidden_size: int, state: dict, x: torch.Te
     with untraced():
         parts = list(out) if isinstance(out, (tuple, list)) else [out]
         mutated = [i for i, (v, b) in enumerate(zip([v for v in (x, h0) if v is not None], before))
-                   if not _unchanged(v.detach(), b)]
-        result = {"kind": _kind(out), "outs": [p.detach() if type(p) is torch.Tensor else _kind(p) for p in parts],
+                   if not unchanged(v.detach(), b)]
+        result = {"kind": kind_of(out), "outs": [p.detach() if type(p) is torch.Tensor else kind_of(p) for p in parts],
                   "mutated": mutated, "grads": None}
         tracks = grad and len(parts) == 2 and all(isinstance(p, torch.Tensor) for p in parts) \
             and parts[0].shape == up_out.shape and parts[1].shape == up_h.shape \
@@ -545,7 +519,7 @@ def rnn_twice(cls, input_size: int, hidden_size: int, state: dict, x1: torch.Ten
         out = m(x2)
     with untraced():
         parts = list(out) if isinstance(out, (tuple, list)) else [out]
-        return {"outs": [p.detach() if type(p) is torch.Tensor else _kind(p) for p in parts]}
+        return {"outs": [p.detach() if type(p) is torch.Tensor else kind_of(p) for p in parts]}
 
 
 def _rnn_loop(x, h0, w_ih, w_hh, b_ih, b_hh, act=torch.tanh, time_dim=1):
@@ -721,7 +695,7 @@ def RNN(t, cls):
         try:
             nn.RNN(i, h, batch_first=True).load_state_dict(info["state"], strict=True)
         except RuntimeError as e:
-            raise Mismatch(f"nn.RNN.load_state_dict(your state_dict) failed: {_first_line(e)}\n→ register exactly "
+            raise Mismatch(f"nn.RNN.load_state_dict(your state_dict) failed: {one_line(e)}\n→ register exactly "
                            f"{', '.join(RNN_NAMES)}, shaped like nn.RNN's") from None
 
     e = t.unseen(4, 5, 9)  # input size == hidden size: swapped weights only show in the values
@@ -927,7 +901,7 @@ def last_elsewhere(fn, outputs: torch.Tensor, lengths: torch.Tensor) -> dict:
     if real is not None:
         return {"where": "lengths", "out": real.detach()}
     if type(out) is not torch.Tensor:
-        return {"where": None, "out": _kind(out)}
+        return {"where": None, "out": kind_of(out)}
     return {"where": out.device.type, "out": out.detach()}
 
 
@@ -1087,7 +1061,7 @@ def _logits(model, x, lengths):
     out = model(x, lengths)
     with untraced():
         if type(out) is not torch.Tensor:
-            return f"a {_kind(out)}"
+            return f"a {kind_of(out)}"
         return out.detach().float().cpu()
 
 
@@ -1113,7 +1087,7 @@ def names_probe(cls, vocab_size: int, num_classes: int, x: torch.Tensor, lengths
     model = cls(vocab_size, num_classes)
     with untraced():
         if not isinstance(model, nn.Module):
-            return {"type": _kind(model)}
+            return {"type": kind_of(model)}
         n_params = sum(p.numel() for p in model.parameters())
         model.to(device)
         x, lengths = x.to(device), lengths.to(device)
@@ -1194,7 +1168,7 @@ def names_train(cls, vocab_size: int, num_classes: int, train: tuple, test: tupl
             try:
                 twin.load_state_dict(model.state_dict(), strict=True)
             except RuntimeError as e:
-                reload_error = _first_line(e)
+                reload_error = one_line(e)
         if reload_error is None:
             twin.eval()
             with torch.no_grad():
@@ -1374,10 +1348,10 @@ def packed_run(fn, kind: str, num_layers: int, state: dict, padded: torch.Tensor
             out = fn(rnn, padded, elsewhere.lengths)
     packed = tracer is None or "pack_padded_sequence" in tracer.called[first:]
     with untraced():
-        result = {"kind": _kind(out), "out": out.detach() if type(out) is torch.Tensor else None,
+        result = {"kind": kind_of(out), "out": out.detach() if type(out) is torch.Tensor else None,
                   "where": "lengths" if elsewhere and elsewhere.value_of(out) is not None else None,
-                  "mutated": not _unchanged(padded, before[0]) or (lengths.device.type != "meta" and not
-                                                                    _unchanged(lengths, before[1])),
+                  "mutated": not unchanged(padded, before[0]) or (lengths.device.type != "meta" and not
+                                                                    unchanged(lengths, before[1])),
                   "weights_changed": any(not torch.equal(p.detach(), weights[n]) for n, p in rnn.named_parameters()
                                          if p.device.type != "meta"),
                   "tracks": type(out) is torch.Tensor and out.requires_grad, "grads": None, "packed": packed}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.compare import Mismatch, expect_tensor, known_mistake, shape_str
+from grader.compare import Mismatch, expect_tensor, kind_of, known_mistake, one_line, shape_str
 from grader.data import datasets_dir
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, untraced
@@ -113,14 +113,6 @@ FORBIDDEN_NORM = {
     "torch.nn.functional.rms_norm": _NORM, "torch.nn.LayerNorm": _NORM, "torch.nn.GroupNorm": _NORM,
     "torch.nn.RMSNorm": _NORM,
 }
-
-
-def _first_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]
-
-
-def _kind(value) -> str:
-    return "None" if value is None else type(value).__name__
 
 
 def _attend(q, k, v, mask=None, scale=None, causal=None, softmax_dim=-1):
@@ -306,7 +298,7 @@ def mha_build(cls, E: int, H: int, bias: bool) -> dict:
     model = cls(E, H, bias=bias)
     with untraced():
         if not isinstance(model, nn.Module):
-            return {"type": _kind(model)}
+            return {"type": kind_of(model)}
         return {"type": "Module", "shapes": {n: tuple(p.shape) for n, p in model.state_dict().items()},
                 "state": {n: p.detach().clone() for n, p in model.state_dict().items()}}
 
@@ -320,13 +312,13 @@ def mha_run(cls, E: int, H: int, bias: bool, state: dict, q, k, v, kpm, am, need
     model = cls(E, H, bias=bias)
     with untraced():
         if not isinstance(model, nn.Module):
-            return {"error": f"MultiHeadAttention(...) made a {_kind(model)}, not an nn.Module"}
+            return {"error": f"MultiHeadAttention(...) made a {kind_of(model)}, not an nn.Module"}
         model.to(device=q.device, dtype=q.dtype)
         try:
             model.load_state_dict({n: p.to(q.device) for n, p in state.items()}, strict=True)
         except RuntimeError as e:
             return {"error": f"load_state_dict(nn.MultiheadAttention's state_dict, strict=True) failed: "
-                             f"{_first_line(e)}"}
+                             f"{one_line(e)}"}
         q = q.detach().clone().requires_grad_(True)
         if self_attention:
             k = v = q
@@ -336,11 +328,11 @@ def mha_run(cls, E: int, H: int, bias: bool, state: dict, q, k, v, kpm, am, need
     result = model(q, k, v, key_padding_mask=kpm, attn_mask=am, need_weights=need_weights)
     with untraced():
         if not isinstance(result, tuple) or len(result) != 2:
-            return {"error": f"forward should return a tuple (output, weights), got a {_kind(result)}"
+            return {"error": f"forward should return a tuple (output, weights), got a {kind_of(result)}"
                              + (f" of {len(result)}" if isinstance(result, (tuple, list)) else "")}
         out, w = result
-        run = {"out": out.detach() if isinstance(out, torch.Tensor) else _kind(out),
-               "weights": w.detach() if isinstance(w, torch.Tensor) else (None if w is None else _kind(w)),
+        run = {"out": out.detach() if isinstance(out, torch.Tensor) else kind_of(out),
+               "weights": w.detach() if isinstance(w, torch.Tensor) else (None if w is None else kind_of(w)),
                "grads": None}
         if isinstance(out, torch.Tensor) and out.requires_grad and out.shape == upstream.shape:
             wrt = [q, k, v] if not self_attention else [q]
@@ -460,7 +452,7 @@ def _expect_mha(run: dict, expected: tuple, device: str, args: tuple, H: int, ne
     expect_tensor(out, exp_out, device=device, what="the output", **tol)
     if not need_weights:
         if w is not None:
-            raise Mismatch(f"with need_weights=False the weights should be None, got a {_kind(w)} — return "
+            raise Mismatch(f"with need_weights=False the weights should be None, got a {kind_of(w)} — return "
                            "(output, None)")
     else:
         if not isinstance(w, torch.Tensor):
@@ -749,7 +741,7 @@ def sample_run(fn, logits: torch.Tensor, temperature: float, top_k, seed: int | 
         moved = not torch.equal(cpu_state, torch.get_rng_state())
         if torch.cuda.is_available():
             moved = moved or any(not torch.equal(a, b) for a, b in zip(cuda_state, torch.cuda.get_rng_state_all()))
-        return {"out": out.detach() if isinstance(out, torch.Tensor) else _kind(out),
+        return {"out": out.detach() if isinstance(out, torch.Tensor) else kind_of(out),
                 "modified": not torch.equal(before, logits), "global_rng": moved}
 
 
@@ -913,7 +905,7 @@ def _gpt_logits(model, x):
     out = model(x)
     with untraced():
         if type(out) is not torch.Tensor:
-            return f"a {_kind(out)}"
+            return f"a {kind_of(out)}"
         return out.detach().float().cpu()
 
 
@@ -926,7 +918,7 @@ def gpt_probe(cls, vocab_size: int, block_size: int, x: torch.Tensor, changed: t
     model = cls(vocab_size, block_size)
     with untraced():
         if not isinstance(model, nn.Module):
-            return {"type": _kind(model)}
+            return {"type": kind_of(model)}
         n_params = sum(p.numel() for p in model.parameters())
         model.to(device)
         x, changed = x.to(device), changed.to(device)
@@ -973,7 +965,7 @@ def gpt_train(cls, vocab_size: int, train: torch.Tensor, val_x: torch.Tensor, de
         logits = model(xb)
         with untraced():
             if type(logits) is not torch.Tensor or logits.shape != (len(xb), bs, vocab_size):
-                got = _kind(logits) if type(logits) is not torch.Tensor else shape_str(logits.shape)
+                got = kind_of(logits) if type(logits) is not torch.Tensor else shape_str(logits.shape)
                 return {"error": f"forward returned {got} while training"}
             loss = F.cross_entropy(logits.reshape(-1, vocab_size), yb.reshape(-1))
             optimizer.zero_grad()
@@ -994,7 +986,7 @@ def gpt_train(cls, vocab_size: int, train: torch.Tensor, val_x: torch.Tensor, de
         try:
             twin.load_state_dict(model.state_dict(), strict=True)
         except RuntimeError as e:
-            result["reload_error"] = _first_line(e)
+            result["reload_error"] = one_line(e)
     if result["reload_error"] is None:
         twin.eval()
         with torch.no_grad():
@@ -1008,7 +1000,7 @@ def gpt_train(cls, vocab_size: int, train: torch.Tensor, val_x: torch.Tensor, de
             logits = model(idx[:, -bs:])
             with untraced():
                 if type(logits) is not torch.Tensor or logits.shape[:1] + logits.shape[2:] != (1, vocab_size):
-                    got = _kind(logits) if type(logits) is not torch.Tensor else shape_str(logits.shape)
+                    got = kind_of(logits) if type(logits) is not torch.Tensor else shape_str(logits.shape)
                     result["sample_error"] = f"forward on a context of {idx[:, -bs:].shape[1]} ids gave {got}"
                     break
                 probs = torch.softmax(logits[:, -1].double().cpu(), dim=-1)
