@@ -251,6 +251,21 @@ def _child(fd: int, request: dict, namespace: dict) -> None:
     os._exit(0)
 
 
+def _loopback_up() -> bool:
+    """Bring up `lo` in a new network namespace (it starts down): code may still talk to itself, as
+    torch.distributed's gloo backend must, but to nothing outside the sandbox."""
+    import fcntl
+    import struct
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            flags = struct.unpack_from("H", fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH", b"lo", 0)), 16)[0]
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+        return True
+    except OSError:
+        return False
+
+
 def isolate(config: dict, keep: int) -> list[str]:
     """New session, quiet stdio, only our socket open, rlimits, no network, private /tmp, hidden folders,
     no new privileges, an unprivileged uid (when root). Returns what could not be done."""
@@ -265,6 +280,8 @@ def isolate(config: dict, keep: int) -> list[str]:
     if root:
         if _libc.unshare(CLONE_NEWNET) != 0:
             notes.append("no network namespace")
+        elif not _loopback_up():
+            notes.append("loopback down: process groups (lesson 12) cannot meet")
         if _libc.unshare(CLONE_NEWNS) == 0 and _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
             notes += _hide(config)
         else:
