@@ -552,7 +552,10 @@ else:
 # element-wise mean of the tensors of all ranks, and leaves the input unchanged. An integer tensor gives a
 # result of the default floating dtype (`torch.get_default_dtype()`); a floating tensor keeps its dtype.
 # (This is what DDP does to gradients.) The check runs it in real groups of two and three CPU processes on the
-# gloo backend, which has no `ReduceOp.AVG`: sum, then divide.
+# gloo backend. Sum, then divide by `dist.get_world_size()`: that works on every backend.
+# `ReduceOp.AVG` does both in one call, but only for floating tensors (the average is written into the tensor
+# itself, and an integer tensor cannot hold it: it raises) and only where the backend has it: NCCL does, and so
+# does gloo in the PyTorch installed here (2.14), while older PyTorch's gloo refused it.
 
 # %%
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

@@ -229,6 +229,73 @@ def bench_tuple_args(fn, *args, warmup=3, iters=10):
     return 0.0
 
 
+def bench_sync_if_available(fn, *args, warmup=3, iters=10):
+    """Synchronises whenever CUDA is available, CPU arguments or not."""
+    if iters < 1:
+        raise ValueError("iters")
+    for _ in range(warmup):
+        fn(*args)
+    times = []
+    for _ in range(iters):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(*args)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_first_arg_only(fn, *args, warmup=3, iters=10):
+    """Looks only at args[0] to decide whether to synchronise."""
+    if iters < 1:
+        raise ValueError("iters")
+    cuda = bool(args) and isinstance(args[0], torch.Tensor) and args[0].is_cuda
+    for _ in range(warmup):
+        fn(*args)
+    times = []
+    for _ in range(iters):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(*args)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _per_call_times(fn, args, warmup, iters) -> list:
+    if iters < 1:
+        raise ValueError("iters")
+    for _ in range(warmup):
+        fn(*args)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_min(fn, *args, warmup=3, iters=10):
+    return min(_per_call_times(fn, args, warmup, iters))
+
+
+def bench_max(fn, *args, warmup=3, iters=10):
+    return max(_per_call_times(fn, args, warmup, iters))
+
+
+def bench_timeit_repeat(fn, *args, warmup=3, iters=10):
+    """timeit.repeat's own timer and loop instead of reading perf_counter around each call."""
+    if iters < 1:
+        raise ValueError("iters")
+    for _ in range(warmup):
+        fn(*args)
+    return statistics.median(timeit.repeat(lambda: fn(*args), number=1, repeat=iters))
+
+
 @pytest.mark.parametrize("right", [bench_loop, bench_from_import, bench_timeit])
 def test_benchmark_accepts(right):
     assert_passes(right, "benchmark")
@@ -240,6 +307,11 @@ def test_benchmark_accepts(right):
     (bench_total, ("total time",)),
     (bench_ms, ("milliseconds",)),
     (bench_sync_always, ("synchronize() was called although no argument is a cuda tensor",)),
+    (bench_sync_if_available, ("synchronise only when an argument is a cuda tensor", "is_available")),
+    (bench_first_arg_only, ("argument 2 of fn (not the first) is a cuda tensor", "every positional argument")),
+    (bench_min, ("shortest of the timed calls (min)", "statistics.median")),
+    (bench_max, ("longest of the timed calls (max)", "statistics.median")),
+    (bench_timeit_repeat, ("timed with timeit", "call time.perf_counter() yourself")),
     (bench_sync_never, ("torch.cuda.synchronize() was never called",)),
     (bench_sync_after_only, ("started without torch.cuda.synchronize()",)),
     (bench_extra_call, ("should be warmup + iters",)),
@@ -268,11 +340,54 @@ def mean_sum(tensor):
 
 
 def mean_gather(tensor):
-    """all_gather every rank's tensor, then the mean over a new leading dim; int inputs in float64."""
-    x = tensor if tensor.is_floating_point() else tensor.double()
+    """all_gather every rank's tensor, then the mean over a new leading dim; int inputs in the default dtype."""
+    x = tensor if tensor.is_floating_point() else tensor.to(torch.get_default_dtype())
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.stack(parts).mean(0)
+
+
+def mean_divide_first(tensor):
+    """Each rank divides its own copy first, then the sum of the shares is the mean."""
+    dtype = tensor.dtype if torch.is_floating_point(tensor) else torch.get_default_dtype()
+    share = tensor.to(dtype) / dist.get_world_size()
+    dist.all_reduce(share, op=dist.ReduceOp.SUM)
+    return share
+
+
+def mean_reduce_broadcast(tensor):
+    """dist.reduce to rank 0, divide there, broadcast back."""
+    out = tensor.clone().to(tensor.dtype if tensor.is_floating_point() else torch.get_default_dtype())
+    dist.reduce(out, dst=0)
+    if dist.get_rank() == 0:
+        out /= dist.get_world_size()
+    dist.broadcast(out, src=0)
+    return out
+
+
+def mean_double_for_int(tensor):
+    y = tensor.clone() if tensor.is_floating_point() else tensor.double()
+    dist.all_reduce(y)
+    return y / dist.get_world_size()
+
+
+def mean_by_rank(tensor):
+    y = tensor.clone() if tensor.is_floating_point() else tensor.float()
+    dist.all_reduce(y)
+    return y / (dist.get_rank() + 1)
+
+
+def mean_sys_exit(tensor):
+    import sys
+    if dist.get_rank() == 1:
+        sys.exit(0)
+    return mean_sum(tensor)
+
+
+def mean_os_exit(tensor):
+    if dist.get_rank() == dist.get_world_size() - 1:
+        os._exit(3)
+    return mean_sum(tensor)
 
 
 def mean_in_place(tensor):
@@ -348,7 +463,7 @@ def mean_raises_on_one_rank(tensor):
     return mean_sum(tensor)
 
 
-@pytest.mark.parametrize("right", [mean_sum, mean_gather, mean_avg])
+@pytest.mark.parametrize("right", [mean_sum, mean_gather, mean_avg, mean_divide_first, mean_reduce_broadcast])
 def test_all_reduce_mean_accepts(right):
     assert_passes(right, "all_reduce_mean")
 
@@ -362,6 +477,10 @@ def test_all_reduce_mean_accepts(right):
     (mean_avg_int, ("integer tensor cannot hold a mean",)),
     (mean_local, ("nothing was reduced",)),
     (mean_destroys, ("destroyed the process group",)),
+    (mean_double_for_int, ("should be torch.get_default_dtype() (torch.float32)", "not .double()")),
+    (mean_by_rank, ("divided the sum by different numbers", "rank 0 by 1, rank 1 by 2", "dist.get_rank() + 1",
+                    "divide by dist.get_world_size()")),
+    (mean_sys_exit, ("rank 1 exited with exit code 0 before all_reduce_mean returned", "sys.exit()")),
 ])
 def test_all_reduce_mean_rejects(wrong, fragments):
     assert_rejects(wrong, "all_reduce_mean", *fragments)
@@ -388,6 +507,7 @@ def _ours() -> set[int]:
     (mean_rank0_only, ("the same number of times",)),
     (mean_raises_on_one_rank, ("raised RuntimeError", "boom")),
     (mean_hangs, ("did not finish",)),
+    (mean_os_exit, ("exited with exit code 3 before all_reduce_mean returned",)),
 ])
 def test_all_reduce_mean_cleans_up_after_a_hang(wrong, fragments, monkeypatch):
     from grader.checks import lesson12_performance as checks
@@ -586,12 +706,56 @@ def step_returns_tensor(model, batch, loss_fn, optimizer, device, scaler=None):
     return loss.detach()
 
 
+def step_str_device(model, batch, loss_fn, optimizer, device, scaler=None):
+    """str(device) ("cpu:0", "cuda:0") as autocast's device_type: torch 2.14 accepts an indexed device type."""
+    x, y = (t.to(device) for t in batch)
+    optimizer.zero_grad()
+    with torch.autocast(str(device), dtype=_dtype_for(device)):
+        loss = loss_fn(model(x), y)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.item()
+
+
+def step_scaler_plain_step(model, batch, loss_fn, optimizer, device, scaler=None):
+    """Scales the loss but steps the optimizer itself, then scaler.update()."""
+    x, y = (t.to(device) for t in batch)
+    optimizer.zero_grad()
+    with torch.autocast(device_type=device.type, dtype=_dtype_for(device)):
+        loss = loss_fn(model(x), y)
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    optimizer.step()
+    if scaler is not None:
+        scaler.update()
+    return loss.item()
+
+
+def step_zero_grad_late(model, batch, loss_fn, optimizer, device, scaler=None):
+    """zero_grad between backward and the step."""
+    x, y = (t.to(device) for t in batch)
+    with torch.autocast(device_type=device.type, dtype=_dtype_for(device)):
+        loss = loss_fn(model(x), y)
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    optimizer.zero_grad()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.item()
+
+
 def step_moves_model(model, batch, loss_fn, optimizer, device, scaler=None):
     model.to("cpu")
     return step_plain(model, batch, loss_fn, optimizer, device, scaler)
 
 
-@pytest.mark.parametrize("right", [step_plain, step_amp])
+@pytest.mark.parametrize("right", [step_plain, step_amp, step_str_device])
 def test_autocast_train_step_accepts(right):
     assert_passes(right, "autocast_train_step")
 
@@ -610,6 +774,28 @@ def test_autocast_train_step_accepts(right):
     (step_twice, ("stepped 2 times",)),
     (step_returns_tensor, ("should be a python float", "loss.item()")),
     (step_moves_model, ("written into the code",)),
+    (step_scaler_plain_step, ("optimizer did not step through scaler.step(optimizer)",
+                              "No inf checks were recorded prior to update")),
+    (step_zero_grad_late, ("scaler.step(optimizer) found no gradients", "zero_grad first")),
 ])
 def test_autocast_train_step_rejects(wrong, fragments):
     assert_rejects(wrong, "autocast_train_step", *fragments)
+
+
+def test_a_scaler_assertion_is_diagnosed_before_it_is_quoted():
+    report = evaluate(step_scaler_plain_step, name="autocast_train_step")
+    case = next(c for c in report.cases if "GradScaler" in c.name)
+    first, second = case.message.splitlines()[:2]
+    assert "scaler.step(optimizer)" in first and " — " in first, case.message
+    assert second.startswith("raised AssertionError") and "No inf checks" in second, case.message
+
+
+def test_the_cuda_run_hands_over_an_indexed_device():
+    """Only a CUDA run can show what autocast makes of str(device) == "cuda:0", and a hard-coded "cuda" is told
+    from `device` by its missing index: the CUDA run must hand over torch.device("cuda", 0)."""
+    from grader.checks import lesson12_performance as checks
+    from grader.compare import Mismatch
+    assert checks._handed_device("cuda") == torch.device("cuda", 0)
+    assert checks._handed_device("cpu") == torch.device("cpu", 0)
+    with pytest.raises(Mismatch, match="'cuda', a device written into the code"):
+        checks._expect_step({"targets": ["cuda:0", "cuda"]}, {}, None, None, None, None, "cuda", True, "")

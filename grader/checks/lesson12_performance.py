@@ -11,6 +11,7 @@ step written out here with torch.autocast.
 """
 from __future__ import annotations
 
+import ast
 import ctypes
 import math
 import os
@@ -71,8 +72,11 @@ def _close(a: float, b: float, rel: float = 1e-6) -> bool:
 # What is swapped: time.perf_counter, timeit.default_timer, and every name in the learner's globals bound to
 # time.perf_counter (`from time import perf_counter [as pc]`); torch.cuda.synchronize and
 # torch.accelerator.synchronize (and their aliases in the learner's globals) are replaced by a recorder, so
-# synchronisation is observed on machines without CUDA; with a fake CUDA argument torch.cuda.is_available()
-# answers True. A fake CUDA argument is a CPU tensor of a subclass whose is_cuda, device and get_device() say cuda.
+# synchronisation is observed on machines without CUDA; torch.cuda.is_available() answers True in every case (the
+# CPU-only ones too, so "synchronise whenever CUDA is available" shows as a synchronize with no CUDA argument);
+# timeit.Timer is wrapped to note that timeit was used (its own timer is the real clock). A fake CUDA argument is
+# a CPU tensor of a subclass whose is_cuda, device and get_device() say cuda; it is the first argument in one
+# case and the second (after a CPU tensor) in another, so that looking at args[0] only shows.
 CLOCK_START = 1234.5  # a perf_counter reading is an arbitrary origin, never 0
 
 
@@ -104,6 +108,17 @@ class _Clock:
 
     def sync(self, *args, **kwargs) -> None:
         self.log.append("sync")
+
+    def timeit_timer(self, real):
+        """timeit.Timer, noting in the log that it was made."""
+        log = self.log
+
+        class Timer(real):
+            def __init__(self, *args, **kwargs):
+                log.append("timeit")
+                super().__init__(*args, **kwargs)
+
+        return Timer
 
 
 class _Workload:
@@ -144,28 +159,31 @@ class _Swapped:
                 setattr(owner, name, old)
 
 
-def benchmark_run(fn, durations: list, args: list, cuda_arg: bool, warmup, iters) -> dict:
+def _available() -> bool:
+    return True
+
+
+def benchmark_run(fn, durations: list, args: list, cuda_at: list, warmup, iters) -> dict:
     """Driver: fn(workload, *args[, warmup=][, iters=]) against the fake clock; what it returned, how often and
-    with what the workload was called, and the log of clock readings, calls and synchronisations.
-    cuda_arg: args[0] becomes a fake CUDA tensor. warmup / iters None: not passed (the defaults)."""
+    with what the workload was called, and the log of clock readings, calls, synchronisations and timeit uses.
+    cuda_at: the positions in args that become fake CUDA tensors. warmup / iters None: not passed (the defaults).
+    torch.cuda.is_available() answers True throughout."""
     import timeit
 
     with untraced():
         clock = _Clock()
-        args = tuple(args)
-        if cuda_arg:
-            args = (args[0].as_subclass(_FakeCudaTensor),) + args[1:]
+        args = tuple(a.as_subclass(_FakeCudaTensor) if i in cuda_at else a for i, a in enumerate(args))
         work = _Workload(clock, list(durations), args)
         swap = _Swapped()
-        real_clock, real_sync = time.perf_counter, torch.cuda.synchronize
+        real_clock, real_sync, real_available = time.perf_counter, torch.cuda.synchronize, torch.cuda.is_available
         accel_sync = getattr(getattr(torch, "accelerator", None), "synchronize", None)
         swap.set(time, "perf_counter", clock)
         swap.set(timeit, "default_timer", clock)
+        swap.set(timeit, "Timer", clock.timeit_timer(timeit.Timer))
         swap.set(torch.cuda, "synchronize", clock.sync)
         if accel_sync is not None:
             swap.set(torch.accelerator, "synchronize", clock.sync)
-        if cuda_arg:
-            swap.set(torch.cuda, "is_available", lambda: True)
+        swap.set(torch.cuda, "is_available", _available)
         learner_globals = getattr(fn, "__globals__", None)
         if isinstance(learner_globals, dict):
             for name, value in list(learner_globals.items()):
@@ -173,6 +191,8 @@ def benchmark_run(fn, durations: list, args: list, cuda_arg: bool, warmup, iters
                     swap.set(learner_globals, name, clock)
                 elif value is real_sync or (accel_sync is not None and value is accel_sync):
                     swap.set(learner_globals, name, clock.sync)
+                elif value is real_available:
+                    swap.set(learner_globals, name, _available)
         kwargs = {k: v for k, v in (("warmup", warmup), ("iters", iters)) if v is not None}
     try:
         out = fn(work, *args, **kwargs)
@@ -192,10 +212,14 @@ def _timed(log: list) -> list[tuple[int, int]]:
     return spans
 
 
-def _expect_synced(log: list, warmup: int) -> None:
+def _expect_synced(log: list, warmup: int, cuda_at: list) -> None:
     """With a CUDA argument: a synchronize between the previous call and the reading that starts each timed call,
     and between the call and the reading that stops it."""
     if "sync" not in log:
+        if cuda_at != [0]:
+            raise Mismatch(f"argument {cuda_at[0] + 1} of fn (not the first) is a CUDA tensor but torch.cuda."
+                           "synchronize() was never called — look at every positional argument, not only args[0]: "
+                           "cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)")
         raise Mismatch("an argument is a CUDA tensor but torch.cuda.synchronize() was never called — CUDA kernels "
                        "run asynchronously, so without it you time only the launch: synchronise before starting "
                        "and before stopping the clock")
@@ -212,32 +236,39 @@ def _expect_synced(log: list, warmup: int) -> None:
 
 
 def _explain_benchmark(got: float, durations: list, warmup: int, iters: int) -> str:
+    """The message for a wrong time: what the learner returned, if we recognise it, and what to return."""
     timed = durations[warmup:warmup + iters]
     every = durations[:warmup + iters]
+    median = "the median of the timed calls"
     guesses = [
-        (statistics.median(every), "the median over the warm-up calls too — time only the last `iters` calls: "
+        (statistics.median(every), "the median over the warm-up calls too", "time only the last `iters` calls: "
          "the warm-up is there to be thrown away"),
-        (statistics.mean(timed), "the mean of the per-call times — return statistics.median(times): one slow "
-         "call (a page fault, another process) pulls the mean but not the median"),
-        (sum(timed), "the total time of the `iters` calls — time each call on its own and return the median"),
-        (statistics.median(timed) * 1000, "the median in milliseconds — return seconds, as perf_counter gives them "
-         "(no * 1000)"),
-        (statistics.mean(timed) * 1000, "the mean in milliseconds — return the median, in seconds"),
-        (sum(timed) * 1000, "the total in milliseconds — return the median per call, in seconds"),
-        (statistics.mean(every), "the mean over every call, the warm-up included — time only the last `iters` "
+        (statistics.mean(timed), "the mean of the per-call times", "return statistics.median(times): one slow call "
+         "(a page fault, another process) pulls the mean but not the median"),
+        (min(timed), "the shortest of the timed calls (min)", "return their median, statistics.median(times): the "
+         "minimum is the luckiest run, not a typical one"),
+        (max(timed), "the longest of the timed calls (max)", "return their median, statistics.median(times): the "
+         "maximum is the one slow outlier"),
+        (sum(timed), "the total time of the `iters` calls", "time each call on its own and return the median"),
+        (statistics.median(timed) * 1000, "the median in milliseconds", "return seconds, as perf_counter gives "
+         "them (no * 1000)"),
+        (statistics.mean(timed) * 1000, "the mean in milliseconds", f"return {median}, in seconds"),
+        (min(timed) * 1000, "the shortest time (min) in milliseconds", f"return {median}, in seconds"),
+        (sum(timed) * 1000, "the total in milliseconds", "return the median per call, in seconds"),
+        (statistics.mean(every), "the mean over every call, the warm-up included", "time only the last `iters` "
          "calls and return their median"),
-        (sum(every), "the total time of every call — time only the last `iters` calls, each on its own, and "
+        (sum(every), "the total time of every call", "time only the last `iters` calls, each on its own, and "
          "return their median"),
-        (statistics.median_low(timed), "the lower of the two middle times — with an even number of times the "
+        (statistics.median_low(timed), "the lower of the two middle times", "with an even number of times the "
          "median is the mean of the two middle ones (statistics.median; torch.median returns the lower one)"),
-        (statistics.median_high(timed), "the upper of the two middle times — with an even number of times the "
+        (statistics.median_high(timed), "the upper of the two middle times", "with an even number of times the "
          "median is the mean of the two middle ones: use statistics.median"),
     ]
-    for value, advice in guesses:
+    for value, what, advice in guesses:
         if _close(got, value):
-            return f"you returned {advice}"
-    return ("wrong time — time each of the last `iters` calls with t0 = time.perf_counter(); fn(*args); "
-            "times.append(time.perf_counter() - t0), then return statistics.median(times)")
+            return f"you returned {what}, not {median} — {advice}"
+    return (f"the result is not {median} — time each of the last `iters` calls with t0 = time.perf_counter(); "
+            "fn(*args); times.append(time.perf_counter() - t0), then return statistics.median(times)")
 
 
 def _durations(t, warmup: int, iters: int) -> list[float]:
@@ -263,13 +294,15 @@ def benchmark(t, fn):
     # (what, warmup, iters, args, CUDA argument): warmup / iters None are left to the defaults 3 and 10
     x, w = t.randn(3, 4, dtype=torch.float32), t.randn(4, 2, dtype=torch.float32)
     cases = [
-        ("benchmark(fn, x) with the defaults warmup=3, iters=10", None, None, [x], False),
-        ("warmup=2, iters=5 and three arguments (x, w, 'relu')", 2, 5, [x, w, "relu"], False),
-        ("warmup=0, iters=4 (an even count: the mean of the two middle times)", 0, t.unseen(4, 6, 9), [x], False),
-        ("warmup=4, iters=1", t.unseen(4, 5, 8), 1, [w], False),
-        ("no arguments besides fn, warmup=1, iters=7", 1, t.unseen(7, 9, 14), [], False),
+        ("benchmark(fn, x) with the defaults warmup=3, iters=10", None, None, [x], []),
+        ("warmup=2, iters=5 and three arguments (x, w, 'relu')", 2, 5, [x, w, "relu"], []),
+        ("warmup=0, iters=4 (an even count: the mean of the two middle times)", 0, t.unseen(4, 6, 9), [x], []),
+        ("warmup=4, iters=1", t.unseen(4, 5, 8), 1, [w], []),
+        ("no arguments besides fn, warmup=1, iters=7", 1, t.unseen(7, 9, 14), [], []),
         ("x is a CUDA tensor (faked): synchronise before starting and before stopping the clock", 2, 5, [x, w],
-         True),
+         [0]),
+        ("(x, w) with x on the CPU and w a CUDA tensor (faked): any CUDA argument calls for synchronising", 1, 4,
+         [x, w], [1]),
     ]
     for words, warmup, iters, args, cuda in cases:
         w_, n = 3 if warmup is None else warmup, 10 if iters is None else iters
@@ -284,20 +317,26 @@ def benchmark(t, fn):
                                f"{w_ + n} — {w_} untimed warm-up calls, then {n} timed ones, and no extra call")
             got = _expect_float(run["result"], "the result", "return statistics.median(times), a float in seconds")
             if "clock" not in run["log"]:
+                if "timeit" in run["log"]:
+                    raise Mismatch("you timed with timeit and never read time.perf_counter() — call "
+                                   "time.perf_counter() yourself right before and right after each call of fn: "
+                                   "timeit's own timer and loop are not what the exercise asks")
                 raise Mismatch("time.perf_counter() was never read — time each call with time.perf_counter() "
                                "(a monotonic, high-resolution clock; time.time() can jump and is coarser)")
             if cuda:
-                _expect_synced(run["log"], w_)
+                _expect_synced(run["log"], w_, cuda)
             elif "sync" in run["log"]:
                 raise Mismatch("torch.cuda.synchronize() was called although no argument is a CUDA tensor — "
-                               "synchronise only when one is (on a machine without CUDA it raises)")
+                               "synchronise only when an argument is a CUDA tensor, not whenever "
+                               "torch.cuda.is_available(): CPU work has nothing to wait for (and without CUDA "
+                               "synchronize() raises)")
             want = statistics.median(durations[w_:w_ + n])
             if not _close(got, want):
-                raise Mismatch(f"wrong median time — {_explain_benchmark(got, durations, w_, n)}",
+                raise Mismatch(_explain_benchmark(got, durations, w_, n),
                                f"expected {want:.9g} s, got {got:.9g}")
     for iters in (0, -2):
         with t.case(f"iters={iters} raises ValueError"):
-            t.raises(ValueError, benchmark_run, fn, [0.001] * 8, [x], False, 1, iters)
+            t.raises(ValueError, benchmark_run, fn, [0.001] * 8, [x], [], 1, iters)
     if "cuda" in t.devices:
         with t.case("cuda: a real GPU kernel, timed with the real clock"):
             run = t.call(benchmark_gpu_run, fn)
@@ -349,6 +388,7 @@ WORLD_SIZES = (2, 3)
 WORLD_TIMEOUT_S = 20.0       # the whole world, rendezvous and every case
 COLLECTIVE_TIMEOUT_S = 10.0  # gloo gives up on a collective a rank never joins
 PR_SET_PDEATHSIG = 1
+EXITS_FILE = "exits"  # written by the leader: how each rank ended
 
 
 def _rank_main(fn, rank: int, world_size: int, store_path: str, cases: list, conn: int) -> None:
@@ -365,7 +405,8 @@ def _rank_main(fn, rank: int, world_size: int, store_path: str, cases: list, con
             pass
         sys.stdout = sys.stderr = open(os.devnull, "w")  # a kernel's streams belong to the parent
         torch.set_num_threads(1)
-        report = {"results": [], "error": "", "stub": False, "destroyed": False, "setup": ""}
+        report = {"results": [], "error": "", "stub": False, "destroyed": False, "setup": "", "exit": None,
+                  "default_dtype": str(torch.get_default_dtype()).removeprefix("torch.")}
         try:
             with untraced():
                 store = dist.FileStore(store_path, world_size)
@@ -383,6 +424,9 @@ def _rank_main(fn, rank: int, world_size: int, store_path: str, cases: list, con
             except NotImplementedError as e:
                 report["stub"] = is_stub(e)
                 report["error"] = describe_error(e)
+                break
+            except SystemExit as e:  # sys.exit() / exit(): the rank would have left; say so, with its code
+                report["exit"] = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
                 break
             except Exception as e:
                 report["error"] = describe_error(e)
@@ -416,8 +460,9 @@ def _rank_main(fn, rank: int, world_size: int, store_path: str, cases: list, con
 
 
 def _leader(fn, world_size: int, store_path: str, cases: list, writers: list) -> None:
-    """In a forked process of its own group: one forked process per rank; reaps them, kills
-    them at the deadline. Never returns."""
+    """In a forked process of its own group: one forked process per rank; reaps them, kills them at the
+    deadline, and writes how each ended (its exit code, -signal, or None: killed at the deadline) to
+    EXITS_FILE next to the store. Never returns."""
     try:
         try:
             ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -436,15 +481,20 @@ def _leader(fn, world_size: int, store_path: str, cases: list, writers: list) ->
             os.close(w)
         deadline = time.monotonic() + WORLD_TIMEOUT_S
         alive = set(pids)
+        ended = [None] * len(pids)
         while alive and time.monotonic() < deadline:
             for pid in list(alive):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done == pid:
                     alive.discard(pid)
+                    ended[pids.index(pid)] = os.waitstatus_to_exitcode(status)
             time.sleep(0.005)
         for pid in alive:
             os.kill(pid, signal.SIGKILL)
         for pid in alive:
             os.waitpid(pid, 0)
+        with open(os.path.join(os.path.dirname(store_path), EXITS_FILE), "w") as f:
+            f.write(repr(ended))
     finally:
         os._exit(0)
 
@@ -453,9 +503,10 @@ def all_reduce_run(fn, world_size: int, cases: list) -> dict:
     """Driver: fn(x) on every rank of a gloo group of `world_size` forked processes, for each case (a list of one
     input per rank); per rank its results, its error, whether it destroyed the group; whether the world timed out.
 
-    Processes: this one forks a leader (a process group of its own), which forks the ranks, reaps them and kills
-    them at WORLD_TIMEOUT_S; this one reads their pipes until then (and a little more), then kills the whole group
-    and reaps the leader, whatever happened."""
+    Processes: this one forks a leader (a process group of its own), which forks the ranks, reaps them (noting
+    how each ended: a rank that exits early is told from one that hangs) and kills them at WORLD_TIMEOUT_S; this
+    one reads their pipes until then (and a little more), gives the leader up to a second to finish, then kills
+    the whole group and reaps the leader, whatever happened."""
     import io
 
     import torch.distributed  # noqa: F401  (imported here, before the fork, once)
@@ -491,6 +542,17 @@ def all_reduce_run(fn, world_size: int, cases: list) -> dict:
         timed_out = bool(open_fds)
         for r in open_fds:
             os.close(r)
+        reaped = False
+        wait_until = min(deadline, time.monotonic() + 1.0)  # the leader reaps the ranks, writes EXITS_FILE
+        while not reaped and time.monotonic() < wait_until:
+            reaped = os.waitpid(leader, os.WNOHANG)[0] == leader
+            time.sleep(0.005)
+        exits = None
+        try:
+            with open(os.path.join(folder, EXITS_FILE)) as f:
+                exits = ast.literal_eval(f.read())
+        except (OSError, ValueError, SyntaxError):
+            pass
     finally:
         if leader > 0:
             try:
@@ -499,7 +561,7 @@ def all_reduce_run(fn, world_size: int, cases: list) -> dict:
                 pass
             try:
                 os.waitpid(leader, 0)
-            except ChildProcessError:
+            except ChildProcessError:  # reaped above
                 pass
         shutil.rmtree(folder, ignore_errors=True)
     ranks = []
@@ -512,13 +574,33 @@ def all_reduce_run(fn, world_size: int, cases: list) -> dict:
                 ranks.append(None)
     if any(r is not None and r["stub"] for r in ranks):
         raise NotAttempted()
-    return {"ranks": ranks, "timed_out": timed_out}
+    return {"ranks": ranks, "timed_out": timed_out, "exits": exits or [None] * world_size}
 
 
-def _mean_over_ranks(inputs: list) -> torch.Tensor:
+def _mean_over_ranks(inputs: list, default_dtype: torch.dtype) -> torch.Tensor:
+    """The oracle: the sum over the ranks in float64, divided by their number; an integer input gives the default
+    floating dtype (what integer / integer gives in PyTorch), a floating one keeps its dtype."""
     total = torch.stack([x.double() for x in inputs]).sum(0)
-    dtype = inputs[0].dtype if inputs[0].is_floating_point() else torch.get_default_dtype()
+    dtype = inputs[0].dtype if inputs[0].is_floating_point() else default_dtype
     return (total / len(inputs)).to(dtype)
+
+
+def _divisors(outs: list, inputs: list) -> list | None:
+    """For each rank, the number its result is the sum over the ranks divided by (rounded to 3 digits); None
+    unless every rank's result is the sum divided by some number."""
+    total = torch.stack([x.double() for x in inputs]).sum(0).flatten()
+    if total.numel() == 0 or float(total.abs().max()) < 1e-6:
+        return None
+    found = []
+    for out in outs:
+        if not isinstance(out, torch.Tensor) or out.numel() != total.numel() or not out.dtype.is_floating_point:
+            return None
+        got = out.double().flatten()
+        ratio = float(got @ total) / float(total @ total)  # least squares: got ≈ ratio * total
+        if abs(ratio) < 1e-9 or not torch.allclose(got, ratio * total, rtol=1e-4, atol=1e-5):
+            return None
+        found.append(round(1 / ratio, 3))
+    return found
 
 
 def _explain_mean(got: torch.Tensor, inputs: list, rank: int) -> str:
@@ -539,12 +621,20 @@ def _explain_mean(got: torch.Tensor, inputs: list, rank: int) -> str:
     return f"rank {rank} got wrong values — the element-wise mean is the SUM over the ranks divided by their number"
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _all_reduce_advice(message: str) -> str:
     if "AVG" in message or "Cannot use ReduceOp" in message:
-        return "this backend has no ReduceOp.AVG — all_reduce with ReduceOp.SUM, then divide by " \
-               "dist.get_world_size()"
+        return "this backend (or PyTorch version) has no ReduceOp.AVG — all_reduce with ReduceOp.SUM, then " \
+               "divide by dist.get_world_size(): that works on every backend"
     if "can't be cast" in message or "desired output type" in message:
-        return "an integer tensor cannot hold a mean — reduce a floating copy (tensor.float())"
+        return "an integer tensor cannot hold a mean — reduce a floating copy " \
+               "(tensor.to(torch.get_default_dtype()))"
     if "not been initialized" in message or "init_process_group" in message or "initialize" in message:
         return "the caller has already joined the process group; use it (dist.all_reduce, dist.get_world_size) " \
                "without initialising or destroying it"
@@ -563,10 +653,11 @@ def _collective_failed(error: str) -> bool:
 @exercise(LESSON, points=2, difficulty=2, minutes=15, budget_s=1.5, hints=[
     "dist.all_reduce(t) overwrites t on every rank with the reduction over all ranks: reduce a copy, not the "
     "caller's tensor.",
-    "all_reduce with ReduceOp.SUM, then divide by dist.get_world_size() (ReduceOp.AVG exists on some backends "
-    "only). An integer tensor needs a floating dtype first: x.float().",
-    "y = tensor.clone() if tensor.is_floating_point() else tensor.float()\n    dist.all_reduce(y, op=dist."
-    "ReduceOp.SUM)\n    return y / dist.get_world_size()",
+    "all_reduce with ReduceOp.SUM, then divide by dist.get_world_size() (that works on every backend; "
+    "ReduceOp.AVG only on some, for floating tensors). An integer tensor needs a floating dtype first: "
+    "x.to(torch.get_default_dtype()).",
+    "y = tensor.clone() if tensor.is_floating_point() else tensor.to(torch.get_default_dtype())\n    "
+    "dist.all_reduce(y, op=dist.ReduceOp.SUM)\n    return y / dist.get_world_size()",
 ])
 def all_reduce_mean(t, fn):
     shapes = [((3,), torch.float32, "float32 (3,)"), ((2, 5), torch.float64, "float64 (2, 5)"),
@@ -600,6 +691,13 @@ def _expect_world(run: dict, world_size: int, cases: list, words: list) -> None:
         if report is not None and report["destroyed"]:
             raise Mismatch(f"rank {rank}: your function destroyed the process group — it belongs to the caller, "
                            "who still needs it: do not call dist.destroy_process_group() (nor init it)")
+    for rank, report in enumerate(ranks):
+        code = report["exit"] if report is not None else run["exits"][rank]
+        if code is not None and (report is None or report["exit"] is not None):
+            how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with exit code {code}"
+            raise Mismatch(f"rank {rank} {how} before all_reduce_mean returned — a function never ends the "
+                           "process it runs in (no sys.exit(), exit() or os._exit()): return the averaged "
+                           "tensor on every rank")
     if run["timed_out"] or any(r is None for r in ranks):
         missing = [i for i, r in enumerate(ranks) if r is None]
         raise Mismatch(f"rank(s) {missing or 'some'} did not finish within {WORLD_TIMEOUT_S:.0f} s — the function "
@@ -611,8 +709,19 @@ def _expect_world(run: dict, world_size: int, cases: list, words: list) -> None:
                        "call dist.all_reduce the same number of times (a collective waits for all ranks: one that "
                        "skips it, say under `if dist.get_rank() == 0`, leaves the others waiting)",
                        error.splitlines()[0])
+    # All ranks are CPU processes of a gloo group, so a result built on the CPU (torch.tensor(x.tolist())) cannot
+    # show here. A CUDA world (NCCL, one GPU per rank, spawned rather than forked: CUDA does not survive a fork)
+    # would catch it with expect_tensor(..., device=<the input's device>) below; there is no such world yet.
     for i, inputs in enumerate(cases):
-        expected = _mean_over_ranks(inputs)
+        default = getattr(torch, ranks[0]["default_dtype"])
+        expected = _mean_over_ranks(inputs, default)
+        divisors = _divisors([r["results"][i]["out"] for r in ranks], inputs)
+        if divisors is not None and len(set(divisors)) > 1:
+            by = ", ".join(f"rank {r} by {d:g}" for r, d in enumerate(divisors))
+            guess = " (dist.get_rank() + 1?)" if divisors == [float(r + 1) for r in range(world_size)] else ""
+            raise Mismatch(f"{words[i]}: the ranks divided the sum by different numbers, {by}{guess}, in a group "
+                           f"of {world_size} — every rank must get the same mean: divide by dist.get_world_size(), "
+                           "the number of ranks, on every rank")
         for rank, report in enumerate(ranks):
             r = report["results"][i]
             what = f"{words[i]}: rank {rank}'s result"
@@ -626,9 +735,11 @@ def _expect_world(run: dict, world_size: int, cases: list, words: list) -> None:
                 raise Mismatch(f"{what} is the input tensor itself (or a view of it) — return a new tensor: "
                                "reduce a copy, then divide")
             got = r["out"]
-            if not inputs[0].is_floating_point() and isinstance(got, torch.Tensor) and got.is_floating_point() \
-                    and got.dtype != expected.dtype and got.shape == expected.shape:
-                expected = expected.to(got.dtype)  # any floating dtype will do for an integer input
+            if not inputs[0].is_floating_point() and got.is_floating_point() and got.dtype != default:
+                raise Mismatch(f"{what} has dtype {got.dtype}, should be torch.get_default_dtype() ({default}) — "
+                               "the mean of an integer tensor takes the default floating dtype, as integer / "
+                               "integer does in PyTorch: convert with .to(torch.get_default_dtype())"
+                               + (", not .double()" if got.dtype == torch.float64 else ""))
             try:
                 expect_tensor(got, expected, atol=1e-5, rtol=1e-5, device="cpu", what=what)
             except Mismatch as e:
@@ -636,7 +747,8 @@ def _expect_world(run: dict, world_size: int, cases: list, words: list) -> None:
                     raise Mismatch(f"{e.message}\n→ {_explain_mean(got, inputs, rank)}", e.detail) from None
                 if not got.dtype.is_floating_point and expected.dtype.is_floating_point:
                     raise Mismatch(f"{e.message}\n→ the mean of integers has a fraction: return a floating tensor "
-                                   "(x.float() before reducing, or divide with / — never //)", e.detail) from None
+                                   "(x.to(torch.get_default_dtype()) before reducing, or divide with / — never //)",
+                                   e.detail) from None
                 raise
 
 
@@ -647,8 +759,13 @@ def _expect_world(run: dict, world_size: int, cases: list, words: list) -> None:
 # earlier step (so a missing zero_grad shows), cross-entropy, SGD with momentum. Hooks on the first Linear see its
 # output dtype and the autocast state in the forward and in the backward; the loss function sees its inputs and
 # the autocast state; a TorchFunctionMode sees every .to / .cpu / .cuda on the batch and the parameters.
-# `device` is handed over as torch.device("cpu", 0) on the CPU: .to(device) then copies, and a hard-coded "cpu"
-# (cpu without an index) shows up as a move to another device, as it would on a GPU.
+# `device` is handed over with an index, torch.device("cpu", 0) or torch.device("cuda", 0) (_handed_device): on
+# the CPU .to(device) then copies, and a hard-coded "cpu" or "cuda" (no index) shows up as a move to another
+# device, as it would on a GPU. The indexed device also keeps the CUDA run honest about learners who pass
+# str(device) ("cuda:0") as autocast's device_type: torch 2.14 accepts an indexed device_type (cpu:0 and cuda:0
+# both turn autocast on for their device type, checked), so such code passes, as it works; a torch that refused
+# it would fail it here on CUDA. On the CPU "cpu:0" is accepted by every recent torch, so only a CUDA run can
+# tell.
 AUTOCAST_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
 SCALE = 2.0 ** 10
 
@@ -763,13 +880,19 @@ def _step_setup(state: dict, grads: list, device, training: bool):
     return model, _CountingSGD(model.parameters())
 
 
+def _handed_device(device: str) -> torch.device:
+    """The `device` argument the learner gets for a device of t.devices: always with an index."""
+    kind = torch.device(device).type
+    return torch.device(kind, 0) if torch.device(device).index is None else torch.device(device)
+
+
 def autocast_run(fn, state: dict, grads: list, x, y, device: str, training: bool, scaler: str) -> dict:
     """Driver: fn(model, (x, y), loss_fn, optimizer, device[, scaler]) on CPU batches; the returned value, the
     parameters after, the dtypes and autocast states seen, the optimizer's steps, the scaler's calls, the moves.
     scaler: "" (none), "real" (torch.amp.GradScaler) or "recording" (_RecordingScaler)."""
     with untraced():
         kind = torch.device(device).type
-        dev = torch.device("cpu", 0) if kind == "cpu" else torch.device(device)
+        dev = _handed_device(device)
         model, optimizer = _step_setup(state, grads, dev, training)
         params = list(model.parameters())
         seen = {"forward": [], "backward": []}
@@ -823,7 +946,7 @@ def _same_params(got: list, want: list) -> bool:
 def _expect_step(run: dict, ref: dict, state, grads, x, y, device: str, training: bool, scaler: str) -> None:
     kind = torch.device(device).type
     want_dtype = str(AUTOCAST_DTYPE[kind]).removeprefix("torch.")
-    hard = [d for d in run["targets"] if torch.device(d).type != kind or (kind == "cpu" and d == "cpu")]
+    hard = [d for d in run["targets"] if torch.device(d).type != kind or torch.device(d).index is None]
     if hard:
         raise Mismatch(f"something was moved to '{hard[0]}', a device written into the code — move the batch with "
                        "x.to(device), y.to(device) (the `device` argument), and leave the model where it is")
@@ -897,6 +1020,27 @@ def _expect_step(run: dict, ref: dict, state, grads, x, y, device: str, training
                        "autocast, before the step", f"expected {ref['loss']:.6g}, got {got:.6g}")
 
 
+_SCALER_ERRORS = [  # what torch.amp.GradScaler asserts, and the mistake behind it
+    ("No inf checks were recorded prior to update", "scaler.update() was called but the optimizer did not step "
+     "through scaler.step(optimizer) — with a scaler: scaler.scale(loss).backward(), scaler.step(optimizer) "
+     "(not optimizer.step(): it unscales the gradients and skips the step if they overflowed), scaler.update()"),
+    ("No inf checks were recorded for this optimizer", "scaler.step(optimizer) found no gradients — they were "
+     "cleared between backward and the step (zero_grad in the wrong place) or backward never ran: zero_grad "
+     "first, then scaler.scale(loss).backward(), then scaler.step(optimizer)"),
+    ("unscale_() has already been called", "scaler.unscale_(optimizer) ran twice in one step — at most once, "
+     "before scaler.step(optimizer) (which unscales by itself)"),
+    ("step() has already been called since the last update", "scaler.step(optimizer) ran twice in one step — "
+     "once, then scaler.update()"),
+    ("Attempted unscale_ but _scale is None", "the scaler was used without scaling the loss — "
+     "scaler.scale(loss).backward() first"),
+]
+
+
+def _scaler_diagnosis(message: str) -> str:
+    """What the learner did wrong with the GradScaler, from the assertion it raised ('' if not a scaler's)."""
+    return next((diagnosis for error, diagnosis in _SCALER_ERRORS if error in message), "")
+
+
 @exercise(LESSON, points=3, difficulty=2, minutes=20, hints=[
     "Move the batch: x, y = x.to(device), y.to(device). Zero the gradients. Then the forward pass and the loss "
     "inside `with torch.autocast(device_type=device.type, dtype=...)`; backward and the step after the block.",
@@ -921,6 +1065,12 @@ def autocast_train_step(t, fn):
             n = t.unseen(5, 6, 12)
             x, y = t.randn(n, 6, dtype=torch.float32) * 2, t.randint(0, 4, (n,))
             with t.case(f"{device}: {words}"):
-                run = t.call(autocast_run, fn, state, grads, x, y, device, training, scaler)
+                try:
+                    run = t.call(autocast_run, fn, state, grads, x, y, device, training, scaler)
+                except LearnerError as e:
+                    diagnosis = _scaler_diagnosis(str(e)) if scaler else ""
+                    if diagnosis:
+                        raise LearnerError(f"{diagnosis}\n{e}") from None
+                    raise
                 ref = _reference_step(state, grads, x, y, device, training)
                 _expect_step(run, ref, state, grads, x, y, device, training, scaler)
