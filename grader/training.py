@@ -4,6 +4,7 @@ import time
 import torch
 from torch import nn
 
+from grader.compare import Mismatch, one_line
 from grader.runner import untraced
 
 
@@ -46,3 +47,40 @@ class Guard:
     def stopped(self) -> bool:
         """Whether the loop was refused (tampered or timed out)."""
         return self.tampered or self.timed_out
+
+
+# What every graded training check says when its loop or the reload below caught the model out
+TAMPERED = ("the model's parameters changed between two optimizer steps — forward must only compute the logits: "
+            "leave the training to the optimizer")
+STATE_ONLY = ("everything the model learns must live in its parameters (its state_dict): keep no tables, no models "
+              "in plain lists or dicts, and nothing in forward that changes with the calls")
+
+
+def reloaded_logits(make, model: nn.Module, device, logits_of):
+    """Sandbox side, after training: logits_of(twin) in eval mode without a graph, where twin = make() on `device`
+    loaded strictly with the trained model's state_dict — (logits, None), or (None, why it would not load).
+    Whatever the model learned outside its state_dict (a table, a hidden twin, a call counter) shows as a
+    difference."""
+    twin = make()
+    with untraced():
+        twin.to(device)
+        try:
+            twin.load_state_dict(model.state_dict(), strict=True)
+        except RuntimeError as e:
+            return None, one_line(e)
+    twin.eval()
+    with torch.no_grad():
+        return logits_of(twin), None
+
+
+def expect_reload_agrees(run: dict, cls_name: str, trained: torch.Tensor, on: str) -> None:
+    """Trusted side: Mismatch unless the twin of reloaded_logits (run["reloaded"], run["reload_error"]) gave the
+    trained model's logits `trained` (the same rows) on `on`."""
+    if run["reload_error"]:
+        raise Mismatch(f"a fresh {cls_name} could not load the trained model's state_dict: {run['reload_error']} — "
+                       f"{STATE_ONLY}")
+    reloaded = run["reloaded"]
+    if not (isinstance(reloaded, torch.Tensor) and reloaded.shape == trained.shape
+            and torch.allclose(reloaded, trained, atol=1e-4, rtol=1e-4)):
+        raise Mismatch(f"a fresh {cls_name} loaded with the trained model's state_dict gives other logits {on} than "
+                       f"the trained model — {STATE_ONLY}")

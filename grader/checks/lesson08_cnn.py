@@ -22,7 +22,7 @@ from grader.data import digits
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, is_stub, untraced
 from grader.tracing import MixedDevices
-from grader.training import Guard
+from grader.training import TAMPERED, Guard, expect_reload_agrees, reloaded_logits
 
 LESSON = "08_cnn"
 
@@ -1070,18 +1070,9 @@ def digits_train(cls, x, y, x_test, recipe: dict, device: str, limit_s: float) -
     model.eval()
     with torch.no_grad():
         logits = _outputs(model, x_test.to(device))
-    # a new instance given the trained state_dict must behave the same: all that training made is in the state
-    twin = cls()
-    twin.to(device)
-    try:
-        twin.load_state_dict(model.state_dict(), strict=True)
-        twin.eval()
-        with torch.no_grad():
-            twin_logits = _outputs(twin, x_test.to(device))
-    except Exception as e:
-        twin_logits = f"{type(e).__name__}: {one_line(e)}"
-    return {"seconds": seconds, "epochs": epochs, "losses": losses, "self_changed": guard.tampered,
-            "swapped": swapped, "logits": logits, "twin": twin_logits}
+    reloaded, reload_error = reloaded_logits(cls, model, device, lambda twin: _outputs(twin, x_test.to(device)))
+    return {"seconds": seconds, "epochs": epochs, "losses": losses, "tampered": guard.tampered,
+            "swapped": swapped, "logits": logits, "reloaded": reloaded, "reload_error": reload_error}
 
 
 def _accuracy(logits, y) -> float:
@@ -1186,9 +1177,8 @@ def DigitsCNN(t, cls):
         if run["swapped"]:
             raise Mismatch("the model's parameters were replaced during training — the optimizer trains the ones "
                            "it was given: build every layer in __init__ and never reassign them in forward")
-        if run["self_changed"]:
-            raise Mismatch("the model changed its own weights during forward or backward — only the optimizer may "
-                           "update them (no loading, no in-place updates of parameters in forward)")
+        if run["tampered"]:
+            raise Mismatch(f"{TAMPERED} (no loading, no in-place updates of parameters in forward)")
         if run["seconds"] > limit:
             raise Mismatch(f"training stopped after {run['epochs']} of {DIGITS_RECIPE['epochs']} epochs at "
                            f"{run['seconds']:.0f} s, over the limit — use a smaller model (a few conv layers of "
@@ -1198,13 +1188,7 @@ def DigitsCNN(t, cls):
             raise Mismatch("the trained model fails on the (360, 1, 8, 8) test batch in eval mode — make forward "
                            "work in eval mode too", logits)
         _expect_logits(logits, len(y_test))
-        twin = run["twin"]
-        if isinstance(twin, str) or twin.shape != logits.shape or not torch.allclose(twin, logits, rtol=1e-4,
-                                                                                       atol=1e-4):
-            raise Mismatch("a new DigitsCNN() given the trained model's state_dict (load_state_dict, strict) answers "
-                           "the test images differently in eval mode — everything the model learns must live in "
-                           "its parameters and buffers: no counters, caches or switches kept elsewhere",
-                           twin if isinstance(twin, str) else "")
+        expect_reload_agrees(run, "DigitsCNN", logits, "on the test images in eval mode")
         accuracy = _accuracy(logits, y_test)
         if accuracy >= MIN_ACCURACY:
             return

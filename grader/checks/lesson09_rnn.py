@@ -23,7 +23,7 @@ from grader.devices import to_device
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, unchanged, untraced
 from grader.tracing import MixedDevices, canonical_name, current
-from grader.training import Guard
+from grader.training import TAMPERED, Guard, expect_reload_agrees, reloaded_logits
 
 LESSON = "09_rnn"
 
@@ -1159,20 +1159,10 @@ def names_train(cls, vocab_size: int, num_classes: int, train: tuple, test: tupl
     with torch.no_grad():
         test_logits = _logits(model, test[0].to(device), test[1].to(device))
         train_logits = _logits(model, x, lengths)
-    # everything the model learned must be in its state_dict: a fresh model loaded with it answers the same
     reloaded, reload_error = None, None
     if not guard.stopped:
-        twin = cls(vocab_size, num_classes)
-        with untraced():
-            twin.to(device)
-            try:
-                twin.load_state_dict(model.state_dict(), strict=True)
-            except RuntimeError as e:
-                reload_error = one_line(e)
-        if reload_error is None:
-            twin.eval()
-            with torch.no_grad():
-                reloaded = _logits(twin, test[0].to(device), test[1].to(device))
+        reloaded, reload_error = reloaded_logits(lambda: cls(vocab_size, num_classes), model, device,
+                                                 lambda twin: _logits(twin, test[0].to(device), test[1].to(device)))
     return {"seconds": seconds, "timed_out": guard.timed_out, "steps": guard.steps, "tampered": guard.tampered,
             "test": test_logits, "train": train_logits, "reloaded": reloaded, "reload_error": reload_error}
 
@@ -1273,24 +1263,14 @@ def NameClassifier(t, cls):
                 f"{MIN_ACCURACY} (always answering the majority class gets {majority:.3f})"):
         run = t.call(names_train, cls, vocab_size, num_classes, data["train"], data["test"], device, limit)
         if run["tampered"]:
-            raise Mismatch("the model's parameters changed between two optimizer steps — forward must only compute "
-                           "the logits: leave the training to the optimizer (no in-place writes to parameters; "
-                           "nn.Embedding(max_norm=...) rescales its weight in place, so leave max_norm out)")
+            raise Mismatch(f"{TAMPERED} (no in-place writes to parameters; nn.Embedding(max_norm=...) rescales its "
+                           "weight in place, so leave max_norm out)")
         if run["timed_out"]:
             raise Mismatch(f"training stopped after {run['seconds']:.0f} s ({run['steps']} steps of "
                            f"{EPOCHS * len(_batches(len(data['train'][2]), 0))}), over the limit — a smaller model "
                            "(E = 32, H = 64 is plenty), and no Python loop over the batch: loop over time only")
         _expect_logits(run["test"], n, num_classes, "after training, on the held-out names")
-        state_only = ("everything the model learns must live in its parameters (its state_dict): keep no tables, "
-                       "no models in plain lists or dicts, and nothing in forward that changes with the calls")
-        if run["reload_error"]:
-            raise Mismatch(f"a fresh NameClassifier could not load the trained model's state_dict: "
-                           f"{run['reload_error']} — {state_only}")
-        reloaded = run["reloaded"]
-        if not (isinstance(reloaded, torch.Tensor) and reloaded.shape == run["test"].shape
-                and torch.allclose(reloaded, run["test"], atol=1e-4, rtol=1e-4)):
-            raise Mismatch("a fresh NameClassifier loaded with the trained model's state_dict gives other logits on "
-                           f"the held-out names than the trained model — {state_only}")
+        expect_reload_agrees(run, "NameClassifier", run["test"], "on the held-out names")
         accuracy, train_accuracy = _accuracy(run["test"], y), _accuracy(run["train"], data["train"][2])
         if accuracy > IMPLAUSIBLE_ACCURACY:
             raise Mismatch(f"held-out accuracy {accuracy:.3f} — no model trained this way gets near that on names it "

@@ -21,7 +21,7 @@ from grader.data import datasets_dir
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, untraced
 from grader.tracing import MixedDevices
-from grader.training import Guard
+from grader.training import TAMPERED, Guard, expect_reload_agrees, reloaded_logits
 
 LESSON = "10_attention"
 
@@ -980,17 +980,8 @@ def gpt_train(cls, vocab_size: int, train: torch.Tensor, val_x: torch.Tensor, de
               "val": val_logits, "reloaded": None, "reload_error": None, "sample": None, "sample_error": None}
     if guard.stopped:
         return result
-    twin = cls(vocab_size, bs)
-    with untraced():
-        twin.to(device)
-        try:
-            twin.load_state_dict(model.state_dict(), strict=True)
-        except RuntimeError as e:
-            result["reload_error"] = one_line(e)
-    if result["reload_error"] is None:
-        twin.eval()
-        with torch.no_grad():
-            result["reloaded"] = _gpt_logits(twin, val_x[:16].to(device))
+    result["reloaded"], result["reload_error"] = reloaded_logits(
+        lambda: cls(vocab_size, bs), model, device, lambda twin: _gpt_logits(twin, val_x[:16].to(device)))
     # the check's own sampler: the context cropped to the last block_size ids
     with untraced():
         gen = torch.Generator().manual_seed(sample_seed)
@@ -1113,22 +1104,12 @@ def TinyGPT(t, cls):
         if "error" in run:
             raise Mismatch(f"{run['error']} — forward(idx) should return logits (B, T, vocab_size)")
         if run["tampered"]:
-            raise Mismatch("the model's parameters changed between two optimizer steps — forward must only compute "
-                           "the logits: leave the training to the optimizer")
+            raise Mismatch(TAMPERED)
         if run["timed_out"]:
             raise Mismatch(f"training stopped after {run['seconds']:.0f} s ({run['steps']} steps of {r['steps']}), "
                            "over the limit — a smaller model (d = 64, 2 blocks, 4 heads is plenty)")
         _expect_gpt_logits(run["val"], (VAL_WINDOWS, bs, V), "after training, on the validation windows")
-        state_only = ("everything the model learns must live in its parameters (its state_dict): keep no tables, "
-                      "no models in plain lists or dicts, and nothing in forward that changes with the calls")
-        if run["reload_error"]:
-            raise Mismatch(f"a fresh TinyGPT could not load the trained model's state_dict: {run['reload_error']} — "
-                           f"{state_only}")
-        reloaded = run["reloaded"]
-        if not (isinstance(reloaded, torch.Tensor) and reloaded.shape == run["val"][:16].shape
-                and torch.allclose(reloaded, run["val"][:16], atol=1e-4, rtol=1e-4)):
-            raise Mismatch("a fresh TinyGPT loaded with the trained model's state_dict gives other logits than the "
-                           f"trained model — {state_only}")
+        expect_reload_agrees(run, "TinyGPT", run["val"][:16], "on the validation windows")
         loss = _loss(run["val"], val_y)
         if loss > GPT_MAX_VAL_LOSS:
             advice = ("no better than a bigram table (about 2.2 at best): the model does not use the context — "
