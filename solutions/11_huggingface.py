@@ -442,7 +442,6 @@ check(top_k_similar)
 # predictions are random.
 
 # %%
-transformers.utils.logging.set_verbosity_warning()    # show the library's warnings (the default level)
 torch.manual_seed(0)                                   # the seed of the fine-tuning recipe below
 classifier = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
 print(type(classifier).__name__, classifier.classifier)

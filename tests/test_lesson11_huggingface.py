@@ -50,6 +50,11 @@ def tokenize_no_truncation(tokenizer, texts, max_length):
     return tokenizer(texts, padding=True, return_tensors="pt")
 
 
+def test_tokenize_too_long_names_the_mistake_not_a_broadcast():
+    text = evaluate(tokenize_no_truncation, name="tokenize").text()
+    assert "truncation=True" in text and "broadcast" not in text, text
+
+
 def tokenize_no_special_tokens(tokenizer, texts, max_length):
     return tokenizer(texts, padding=True, truncation=True, max_length=max_length, add_special_tokens=False,
                      return_tensors="pt")
@@ -83,6 +88,24 @@ def tokenize_dict(tokenizer, texts, max_length):
     return dict(tokenize_call(tokenizer, texts, max_length))
 
 
+def tokenize_minus_two(tokenizer, texts, max_length):
+    """Leaves room for [CLS] and [SEP] a second time."""
+    return tokenizer(texts, padding=True, truncation=True, max_length=max_length - 2, return_tensors="pt")
+
+
+def tokenize_sliced(tokenizer, texts, max_length):
+    """Truncates by slicing the ids, which cuts the [SEP] off long rows."""
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    for key in list(enc.keys()):
+        enc[key] = enc[key][:, :max_length]
+    return enc
+
+
+def tokenize_sorts_texts(tokenizer, texts, max_length):
+    texts.sort(key=len)
+    return tokenize_call(tokenizer, texts, max_length)
+
+
 @pytest.mark.parametrize("right", [tokenize_call, tokenize_then_pad])
 def test_tokenize_passes(right):
     assert_passes(right, "tokenize")
@@ -93,6 +116,8 @@ def test_tokenize_passes(right):
     (tokenize_no_special_tokens, ["special tokens"]), (tokenize_lists, ["return_tensors"]),
     (tokenize_by_hand, ["pad_token_id"]), (tokenize_right_padded, ["wrong side"]),
     (tokenize_dict, ["BatchEncoding"]),
+    (tokenize_minus_two, ["max_length - 2", "already counts"]), (tokenize_sliced, ["slicing", "[SEP]"]),
+    (tokenize_sorts_texts, ["list of texts in place"]),
 ])
 def test_tokenize_rejects(wrong, fragments):
     assert_rejects(wrong, "tokenize", *fragments)
@@ -125,6 +150,28 @@ def mean_pool_nan(last_hidden_state, attention_mask):
     return (last_hidden_state * m).sum(1) / m.sum(1)
 
 
+def mean_pool_plus_one(last_hidden_state, attention_mask):
+    m = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    return (last_hidden_state * m).sum(1) / (m.sum(1) + 1)
+
+
+def mean_pool_max(last_hidden_state, attention_mask):
+    peak = last_hidden_state.masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf")).amax(1)
+    return torch.where(peak.isinf(), torch.zeros_like(peak), peak)
+
+
+def mean_pool_masked_rows_plain_mean(last_hidden_state, attention_mask):
+    m = attention_mask.to(last_hidden_state.dtype)
+    count = m.sum(1, keepdim=True)
+    pooled = (last_hidden_state * m.unsqueeze(-1)).sum(1) / count.clamp(min=1)
+    return torch.where(count > 0, pooled, last_hidden_state.mean(1))
+
+
+def mean_pool_over_h(last_hidden_state, attention_mask):
+    m = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+    return (last_hidden_state * m).sum(2) / m.sum(2).clamp(min=1)
+
+
 def mean_pool_einsum_uncast(last_hidden_state, attention_mask):
     summed = torch.einsum("bth,bt->bh", last_hidden_state, attention_mask)
     return summed / attention_mask.sum(1, keepdim=True).clamp(min=1)
@@ -145,6 +192,8 @@ def test_mean_pool_passes(right):
 @pytest.mark.parametrize("wrong, fragments", [
     (mean_pool_all_t, ["padding included"]), (mean_pool_sum, ["not divided"]), (mean_pool_nan, ["nan"]),
     (mean_pool_einsum_uncast, ["cast it to the hidden states' dtype"]), (mean_pool_cpu_zeros, ["on a GPU"]),
+    (mean_pool_plus_one, ["real tokens + 1"]), (mean_pool_max, ["max pooling"]),
+    (mean_pool_masked_rows_plain_mean, ["fully masked row gives the mean"]), (mean_pool_over_h, ["hidden size H"]),
 ])
 def test_mean_pool_rejects(wrong, fragments):
     assert_rejects(wrong, "mean_pool", *fragments)
@@ -256,6 +305,56 @@ def embed_sentence_transformers(texts, model, tokenizer, batch_size=32):
     return st.encode(texts, batch_size=batch_size, convert_to_tensor=True)
 
 
+def embed_list(texts, model, tokenizer, batch_size=32):
+    return list(embed_right(texts, model, tokenizer, batch_size))
+
+
+def embed_no_truncation(texts, model, tokenizer, batch_size=32):
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[i:i + batch_size], padding=True, return_tensors="pt").to(model.device)
+            h = model(**batch).last_hidden_state
+            m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+            out.append((h * m).sum(1) / m.sum(1))
+    return F.normalize(torch.cat(out), dim=1)
+
+
+def embed_sorted_not_restored(texts, model, tokenizer, batch_size=32):
+    return embed_right(sorted(texts, key=len), model, tokenizer, batch_size)
+
+
+def _embed_with(texts, model, tokenizer, batch_size, vector):
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=256,
+                              return_tensors="pt").to(model.device)
+            out.append(vector(model, batch))
+    return F.normalize(torch.cat(out), dim=1)
+
+
+def _masked_mean(h, mask):
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1)
+
+
+def embed_pooler(texts, model, tokenizer, batch_size=32):
+    return _embed_with(texts, model, tokenizer, batch_size, lambda model, b: model(**b).pooler_output)
+
+
+def embed_mask_not_passed(texts, model, tokenizer, batch_size=32):
+    return _embed_with(texts, model, tokenizer, batch_size,
+                       lambda model, b: _masked_mean(model(input_ids=b["input_ids"]).last_hidden_state,
+                                                     b["attention_mask"]))
+
+
+def embed_double(texts, model, tokenizer, batch_size=32):
+    return embed_right(texts, model, tokenizer, batch_size).double()
+
+
 @pytest.mark.parametrize("right", [embed_right, embed_sorted])
 def test_embed_passes(right):
     assert_passes(right, "embed")
@@ -266,9 +365,17 @@ def test_embed_passes(right):
     (embed_one_batch, ["more than batch_size"]), (embed_128, ["truncate at 256"]), (embed_512, ["truncate at 256"]),
     (embed_to_cpu, ["no .cpu()"]), (embed_batch_on_cpu, ["stayed on the CPU"]), (embed_with_graph, ["no_grad"]),
     (embed_sentence_transformers, ["forbids"]),
+    (embed_list, ["got a list", "torch.cat"]), (embed_no_truncation, ["512 positions", "truncation=True"]),
+    (embed_sorted_not_restored, ["another order"]), (embed_pooler, ["pooler_output"]),
+    (embed_mask_not_passed, ["without the attention_mask"]), (embed_double, ["model's dtype (float32"]),
 ])
 def test_embed_rejects(wrong, fragments):
     assert_rejects(wrong, "embed", *fragments)
+
+
+def test_embed_without_truncation_is_not_called_a_broadcast():
+    text = evaluate(embed_no_truncation, name="embed").text()
+    assert "broadcast" not in text, text
 
 
 # --- top_k_similar ----------------------------------------------------------------------------------------------
@@ -310,7 +417,54 @@ def top_k_cpu_scores(query, corpus, k):
     return torch.topk(scores, k, dim=-1)
 
 
-@pytest.mark.parametrize("right", [top_k_right, top_k_argsort])
+def top_k_pair(query, corpus, k):
+    """A plain tuple made by hand (top_k_right returns torch.topk's named tuple)."""
+    values, indices = top_k_right(query, corpus, k)
+    return values, indices
+
+
+def top_k_normalises_in_place(query, corpus, k):
+    query.div_(query.norm(dim=-1, keepdim=True))
+    corpus.div_(corpus.norm(dim=-1, keepdim=True))
+    return torch.topk(query @ corpus.T, k, dim=-1)
+
+
+def top_k_zeroes_inputs(query, corpus, k):
+    result = top_k_pair(query, corpus, k)
+    query.zero_()
+    return result
+
+
+def top_k_list(query, corpus, k):
+    return list(top_k_right(query, corpus, k))
+
+
+def top_k_skips_best(query, corpus, k):
+    values, indices = top_k_right(query, corpus, min(k + 1, len(corpus)))
+    return values[..., 1:], indices[..., 1:]
+
+
+def top_k_euclidean(query, corpus, k):
+    d = torch.cdist(query.reshape(-1, query.shape[-1]), corpus).reshape(*query.shape[:-1], len(corpus))
+    return torch.topk(-d, k, dim=-1)
+
+
+def top_k_distances(query, corpus, k):
+    qn, cn = F.normalize(query, dim=-1), F.normalize(corpus, dim=-1)
+    d = torch.cdist(qn.reshape(-1, qn.shape[-1]), cn).reshape(*query.shape[:-1], len(corpus))
+    return torch.topk(d, k, dim=-1, largest=False)
+
+
+def top_k_float_indices(query, corpus, k):
+    values, indices = top_k_right(query, corpus, k)
+    return values, indices.float()
+
+
+def top_k_query_only(query, corpus, k):
+    return torch.topk(F.normalize(query, dim=-1) @ corpus.T, k, dim=-1)
+
+
+@pytest.mark.parametrize("right", [top_k_right, top_k_argsort, top_k_pair])
 def test_top_k_similar_passes(right):
     assert_passes(right, "top_k_similar")
 
@@ -318,6 +472,10 @@ def test_top_k_similar_passes(right):
 @pytest.mark.parametrize("wrong, fragments", [
     (top_k_dot, ["dot products"]), (top_k_ascending, ["worst first"]), (top_k_swapped, ["(indices, scores)"]),
     (top_k_wrong_dim, ["wrong dim"]), (top_k_cpu_scores, ["on a GPU"]),
+    (top_k_normalises_in_place, ["changed query and corpus in place"]), (top_k_zeroes_inputs, ["query in place"]),
+    (top_k_list, ["a list", "return a tuple"]), (top_k_skips_best, ["best) match is skipped"]),
+    (top_k_euclidean, ["Euclidean distance"]), (top_k_distances, ["the scores are distances"]),
+    (top_k_float_indices, ["float32", "int64"]), (top_k_query_only, ["only the query is normalised", "both"]),
 ])
 def test_top_k_similar_rejects(wrong, fragments):
     assert_rejects(wrong, "top_k_similar", *fragments)
@@ -382,6 +540,26 @@ class ClassifierPerToken(ClassifierMean):
         return self.head(self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
 
 
+class ClassifierRuleAfterTraining(ClassifierMean):
+    """Trains like ClassifierMean, then answers with a keyword rule in eval mode (the network's logits times 0)."""
+
+    def __init__(self, encoder):
+        super().__init__(encoder)
+        from grader.checks.lesson11_huggingface import minilm_tokenizer
+        words = ["great", "lovely", "wonderful", "excellent", "fantastic", "brilliant", "superb", "charming"]
+        self.register_buffer("good", torch.tensor(minilm_tokenizer().convert_tokens_to_ids(words)))
+        self.register_buffer("trained", torch.zeros(()))
+
+    def forward(self, input_ids, attention_mask):
+        logits = super().forward(input_ids, attention_mask)
+        if self.training:
+            self.trained.fill_(1.0)
+        if self.training or not self.trained:
+            return logits
+        votes = torch.isin(input_ids, self.good).sum(1).float() - 0.5
+        return torch.stack([-votes, votes], dim=1) + 0 * logits
+
+
 class ClassifierFrozen(ClassifierMean):
     """Freezing the encoder is allowed, but with the check's short recipe only the head learns: too little."""
 
@@ -398,6 +576,7 @@ def test_sentiment_classifier_passes():
     (ClassifierSoftmax, ["probabilities"]), (ClassifierIgnoresEncoder, ["encoder is not used"]),
     (ClassifierLoadsItsOwn, ["does not hold the encoder"]), (ClassifierKeywords, ["encoder is not used"]),
     (ClassifierPerToken, ["pool over the tokens"]), (ClassifierFrozen, ["encoder is frozen"]),
+    (ClassifierRuleAfterTraining, ["do not depend on the model's parameters"]),
 ])
 def test_sentiment_classifier_rejects(wrong, fragments):
     assert_rejects(wrong, "SentimentClassifier", *fragments)
@@ -417,6 +596,27 @@ def test_sentiment_data_follows_the_stated_rules():
     assert not set(texts) & set(test_texts)
     longest = max(len(ids) for ids in minilm_tokenizer()(texts + test_texts)["input_ids"])
     assert longest <= SENTIMENT_RECIPE["max_length"]  # nothing is cut off by the recipe's max_length
+
+
+# --- the learner's session -------------------------------------------------------------------------------------
+def test_loading_the_models_leaves_the_library_verbosity_and_progress_bars_as_they_were():
+    from transformers.utils import logging
+    from grader.checks import lesson11_huggingface as checks
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    try:
+        logging.set_verbosity_info()
+        logging.enable_progress_bar()
+        checks.minilm_tokenizer.cache_clear()
+        checks.minilm_tokenizer()
+        assert logging.get_verbosity() == logging.INFO and logging.is_progress_bar_enabled()
+        logging.set_verbosity_warning()
+        logging.disable_progress_bar()
+        checks.minilm_tokenizer.cache_clear()
+        checks.minilm_tokenizer()
+        assert logging.get_verbosity() == logging.WARNING and not logging.is_progress_bar_enabled()
+    finally:
+        logging.set_verbosity(level)
+        (logging.enable_progress_bar if bars else logging.disable_progress_bar)()
 
 
 # --- no network -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ sentence-transformers' encode, plain formulas and torch.topk, run by the check o
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import functools
@@ -18,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.compare import Mismatch, expect_tensor, kind_of, one_line, shape_str
+from grader.compare import Mismatch, expect_tensor, kind_of, shape_str
 from grader.data import datasets_dir, minilm_dir
 from grader.registry import exercise
 from grader.runner import Inconclusive, LearnerError, untraced
-from grader.training import Guard
+from grader.training import TAMPERED, Guard, expect_reload_agrees, reloaded_logits
 
 LESSON = "11_huggingface"
 
@@ -70,18 +71,31 @@ def _sentiment_rows(split: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
 # ============================================================================================================
 # shared: the models, loaded once per process
 # ============================================================================================================
+@contextlib.contextmanager
 def _quiet():
+    """While the check loads a model: no "Loading weights" bars, no load report; the learner's settings (the
+    library's verbosity, its progress bars) are put back afterwards."""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from transformers.utils import logging
-    logging.disable_progress_bar()  # the "Loading weights" bars
+    root = logging.get_logger()
+    level, bars, hub_bars = root.level, logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+    logging.disable_progress_bar()
     logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        if bars:
+            logging.enable_progress_bar()
+        elif hub_bars:
+            enable_progress_bars()
 
 
 @functools.cache
 def minilm_tokenizer():
     """all-MiniLM-L6-v2's tokenizer (cached: hand it out only where it is verified unchanged)."""
     from transformers import AutoTokenizer
-    _quiet()
-    with untraced():
+    with _quiet(), untraced():
         return AutoTokenizer.from_pretrained(minilm_dir())
 
 
@@ -89,8 +103,7 @@ def minilm_tokenizer():
 def minilm_model(device: str = "cpu"):
     """all-MiniLM-L6-v2 as an AutoModel (BertModel) on `device` (cached: copy it before changing it)."""
     from transformers import AutoModel
-    _quiet()
-    with untraced():
+    with _quiet(), untraced():
         return AutoModel.from_pretrained(minilm_dir()).to(device)
 
 
@@ -120,8 +133,7 @@ def _tokenizer(which: str):
 @functools.cache
 def _sentence_transformer():
     from sentence_transformers import SentenceTransformer
-    _quiet()
-    with untraced():
+    with _quiet(), untraced():
         return SentenceTransformer(str(minilm_dir()), device="cpu")
 
 
@@ -150,6 +162,10 @@ def _sentences(t, n: int, low: int, high: int) -> list[str]:
     return out
 
 
+_TEXTS_CHANGED = ("you changed the list of texts in place (sort, append, an item replaced) — work on a copy "
+                  "(sorted(texts), texts[i:j]): the caller still needs its list")
+
+
 def _fingerprint(model) -> float:
     with untraced(), torch.no_grad():
         return float(sum(p.double().sum() for p in model.parameters()))
@@ -164,8 +180,11 @@ def tokenize_run(fn, which: str, texts: list[str], max_length: int) -> dict:
     tok = _tokenizer(which)
     with untraced():
         settings = (tok.padding_side, tok.truncation_side, tok.model_max_length, tok.pad_token)
-    out = fn(tok, list(texts), max_length)
+    given = list(texts)
+    out = fn(tok, given, max_length)
     with untraced():
+        if given != list(texts):
+            return {"texts_changed": True}
         changed = settings != (tok.padding_side, tok.truncation_side, tok.model_max_length, tok.pad_token)
         if changed:  # put them back for the next case
             tok.padding_side, tok.truncation_side, tok.model_max_length, tok.pad_token = settings
@@ -198,6 +217,16 @@ def _tokenize_diagnosis(which, texts, max_length, got: torch.Tensor, exp: torch.
                    "(padding='max_length' pads to max_length)"
         if got.shape[1] > max_length:
             return f"rows longer than max_length={max_length} — pass truncation=True (and max_length)"
+        if max_length > 2 and got.shape[0] == exp.shape[0]:
+            short = ids(padding=True, truncation=True, max_length=max_length - 2)
+            if got.shape == short.shape and torch.equal(got, short):
+                return f"cut at max_length - 2 = {max_length - 2} — max_length already counts [CLS] and [SEP]: " \
+                       "pass max_length itself, the tokenizer keeps room for them"
+        if got.shape[0] == exp.shape[0] and got.shape[1] <= max_length:
+            sliced = ids(padding=True)[:, :max_length]
+            if got.shape == sliced.shape and torch.equal(got, sliced):
+                return "input_ids were cut by slicing ([:, :max_length]), which drops the [SEP] at the end of " \
+                       "long rows — let the tokenizer truncate: truncation=True, max_length=max_length"
         if got.shape[0] == exp.shape[0] and got.shape[1] == exp.shape[1] - 2 and not (got == tok.cls_token_id).any():
             return "the special tokens ([CLS] at the start, [SEP] at the end) are missing — keep " \
                    "add_special_tokens at its default (True)"
@@ -241,6 +270,8 @@ def tokenize(t, fn):
         with t.case(f"{'MiniLM' if which == 'minilm' else 'a word-level'} tokenizer: {what}"):
             got = t.call(tokenize_run, fn, which, texts, max_length)
             exp = _tokenize_reference(which, texts, max_length)
+            if got.get("texts_changed"):
+                raise Mismatch(_TEXTS_CHANGED)
             if got["changed"]:
                 raise Mismatch("you changed the tokenizer's settings (padding_side, truncation_side, "
                                "model_max_length or pad_token) — pass what you need as arguments of the call")
@@ -257,6 +288,9 @@ def tokenize(t, fn):
             g, e = got["input_ids"], exp["input_ids"]
             if g.shape != e.shape or not torch.equal(g, e):
                 why = _tokenize_diagnosis(which, texts, max_length, g, e) if g.ndim == 2 else None
+                if why and g.shape != e.shape:  # the diagnosis, not the generic shape advice
+                    raise Mismatch(f"input_ids: expected shape {shape_str(e.shape)}, got {shape_str(g.shape)}: "
+                                   f"{why}")
                 try:
                     expect_tensor(g, e, device="cpu", what="input_ids")
                 except Mismatch as m:
@@ -286,7 +320,17 @@ def _explain_mean_pool(got, exp, args):
          "mask.sum(1)", h.mean(1)),
         ("the masked sum is not divided by the number of real tokens — divide by mask.sum(1)", (h * m).sum(1)),
         ("the sum is divided by T, not by the number of real tokens — divide by mask.sum(1)", (h * m).sum(1) / h.shape[1]),
+        ("the sum is divided by the number of real tokens + 1 — divide by mask.sum(1) itself; to keep a fully "
+         "masked row at 0, clamp the count (.clamp(min=1e-9)) instead of adding to it", (h * m).sum(1) / (m.sum(1) + 1)),
     ]
+    real = mask.bool().unsqueeze(-1)                                    # (B, T, 1)
+    peak = h.masked_fill(~real, float("-inf")).amax(1)
+    candidates.append(("the largest value over the real tokens (max pooling) — mean pooling averages them: "
+                       "(h * mask).sum(1) / mask.sum(1)", torch.where(torch.isinf(peak), torch.zeros_like(peak), peak)))
+    count = m.sum(1)
+    candidates.append(("a fully masked row gives the mean over all positions — it should give zeros: divide by "
+                       "mask.sum(1).clamp(min=1e-9) and nothing else", torch.where(
+                           count > 0, _mean_pool_ref(h, mask), h.mean(1))))
     for message, value in candidates:
         if torch.allclose(got.double(), value.double().cpu(), atol=1e-6, rtol=1e-5):
             return message
@@ -308,24 +352,31 @@ def _advise_mean_pool(message: str) -> str | None:
 def mean_pool(t, fn):
     names = ("last_hidden_state", "attention_mask")
     kw = dict(explain=_explain_mean_pool, advise=_advise_mean_pool, names=names, grad=True, wrt=(0,))
+    wrong_dim = ("reduced over the hidden size H (dim 2) — the mean runs over the tokens T, dim 1: "
+                 "(h * m).sum(1) / m.sum(1), with m = mask.unsqueeze(-1) (B, T, 1)")
+
+    def mistakes(h):
+        """The shape that pooling over H instead of T gives (B, T), when it differs from (B, H)."""
+        return [(wrong_dim, h.shape[:2])] if h.shape[1] != h.shape[2] else []
     B, T, H = 4, 7, 5
     lengths = torch.tensor([T, 3, 1, t.integer(2, T)])
     mask = (torch.arange(T)[None] < lengths[:, None]).long()   # (B, T) 1 = real token
     h = t.randn(B, T, H)
     t.compare(f"h {shape_str(h.shape)} float64, int64 mask (rows of {lengths.tolist()} real tokens), with "
-              "gradients", fn, (h, mask), _mean_pool_ref, **kw)
-    t.compare("the same with a bool mask", fn, (h, mask.bool()), _mean_pool_ref, **kw)
+              "gradients", fn, (h, mask), _mean_pool_ref, shape_mistakes=mistakes(h), **kw)
+    t.compare("the same with a bool mask", fn, (h, mask.bool()), _mean_pool_ref, shape_mistakes=mistakes(h), **kw)
     fm = t.rand(3, 6) < 0.6
     fm[:, 0] = True
     h2 = t.randn(3, 6, 8, dtype=torch.float32)
     t.compare(f"h {shape_str(h2.shape)} float32, a float32 mask with holes (not only right padding)", fn,
-              (h2, fm.float()), _mean_pool_ref, atol=1e-5, rtol=1e-5, **kw)
+              (h2, fm.float()), _mean_pool_ref, atol=1e-5, rtol=1e-5, shape_mistakes=mistakes(h2), **kw)
     mask3 = mask.clone()
     mask3[1] = 0
-    t.compare("one row fully masked: its embedding should be zeros (no nan)", fn, (h, mask3), _mean_pool_ref, **kw)
+    t.compare("one row fully masked: its embedding should be zeros (no nan)", fn, (h, mask3), _mean_pool_ref,
+              shape_mistakes=mistakes(h), **kw)
     h1 = t.randn(1, 1, 3)
     t.compare("B = 1, T = 1", fn, (h1, torch.ones(1, 1, dtype=torch.long)), _mean_pool_ref, device_check=False,
-              **kw)
+              shape_mistakes=mistakes(h1), **kw)
 
 
 # ============================================================================================================
@@ -356,8 +407,9 @@ def embed_run(fn, texts: list[str], batch_size: int, device: str) -> dict:
             seen.append({"shape": shape, "training": module.training, "grad": torch.is_grad_enabled(),
                          "device": ids.device.type if isinstance(ids, torch.Tensor) else None})
         handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    given = list(texts)
     try:
-        out = fn(list(texts), model, tok, batch_size)
+        out = fn(given, model, tok, batch_size)
     finally:
         with untraced():
             handle.remove()
@@ -365,7 +417,7 @@ def embed_run(fn, texts: list[str], batch_size: int, device: str) -> dict:
         changed = _fingerprint(model) != before
         if changed:
             minilm_model.cache_clear()
-        result = {"seen": seen, "changed": changed}
+        result = {"seen": seen, "changed": changed, "texts_changed": given != list(texts)}
         if type(out) is torch.Tensor:
             result.update(out=out.detach().clone(), requires_grad=out.requires_grad)
         else:
@@ -411,23 +463,62 @@ def embed_meta(fn, texts: list[str], batch_size: int) -> dict:
         return {"seen": model.seen, "out": out.device.type if isinstance(out, torch.Tensor) else kind_of(out)}
 
 
-def _embed_candidates(texts, device_out: torch.Tensor) -> list:
-    """(message, embeddings) of the known mistakes, computed by the check."""
+@functools.lru_cache(maxsize=8)
+def _embed_variants(texts: tuple[str, ...], batch_size: int) -> dict:
+    """What the model gives, batch by batch as embed's loop makes them: the mean-pooled, [CLS], all-T mean and
+    pooler_output vectors, and the mean-pooled ones of a forward without the attention_mask (N, H) each."""
     model, tok = minilm_model(), minilm_tokenizer()
-    out = []
-    with untraced(), torch.no_grad():
+    parts = {"mean": [], "cls": [], "all": [], "pooler": [], "no_mask": []}
+    with _quiet(), untraced(), torch.no_grad():
         model.eval()
-        enc = tok(list(texts), padding=True, truncation=True, max_length=EMBED_MAX_TOKENS, return_tensors="pt")
-        h = model(**enc).last_hidden_state
-        mean = _mean_pool_ref(h, enc["attention_mask"])
-        out.append(("not L2-normalised — divide each row by its norm: F.normalize(embeddings, dim=1)", mean))
-        out.append(("the [CLS] token's state instead of the mean over the real tokens — mean-pool "
-                    "last_hidden_state with the attention_mask", F.normalize(h[:, 0], dim=1)))
-        out.append(("the mean includes the padding — weight by the attention_mask (mean_pool)",
-                    F.normalize(h.mean(1), dim=1)))
-        out.append(("normalised along the wrong dim — each embedding (row) should have norm 1: "
-                    "F.normalize(x, dim=1)", F.normalize(mean, dim=0)))
-    return out
+        for i in range(0, len(texts), batch_size):
+            enc = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=EMBED_MAX_TOKENS,
+                      return_tensors="pt")
+            out = model(**enc)
+            h = out.last_hidden_state
+            parts["mean"].append(_mean_pool_ref(h, enc["attention_mask"]))
+            parts["cls"].append(h[:, 0])
+            parts["all"].append(h.mean(1))
+            parts["pooler"].append(out.pooler_output)
+            bare = model(input_ids=enc["input_ids"]).last_hidden_state
+            parts["no_mask"].append(_mean_pool_ref(bare, enc["attention_mask"]))
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _embed_candidates(texts, batch_size: int) -> list:
+    """(message, embeddings) of the known mistakes, computed by the check."""
+    v = _embed_variants(tuple(texts), batch_size)
+    return [
+        ("not L2-normalised — divide each row by its norm: F.normalize(embeddings, dim=1)", v["mean"]),
+        ("the [CLS] token's state instead of the mean over the real tokens — mean-pool last_hidden_state with "
+         "the attention_mask", F.normalize(v["cls"], dim=1)),
+        ("pooler_output instead of the mean over the real tokens — all-MiniLM-L6-v2's sentence embedding is the "
+         "mean of last_hidden_state over the real tokens (mean_pool with the attention_mask)",
+         F.normalize(v["pooler"], dim=1)),
+        ("the mean includes the padding — weight by the attention_mask (mean_pool)", F.normalize(v["all"], dim=1)),
+        ("the model ran without the attention_mask, so the real tokens attended to the padding — pass it: "
+         "model(**batch), or model(input_ids=..., attention_mask=...)", F.normalize(v["no_mask"], dim=1)),
+        ("normalised along the wrong dim — each embedding (row) should have norm 1: F.normalize(x, dim=1)",
+         F.normalize(v["mean"], dim=0)),
+    ]
+
+
+def _embed_order(got: torch.Tensor, exp: torch.Tensor) -> str | None:
+    """Whether the rows are the right embeddings in another order."""
+    with untraced():
+        nearest = (got.double() @ exp.double().T).argmax(1)
+        if len(set(nearest.tolist())) == len(exp) and torch.allclose(got, exp[nearest], atol=1e-4, rtol=1e-3):
+            return "the rows are in another order than the texts — row i must be the embedding of texts[i]: " \
+                   "if you sort the texts (by length, say), put the rows back in the original order"
+    return None
+
+
+def _advise_embed(message: str) -> str | None:
+    """embed's reading of an error raised in the model: a text longer than its position embeddings."""
+    if "must match the size of tensor" in message and "(512)" in message:
+        return "a text is longer than the model's 512 positions — tokenize with truncation=True, " \
+               f"max_length={EMBED_MAX_TOKENS}"
+    return None
 
 
 @exercise(LESSON, points=3, difficulty=2, minutes=20, hints=[
@@ -451,7 +542,15 @@ def embed(t, fn):
             sub = texts if batch_size != 1 else [short[4], short[5], short[0]]
             exp = exp_all if batch_size != 1 else _st_embeddings(tuple(sub))
             with t.case(f"{dev}: {what}, the model handed over in train mode"):
-                run = t.call(embed_run, fn, sub, batch_size, dev)
+                try:
+                    run = t.call(embed_run, fn, sub, batch_size, dev)
+                except LearnerError as e:
+                    advice = _advise_embed(str(e))
+                    if advice:  # in place of the engine's broadcast advice
+                        raise LearnerError(f"{str(e).split(chr(10) + '→')[0]}\n→ {advice}") from None
+                    raise
+                if run["texts_changed"]:
+                    raise Mismatch(_TEXTS_CHANGED)
                 if run["changed"]:
                     raise Mismatch("the model's weights changed — embed only reads the model: no training, no "
                                    "in-place changes to its parameters")
@@ -480,6 +579,12 @@ def embed(t, fn):
                                    f"{EMBED_MAX_TOKENS} (max_length={EMBED_MAX_TOKENS}), as sentence-transformers "
                                    "does for this model")
                 got = run["out"]
+                if not isinstance(got, torch.Tensor):
+                    raise Mismatch(f"embed should return one tensor ({len(sub)}, 384), got a {got} — torch.cat the "
+                                   "batches' embeddings into one tensor")
+                if got.dtype != exp.dtype and got.is_floating_point():
+                    raise Mismatch(f"the embeddings are {str(got.dtype).replace('torch.', '')} — they should stay in "
+                                   "the model's dtype (float32 here): no .double() or .half()")
                 if isinstance(got, torch.Tensor) and got.device.type != torch.device(dev).type:
                     raise Mismatch(f"the embeddings are on {got.device.type}, the model on {dev} — return them on "
                                    "the model's device (no .cpu())")
@@ -490,9 +595,10 @@ def embed(t, fn):
                 except Mismatch as m:
                     if isinstance(got, torch.Tensor) and got.shape == exp.shape:
                         from grader.compare import known_mistake
-                        why = known_mistake(got.detach().cpu().float(), [(msg, (lambda v=v: v)) for msg, v in
-                                                                         _embed_candidates(sub, got)],
-                                            atol=1e-4, rtol=1e-3)
+                        cpu = got.detach().cpu().float()
+                        why = _embed_order(cpu, exp) or known_mistake(
+                            cpu, [(msg, (lambda v=v: v)) for msg, v in _embed_candidates(sub, batch_size)],
+                            atol=1e-4, rtol=1e-3)
                         if why:
                             raise Mismatch(f"{m.message}\n→ {why}", m.detail) from None
                     if isinstance(got, torch.Tensor) and got.shape == exp.shape[::-1]:
@@ -524,32 +630,61 @@ def _top_k_ref(query, corpus, k):
 
 def _top_k_diagnosis(got_scores, got_idx, query, corpus, k, exp) -> str | None:
     q, c = query.cpu(), corpus.cpu()
-    dot = q @ c.T
-    cands = [
-        ("the scores are dot products — normalise query and corpus first (F.normalize(x, dim=-1)): cosine "
-         "similarity ignores the lengths", torch.topk(dot, k, dim=-1)),
+    qn, cn = F.normalize(q, dim=-1), F.normalize(c, dim=-1)
+    both = "normalise both query and corpus first (F.normalize(x, dim=-1)): cosine similarity ignores the lengths"
+    q2 = q.reshape(-1, q.shape[-1])                                       # (Q, H)
+    one = (lambda x: x[0]) if q.ndim == 1 else (lambda x: x)
+    more = min(k + 1, len(c))
+    skipped = torch.topk(qn @ cn.T, more, dim=-1)
+    scores = [  # (message, (values, indices)), matched on the scores
+        (f"only the query is normalised — {both}", torch.topk(qn @ c.T, k, dim=-1)),
+        (f"only the corpus is normalised — {both}", torch.topk(q @ cn.T, k, dim=-1)),
+        (f"the scores are dot products — {both}", torch.topk(q @ c.T, k, dim=-1)),
         ("sorted worst first — the best match comes first: torch.topk (largest=True), or sort descending",
-         torch.topk(F.normalize(q, dim=-1) @ F.normalize(c, dim=-1).T, k, dim=-1, largest=False)),
+         torch.topk(qn @ cn.T, k, dim=-1, largest=False)),
         ("normalised along the wrong dim — each vector (row) should have norm 1: F.normalize(x, dim=-1)",
          torch.topk(F.normalize(q, dim=0) @ F.normalize(c, dim=0).T, k, dim=-1)),
         ("normalised along the wrong dim — each vector (row) should have norm 1: F.normalize(x, dim=-1)",
-         torch.topk(F.normalize(q, dim=-1) @ F.normalize(c, dim=0).T, k, dim=-1)),
+         torch.topk(qn @ F.normalize(c, dim=0).T, k, dim=-1)),
+        ("the first (best) match is skipped — return the k best, the best included: the query is not one of the "
+         "corpus rows here", (skipped.values[..., 1:], skipped.indices[..., 1:])),
+        ("ranked by (negative) Euclidean distance — rank by cosine similarity: normalise both, then dot "
+         "products, largest first", torch.topk(one(-torch.cdist(q2, c)), k, dim=-1)),
+        ("the scores are distances between the normalised vectors — return the cosine similarities themselves "
+         "(dot products of the normalised vectors), largest first", torch.topk(
+             one(torch.cdist(F.normalize(q2, dim=-1), cn)), k, dim=-1, largest=False)),
     ]
-    for message, ref in cands:
-        if got_scores.shape == ref.values.shape and torch.allclose(got_scores.double(), ref.values.double(),
-                                                                   atol=1e-5, rtol=1e-4):
+    for message, (values, _) in scores:
+        if got_scores.shape == values.shape and torch.allclose(got_scores.double(), values.double(),
+                                                               atol=1e-5, rtol=1e-4):
             return message
-        if got_idx.shape == ref.indices.shape and got_idx.dtype == torch.int64 and \
-                torch.equal(got_idx, ref.indices) and not torch.equal(got_idx, exp.indices):
+    ranking = [  # matched on the indices when the scores say nothing
+        (f"ranked by dot products — {both}", torch.topk(q @ c.T, k, dim=-1).indices),
+        ("sorted worst first — the best match comes first: torch.topk (largest=True), or sort descending",
+         torch.topk(qn @ cn.T, k, dim=-1, largest=False).indices),
+        ("normalised along the wrong dim — each vector (row) should have norm 1: F.normalize(x, dim=-1)",
+         torch.topk(qn @ F.normalize(c, dim=0).T, k, dim=-1).indices),
+    ]
+    for message, indices in ranking:
+        if got_idx.shape == indices.shape and got_idx.dtype == torch.int64 and \
+                torch.equal(got_idx, indices) and not torch.equal(got_idx, exp.indices):
             return message
     return None
 
 
 def top_k_run(fn, query, corpus, k):
-    """Driver: fn(query, corpus, k); its result, unpacked when it is a pair."""
+    """Driver: fn(query, corpus, k); its result, unpacked when it is a tuple of two, and which inputs it changed
+    in place."""
+    with untraced():
+        before = (query.detach().clone(), corpus.detach().clone())
     out = fn(query, corpus, k)
     with untraced():
-        if isinstance(out, (tuple, list)) and len(out) == 2:
+        from grader.runner import unchanged
+        mutated = [name for name, x, b in (("query", query, before[0]), ("corpus", corpus, before[1]))
+                   if not unchanged(x.detach(), b)]
+        if mutated:
+            return {"type": "mutated", "mutated": mutated}
+        if isinstance(out, tuple) and len(out) == 2:
             return {"type": "pair", "scores": out[0], "indices": out[1]}
         return {"type": kind_of(out) + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")}
 
@@ -568,7 +703,14 @@ def top_k_similar(t, fn):
         exp = _top_k_ref(query, corpus, k)
         for dev in t.devices:
             with t.case(f"{dev}: {what}, corpus {shape_str(corpus.shape)} (rows not normalised)"):
-                got = t.call(top_k_run, fn, query.to(dev), corpus.to(dev), k)
+                got = t.call(top_k_run, fn, query.to(dev).clone(), corpus.to(dev).clone(), k)
+                if got["type"] == "mutated":
+                    raise Mismatch(f"you changed {' and '.join(got['mutated'])} in place — compute new tensors "
+                                   "(q = F.normalize(query, dim=-1), not query.div_(...)): the caller still needs "
+                                   "its vectors")
+                if got["type"] == "list of 2":
+                    raise Mismatch("returned a list [scores, indices] — return a tuple: return scores, indices "
+                                   "(or what torch.topk returns)")
                 if got["type"] != "pair":
                     raise Mismatch(f"returned a {got['type']} — return a tuple (scores, indices)")
                 s, i = got["scores"], got["indices"]
@@ -576,6 +718,9 @@ def top_k_similar(t, fn):
                         and i.is_floating_point():
                     raise Mismatch("the tuple is (indices, scores) — return (scores, indices), as torch.topk "
                                    "returns (values, indices)")
+                if isinstance(i, torch.Tensor) and i.dtype != torch.int64:
+                    raise Mismatch(f"the indices are {str(i.dtype).replace('torch.', '')} — return them as "
+                                   "torch.topk gives them, int64 (no .float() or .to(...))")
                 try:
                     expect_tensor(s, exp.values.to(dev), atol=1e-6, rtol=1e-5, device=dev, what="the scores")
                     expect_tensor(i, exp.indices.to(dev), device=dev, what="the indices")
@@ -635,9 +780,13 @@ def sentiment_probe(cls, device: str, ids: torch.Tensor, mask: torch.Tensor) -> 
         holds = all(id(p) in own for p in encoder.parameters())
         model.to(device)
         ids, mask = ids.to(device), mask.to(device)
+        given = (ids.clone(), mask.clone())
     model.eval()
     with torch.no_grad():
         logits = _logits(model, ids, mask)
+        with untraced():
+            if not (torch.equal(ids, given[0]) and torch.equal(mask, given[1])):
+                return {"type": "Module", "inputs_changed": True}
         with untraced():
             gen = torch.Generator().manual_seed(1)
             for p in encoder.parameters():
@@ -673,7 +822,9 @@ def sentiment_train(cls, device: str, ids, mask, labels, test_ids, test_mask, li
         for i in range(0, len(ids), r["batch_size"]):
             with untraced():
                 b = order[i:i + r["batch_size"]]
-            logits = model(ids[b], mask[b])
+                width = int(mask[b].sum(1).max())   # padded to this batch's longest text, as padding=True does
+                batch_ids, batch_mask = ids[b, :width], mask[b, :width]
+            logits = model(batch_ids, batch_mask)
             with untraced():
                 if type(logits) is not torch.Tensor or logits.shape != (len(b), 2):
                     got = kind_of(logits) if type(logits) is not torch.Tensor else shape_str(logits.shape)
@@ -692,21 +843,27 @@ def sentiment_train(cls, device: str, ids, mask, labels, test_ids, test_mask, li
         test = _logits(model, test_ids.to(device), test_mask.to(device))
     result = {"seconds": seconds, "timed_out": guard.timed_out, "steps": guard.steps, "tampered": guard.tampered,
               "test": test, "reloaded": None, "reload_error": None, "trainable": trainable,
-              "frozen_encoder": frozen_encoder}
+              "frozen_encoder": frozen_encoder, "depends": None}
     if guard.stopped:
         return result
-    twin = cls(_fresh_encoder(device))
-    with untraced():
-        twin.to(device)
-        try:
-            twin.load_state_dict(model.state_dict(), strict=True)
-        except RuntimeError as e:
-            result["reload_error"] = one_line(e)
-    if result["reload_error"] is None:
-        twin.eval()
-        with torch.no_grad():
-            result["reloaded"] = _logits(twin, test_ids[:16].to(device), test_mask[:16].to(device))
+    result["depends"] = _depends_on_parameters(model, test_ids[:8].to(device), test_mask[:8].to(device))
+    result["reloaded"], result["reload_error"] = reloaded_logits(
+        lambda: cls(_fresh_encoder(device)), model, device,
+        lambda twin: _logits(twin, test_ids[:16].to(device), test_mask[:16].to(device)))
     return result
+
+
+def _depends_on_parameters(model, ids, mask) -> bool:
+    """Whether the trained model's eval-mode logits depend on its trainable parameters: some gradient reaches
+    them (a rule switched on after training, with the network's output multiplied by 0, gives none)."""
+    logits = model(ids, mask)
+    with untraced():
+        params = [p for p in model.parameters() if p.requires_grad]
+        if type(logits) is not torch.Tensor or not logits.requires_grad or not params:
+            return False
+        weights = torch.randn(logits.shape, generator=torch.Generator().manual_seed(2)).to(logits.device)
+        grads = torch.autograd.grad((logits.float() * weights).sum(), params, allow_unused=True)
+        return any(g is not None and bool(g.abs().sum() > 0) for g in grads)
 
 
 def _expect_logits(got, n: int, what: str) -> None:
@@ -749,6 +906,9 @@ def SentimentClassifier(t, cls):
             if probe["type"] != "Module":
                 raise Mismatch(f"SentimentClassifier(encoder) should make an nn.Module, got {probe['type']} — class "
                                "SentimentClassifier(nn.Module) with super().__init__() first")
+            if probe.get("inputs_changed"):
+                raise Mismatch("forward changed input_ids or attention_mask in place — compute new tensors "
+                               "(x = x.masked_fill(...), not x.masked_fill_(...)): the caller still needs them")
             if not probe["holds"]:
                 raise Mismatch("the model does not hold the encoder it was given among its parameters — keep it "
                                "(self.encoder = encoder) instead of loading or building another model")
@@ -781,22 +941,16 @@ def SentimentClassifier(t, cls):
         if "error" in run:
             raise Mismatch(f"{run['error']} — forward(input_ids, attention_mask) should return logits (B, 2)")
         if run["tampered"]:
-            raise Mismatch("the model's parameters changed between two optimizer steps — forward must only compute "
-                           "the logits: leave the training to the optimizer")
+            raise Mismatch(TAMPERED)
         if run["timed_out"]:
             raise Mismatch(f"training stopped after {run['seconds']:.0f} s ({run['steps']} steps), over the limit — "
                            "keep the model to the encoder and one small head")
         _expect_logits(run["test"], len(test_ids), "after training, on test.csv")
-        state_only = ("everything the model learns must live in its parameters (its state_dict): keep the "
-                      "encoder and the head as submodules, no tables or models in plain lists or dicts")
-        if run["reload_error"]:
-            raise Mismatch(f"a fresh SentimentClassifier could not load the trained model's state_dict: "
-                           f"{run['reload_error']} — {state_only}")
-        reloaded = run["reloaded"]
-        if not (isinstance(reloaded, torch.Tensor) and reloaded.shape == run["test"][:16].shape
-                and torch.allclose(reloaded, run["test"][:16], atol=1e-4, rtol=1e-4)):
-            raise Mismatch("a fresh SentimentClassifier loaded with the trained model's state_dict gives other logits "
-                           f"than the trained model — {state_only}")
+        expect_reload_agrees(run, "SentimentClassifier", run["test"][:16], "on test.csv")
+        if not run["depends"]:
+            raise Mismatch("after training, the logits do not depend on the model's parameters (no gradient reaches "
+                           "the encoder or the head from them) — forward should compute the logits from the "
+                           "encoder and the head, the same way in train and eval mode")
         acc = _accuracy(run["test"], test_labels)
         if acc < SENTIMENT_MIN_ACCURACY:
             advice = ("the encoder is frozen, so only the head learned: with this short recipe only fine-tuning "
