@@ -77,6 +77,8 @@ _ERROR_ADVICE = [
     (_BROADCAST, "two shapes do not broadcast — print the shapes and line the dimensions up"),
     (("expected scalar type", "expected both vectors to have same dtype", "dtype"),
      "two dtypes were mixed — keep the inputs' dtype (no hard-coded float32 / .float())"),
+    (("selected index k out of range", "k not in range for dimension"),
+     "topk(k) was asked for more than the dimension holds — use min(k, x.size(dim))"),
     (("a leaf Variable that requires grad",), _IN_PLACE),
     (("does not require grad and does not have a grad_fn",), "the graph was cut — a .detach(), torch.no_grad() "
      "or a conversion to numpy/Python numbers?"),

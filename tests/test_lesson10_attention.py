@@ -466,6 +466,15 @@ def sample_k_plus_one(logits, temperature=1.0, top_k=None, generator=None):
     return sample_topk(logits, temperature, None if top_k is None else top_k + 1, generator)
 
 
+def sample_k_unclamped(logits, temperature=1.0, top_k=None, generator=None):
+    """topk(top_k) even when top_k is larger than the vocabulary."""
+    _validate(temperature, top_k)
+    scaled = logits / temperature
+    if top_k is not None:
+        scaled = scaled.masked_fill(scaled < scaled.topk(top_k, dim=-1).values[:, -1:], float("-inf"))
+    return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
 def sample_global_rng(logits, temperature=1.0, top_k=None, generator=None):
     return sample_topk(logits, temperature, top_k, None)
 
@@ -505,7 +514,8 @@ def test_sample_next_passes(right):
 
 @pytest.mark.parametrize("wrong, fragments", [
     (sample_argmax, ["argmax"]), (sample_times_temperature, ["multiplied by the temperature"]),
-    (sample_k_plus_one, ["k + 1"]), (sample_global_rng, ["global"]), (sample_in_place, ["in place"]),
+    (sample_k_plus_one, ["k + 1"]),
+    (sample_k_unclamped, ["more than the dimension holds", "min(k, x.size(dim))"]), (sample_global_rng, ["global"]), (sample_in_place, ["in place"]),
     (sample_column, ["squeeze"]), (sample_cpu, ["on a GPU"]), (sample_no_checks, ["should raise ValueError"]),
     (sample_position_in_top_k, ["positions within the top", "indices.gather"]),
 ])
