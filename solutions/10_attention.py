@@ -206,8 +206,8 @@ print("F.sdpa:   ", F.scaled_dot_product_attention(q, k, v, attn_mask=~row_maske
 # - `attn_mask` is either **boolean** (`True` = may attend) or **float** (added to the scores), broadcastable to
 #   `(..., L, S)`;
 # - `is_causal=True` applies the lower-triangular mask aligned to the top-left corner (query `i` sees keys
-#   `j <= i`) — create it on the inputs' device; giving both `attn_mask` and `is_causal=True` raises
-#   `ValueError`.
+#   `j <= i`) — create it on the inputs' device; giving both an `attn_mask` (boolean or float) and
+#   `is_causal=True` raises `ValueError`.
 #
 # `F.scaled_dot_product_attention` and `nn.MultiheadAttention` are forbidden here. The checks never mask a whole
 # row.
@@ -334,7 +334,9 @@ plt.show()
 #   `query (B, L, E)`, `key (B, S, E)`, `value (B, S, E)`; `key_padding_mask (B, S)` boolean, `True` = padding;
 #   `attn_mask (L, S)` boolean (`True` = masked, the `nn.MultiheadAttention` convention) or float (added);
 # - return `(output (B, L, E), weights)` where `weights` is the `(B, L, S)` attention averaged over the heads,
-#   or `None` when `need_weights=False`.
+#   or `None` when `need_weights=False`;
+# - no dropout, and the inputs and masks stay unchanged; `key_padding_mask` only keeps padded keys from being
+#   attended (in self-attention the outputs at padded positions are left as they come, as in PyTorch).
 #
 # `nn.MultiheadAttention`, `F.multi_head_attention_forward` and `F.scaled_dot_product_attention` are forbidden.
 # The checks never mask a whole row.
@@ -440,7 +442,8 @@ plt.show()
 #
 # Write `sinusoidal_positions(seq_len, dim)` that returns the float32 table `(seq_len, dim)` above, for an even
 # `dim`, positions counted from 0:
-# `PE[p, 2i] = sin(p / 10000^(2i/dim))` and `PE[p, 2i+1] = cos(p / 10000^(2i/dim))`.
+# `PE[p, 2i] = sin(p / 10000^(2i/dim))` and `PE[p, 2i+1] = cos(p / 10000^(2i/dim))`. The caller may change the
+# table it gets: a later call must still return the right table (if you cache tables, return a copy).
 
 # %%
 def sinusoidal_positions(seq_len: int, dim: int) -> torch.Tensor:
@@ -493,8 +496,9 @@ print("a tuple normalises the last two dims together:", tuple(nn.LayerNorm((3, 8
 #
 # Write `layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)` that matches `F.layer_norm` in value
 # and gradient: `normalized_shape` is an int or a tuple of the trailing dimensions to normalise over; the
-# variance is the biased one; `weight` and `bias`, when given, have shape `normalized_shape`. `F.layer_norm`,
-# `F.group_norm`, `F.rms_norm` and their modules are forbidden.
+# variance is the biased one; `weight` and `bias`, when given, have shape `normalized_shape`. It must stay
+# accurate far from 0 (float32 values around 10⁴: take the variance of `x - mean`) and give finite gradients for a
+# row of equal values. `F.layer_norm`, `F.group_norm`, `F.rms_norm` and their modules are forbidden.
 
 # %%
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -642,7 +646,7 @@ print("probabilities:            ", [round(p, 3) for p in logits.softmax(dim=-1)
 # ## Exercise: `sample_next`
 #
 # Write `sample_next(logits, temperature=1.0, top_k=None, generator=None)` that draws the next token of every
-# row of `logits (B, V)` and returns the ids `(B,)` as int64, on the logits' device:
+# row of `logits (B, V)` and returns the ids `(B,)` as int64 (`(1,)` for a single row), on the logits' device:
 #
 # - draw with `torch.multinomial(..., generator=generator)` from `softmax(logits / temperature)` restricted to
 #   the `top_k` largest logits (ties at the k-th value may be kept; `top_k >= V` means no restriction);

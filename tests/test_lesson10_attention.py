@@ -668,3 +668,376 @@ def layer_norm_leading_dims(x, normalized_shape, weight=None, bias=None, eps=1e-
 def test_positions_and_layer_norm_name_these_mistakes_too():
     assert_rejects(positions_column_index, "sinusoidal_positions", "the cos columns use their own index")
     assert_rejects(layer_norm_leading_dims, "layer_norm", "the dims after the first")
+
+
+# --- holes a second tester found (issue 12) ----------------------------------------------------------------------
+def sdpa_log_mask(q, k, v, attn_mask=None, is_causal=False):
+    """A boolean mask turned additive with log (log 1 = 0, log 0 = -inf); the scale split between q and k."""
+    _check_args(attn_mask, is_causal)
+    E = q.shape[-1]
+    if is_causal:
+        attn_mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = attn_mask.to(q.dtype).log()
+    scores = (q * E ** -0.25) @ (k * E ** -0.25).transpose(-2, -1)
+    return torch.softmax(scores if attn_mask is None else scores + attn_mask, dim=-1) @ v
+
+
+def sdpa_online_softmax(q, k, v, attn_mask=None, is_causal=False):
+    """Keys in chunks of 3 with a running max and sum, guarding chunks that are fully masked."""
+    _check_args(attn_mask, is_causal)
+    L, S = q.shape[-2], k.shape[-2]
+    if is_causal:
+        attn_mask = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, -math.inf) if attn_mask.dtype == torch.bool else scores + attn_mask
+    top = torch.full(scores.shape[:-1] + (1,), -math.inf, dtype=q.dtype, device=q.device)
+    total = torch.zeros_like(top)
+    acc = torch.zeros(scores.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
+    for j in range(0, S, 3):
+        chunk = scores[..., j:j + 3]
+        new_top = torch.maximum(top, chunk.amax(-1, keepdim=True))
+        safe = torch.where(torch.isinf(new_top), torch.zeros_like(new_top), new_top)
+        fade, p = torch.exp(top - safe), torch.exp(chunk - safe)
+        total = total * fade + p.sum(-1, keepdim=True)
+        acc = acc * fade + p @ v[..., j:j + 3, :]
+        top = new_top
+    return acc / total
+
+
+def sdpa_raises_for_boolean_masks_only(q, k, v, attn_mask=None, is_causal=False):
+    if attn_mask is not None and attn_mask.dtype == torch.bool and is_causal:
+        raise ValueError("attn_mask and is_causal are exclusive")
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if is_causal:
+        scores = scores.masked_fill(~torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril(),
+                                    -math.inf)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, -math.inf) if attn_mask.dtype == torch.bool else scores + attn_mask
+    return scores.softmax(-1) @ v
+
+
+def sdpa_scaled_after_softmax(q, k, v, attn_mask=None, is_causal=False):
+    weights = sdpa_matmul(q * math.sqrt(q.shape[-1]), k, torch.eye(k.shape[-2], dtype=q.dtype, device=q.device),
+                          attn_mask, is_causal)
+    return weights / math.sqrt(q.shape[-1]) @ v
+
+
+def sdpa_scaled_by_value_size(q, k, v, attn_mask=None, is_causal=False):
+    return sdpa_matmul(q * math.sqrt(q.shape[-1] / v.shape[-1]), k, v, attn_mask, is_causal)
+
+
+@pytest.mark.parametrize("right", [sdpa_log_mask, sdpa_online_softmax])
+def test_sdpa_unusual_answers_pass(right):
+    assert_passes(right, "scaled_dot_product_attention")
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (sdpa_raises_for_boolean_masks_only, ["a float attn_mask and is_causal", "should raise ValueError"]),
+    (sdpa_scaled_after_softmax, ["scaled after the softmax"]), (sdpa_scaled_by_value_size, ["1/sqrt(Ev)"]),
+])
+def test_sdpa_rejects_these_too(wrong, fragments):
+    assert_rejects(wrong, "scaled_dot_product_attention", *fragments)
+
+
+class MHAHeadLoop(nn.Module):
+    """One head at a time from row slices of in_proj_weight; the masks folded into one additive bias."""
+
+    def __init__(self, embed_dim, num_heads, bias=True):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError("num_heads must divide embed_dim")
+        self.e, self.h = embed_dim, num_heads
+        self.in_proj_weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(3 * embed_dim, embed_dim)))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None, need_weights=True):
+        E, H = self.e, self.h
+        d = E // H
+        B, L, S = query.shape[0], query.shape[1], key.shape[1]
+        add = torch.zeros(B, L, S, dtype=query.dtype, device=query.device)
+        if attn_mask is not None:
+            add = add.masked_fill(attn_mask, -math.inf) if attn_mask.dtype == torch.bool else add + attn_mask
+        if key_padding_mask is not None:
+            add = add.masked_fill(key_padding_mask[:, None, :], -math.inf)
+        outs, maps = [], []
+        for h in range(H):
+            proj = []
+            for i, x in enumerate((query, key, value)):
+                rows = slice(i * E + h * d, i * E + (h + 1) * d)
+                b = None if self.in_proj_bias is None else self.in_proj_bias[rows]
+                proj.append(F.linear(x, self.in_proj_weight[rows], b))
+            w = torch.softmax(proj[0] @ proj[1].transpose(1, 2) / math.sqrt(d) + add, dim=-1)
+            outs.append(w @ proj[2])
+            maps.append(w)
+        out = self.out_proj(torch.cat(outs, dim=-1))
+        return out, (torch.stack(maps).mean(0) if need_weights else None)
+
+
+class MHABigNegative(MHAEinsum):
+    """Masks with -1e9 instead of -inf (the same weights in float32 and float64)."""
+
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None, need_weights=True):
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            zeros = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device)
+            attn_mask = zeros.masked_fill(attn_mask, -1e9)
+        return super().forward(query, key, value, key_padding_mask, attn_mask, need_weights)
+
+
+class MHAMaskShiftedInPlace(MHAEinsum):
+    """Subtracts the float mask's max from it in place: the weights are the same, the caller's mask is not."""
+
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None, need_weights=True):
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask.sub_(attn_mask.max())
+        return super().forward(query, key, value, key_padding_mask, attn_mask, need_weights)
+
+
+class MHAPaddedQueryRows(MHAEinsum):
+    """In self-attention, masks the rows of the padded queries (with a large finite value) instead of the keys."""
+
+    def attend(self, q, k, v, key_padding_mask, attn_mask, need_weights, **kw):
+        if key_padding_mask is None or q.shape[1] != k.shape[1]:
+            return super().attend(q, k, v, key_padding_mask, attn_mask, need_weights, **kw)
+        q, k, v = self.split(q), self.split(k), self.split(v)
+        scores = torch.einsum("blhd,bshd->bhls", q, k) / math.sqrt(q.shape[-1])
+        if attn_mask is not None:
+            scores = scores.masked_fill(attn_mask, -math.inf) if attn_mask.dtype == torch.bool else scores + attn_mask
+        weights = scores.masked_fill(key_padding_mask[:, None, :, None], -1e4).softmax(-1)
+        out = self.out_proj(torch.einsum("bhls,bshd->blhd", weights, v).flatten(2))
+        return out, (weights.mean(1) if need_weights else None)
+
+
+class MHAZeroesPaddedOutputs(MHAEinsum):
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None, need_weights=True):
+        out, w = super().forward(query, key, value, key_padding_mask, attn_mask, need_weights)
+        if key_padding_mask is not None and query.shape[1] == key.shape[1]:
+            out = out.masked_fill(key_padding_mask[:, :, None], 0.0)
+        return out, w
+
+
+class MHAInputTimesWeight(MHAEinsum):
+    """query @ W_q instead of F.linear(query, W_q): the square slices keep every shape."""
+
+    def heads(self, query, key, value, order=(0, 1, 2), transpose=True):
+        w = self.in_proj_weight.chunk(3)
+        b = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (0, 0, 0)
+        return [x @ w[i] + b[i] for x, i in zip((query, key, value), order)]
+
+
+class MHAReshapeBothWays(MHAEinsum):
+    """Splits the heads with reshape(B, H, T, hd) and joins them with reshape(B, T, E): no transpose either way."""
+
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None, need_weights=True):
+        q, k, v = self.heads(query, key, value)
+        B, L, E = q.shape
+        H = self.h
+        qh, kh, vh = (x.reshape(B, H, x.shape[1], E // H) for x in (q, k, v))
+        scores = qh @ kh.transpose(-2, -1) / math.sqrt(E // H)
+        if attn_mask is not None:
+            scores = scores.masked_fill(attn_mask, -math.inf) if attn_mask.dtype == torch.bool else scores + attn_mask
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], -math.inf)
+        w = scores.softmax(-1)
+        return self.out_proj((w @ vh).reshape(B, L, E)), (w.mean(1) if need_weights else None)
+
+
+class MHADropout(MHAEinsum):
+    """Dropout on the weights with nn.Dropout(0.1): on in training mode, where the check runs the module."""
+
+    def __init__(self, embed_dim, num_heads, bias=True):
+        super().__init__(embed_dim, num_heads, bias)
+        self.drop = nn.Dropout(0.1)
+
+    def attend(self, q, k, v, key_padding_mask, attn_mask, need_weights, **kw):
+        out, w = super().attend(q, k, v, key_padding_mask, attn_mask, True, **kw)
+        return self.drop(out), (w if need_weights else None)
+
+
+class MHAScaledAfterSoftmax(MHAEinsum):
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None, need_weights=True):
+        q, k, v = self.heads(query, key, value)
+        B, L, E = q.shape
+        H = self.h
+        qh, kh, vh = (x.view(B, -1, H, E // H).transpose(1, 2) for x in (q, k, v))
+        scores = qh @ kh.transpose(-2, -1)
+        if attn_mask is not None:
+            scores = scores.masked_fill(attn_mask, -math.inf) if attn_mask.dtype == torch.bool else scores + attn_mask
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], -math.inf)
+        w = scores.softmax(-1) / math.sqrt(E // H)
+        out = self.out_proj((w @ vh).transpose(1, 2).reshape(B, L, E))
+        return out, (w.mean(1) if need_weights else None)
+
+
+@pytest.mark.parametrize("right", [MHAHeadLoop, MHABigNegative])
+def test_mha_unusual_answers_pass(right):
+    assert_passes(right, "MultiHeadAttention")
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (MHAMaskShiftedInPlace, ["changed attn_mask in place"]),
+    (MHAPaddedQueryRows, ["self-attention", "masks the rows of the padded queries"]),
+    (MHAZeroesPaddedOutputs, ["self-attention", "outputs at padded positions are set to 0"]),
+    (MHAInputTimesWeight, ["x @ W", "F.linear"]), (MHAReshapeBothWays, ["split and joined with a reshape"]),
+    (MHADropout, ["two identical calls gave different outputs", "no dropout"]),
+    (MHAScaledAfterSoftmax, ["scaled after the softmax"]),
+])
+def test_mha_rejects_these_too(wrong, fragments):
+    assert_rejects(wrong, "MultiHeadAttention", *fragments)
+
+
+def positions_polar(seq_len, dim):
+    """e^(i p w) as complex numbers: view_as_real gives (cos, sin) pairs, flipped to (sin, cos)."""
+    w = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    z = torch.polar(torch.ones(seq_len, dim // 2, dtype=torch.float64),
+                    torch.arange(seq_len, dtype=torch.float64)[:, None] * w)
+    return torch.view_as_real(z).flip(-1).reshape(seq_len, dim).float()
+
+
+def _positions_cache(key_on_dim: bool, copy: bool):
+    tables = {}
+
+    def positions(seq_len, dim):
+        key = (seq_len, dim) if key_on_dim else seq_len
+        if key not in tables:
+            tables[key] = positions_vector(seq_len, dim)
+        return tables[key].clone() if copy else tables[key]
+    return positions
+
+
+def _positions_slice_of_one_table():
+    tables = {}
+
+    def positions(seq_len, dim):
+        if dim not in tables:
+            tables[dim] = positions_vector(500, dim)
+        return tables[dim][:seq_len]
+    return positions
+
+
+@pytest.mark.parametrize("right", [positions_polar, _positions_cache(key_on_dim=True, copy=True)])
+def test_positions_unusual_answers_pass(right):
+    assert_passes(right, "sinusoidal_positions")
+
+
+@pytest.mark.parametrize("make, fragments", [
+    (lambda: _positions_cache(key_on_dim=False, copy=True), ["keyed by seq_len only"]),
+    (lambda: _positions_cache(key_on_dim=True, copy=False), ["cached tensor", "clone()"]),
+    (_positions_slice_of_one_table, ["cached tensor (or a slice of one)"]),
+])
+def test_positions_rejects_a_stale_or_shared_cache(make, fragments):
+    assert_rejects(make(), "sinusoidal_positions", *fragments)
+
+
+def layer_norm_via_batch_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Every row a channel of F.batch_norm in training mode (its statistics are per channel)."""
+    n = math.prod(_shape(normalized_shape))
+    y = F.batch_norm(x.reshape(1, -1, n), None, None, training=True, eps=eps).reshape(x.shape)
+    y = y * weight if weight is not None else y
+    return y + bias if bias is not None else y
+
+
+def layer_norm_std_squared(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """var = std ** 2: torch's std backward gives 0 (not nan) where std is 0, so even the constant row is right."""
+    dims = tuple(range(-len(_shape(normalized_shape)), 0))
+    var = x.std(dims, keepdim=True, correction=0) ** 2
+    y = (x - x.mean(dims, keepdim=True)) / torch.sqrt(var + eps)
+    y = y * weight if weight is not None else y
+    return y + bias if bias is not None else y
+
+
+def layer_norm_one_pass(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    dims = tuple(range(-len(_shape(normalized_shape)), 0))
+    mean = x.mean(dims, keepdim=True)
+    var = (x * x).mean(dims, keepdim=True) - mean ** 2
+    y = (x - mean) / torch.sqrt(var + eps)
+    y = y * weight if weight is not None else y
+    return y + bias if bias is not None else y
+
+
+def layer_norm_sqrt_squared(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """The standard deviation through sqrt, squared again: sqrt's derivative is infinite at a variance of 0."""
+    dims = tuple(range(-len(_shape(normalized_shape)), 0))
+    std = x.var(dims, keepdim=True, correction=0).sqrt()
+    y = (x - x.mean(dims, keepdim=True)) / torch.sqrt(std ** 2 + eps)
+    y = y * weight if weight is not None else y
+    return y + bias if bias is not None else y
+
+
+def layer_norm_weight_transposed(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    y = layer_norm_dims(x, normalized_shape, eps=eps)
+    y = y * (weight.T if weight is not None and weight.ndim == 2 else weight) if weight is not None else y
+    return y + bias if bias is not None else y
+
+
+def layer_norm_fixed_eps(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    return layer_norm_dims(x, normalized_shape, weight, bias, eps=1e-6)
+
+
+def layer_norm_sizes_as_dims(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    dims = tuple(n % x.ndim for n in _shape(normalized_shape))
+    y = (x - x.mean(dims, keepdim=True)) / torch.sqrt(x.var(dims, keepdim=True, correction=0) + eps)
+    y = y * weight if weight is not None else y
+    return y + bias if bias is not None else y
+
+
+@pytest.mark.parametrize("right", [layer_norm_via_batch_norm, layer_norm_std_squared])
+def test_layer_norm_unusual_answers_pass(right):
+    assert_passes(right, "layer_norm")
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (layer_norm_one_pass, ["around 1e4", "E[x²] - mean²"]),
+    (layer_norm_sqrt_squared, ["constant (variance 0)", "gradient is not"]),
+    (layer_norm_weight_transposed, ["weight is transposed"]), (layer_norm_fixed_eps, ["use the eps argument"]),
+    (layer_norm_sizes_as_dims, ["holds sizes, not dims"]),
+])
+def test_layer_norm_rejects_these_too(wrong, fragments):
+    assert_rejects(wrong, "layer_norm", *fragments)
+
+
+def sample_prob_zeroing(logits, temperature=1.0, top_k=None, generator=None):
+    """Softmax first, then zero the probabilities outside the top k; multinomial renormalises."""
+    _validate(temperature, top_k)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_k is not None and top_k < probs.shape[-1]:
+        probs = probs * torch.zeros_like(probs, dtype=torch.bool).scatter(-1, probs.topk(top_k, -1).indices, True)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def sample_squeeze_all(logits, temperature=1.0, top_k=None, generator=None):
+    return sample_topk(logits, temperature, top_k, generator)[:, None].squeeze()
+
+
+def sample_drops_the_kth(logits, temperature=1.0, top_k=None, generator=None):
+    _validate(temperature, top_k)
+    scaled = logits / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        scaled = scaled.masked_fill(scaled <= scaled.topk(top_k, -1).values[:, -1:], -math.inf)
+    return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def sample_k_clamped_to_one(logits, temperature=1.0, top_k=None, generator=None):
+    """min(top_k, 1) where min(top_k, V) was meant."""
+    _validate(temperature, top_k)
+    scaled = logits / temperature
+    if top_k is not None:
+        k = top_k if top_k < scaled.shape[-1] else min(top_k, 1)
+        scaled = scaled.masked_fill(scaled < scaled.topk(k, -1).values[:, -1:], -math.inf)
+    return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def test_sample_next_by_zeroing_probabilities_passes():
+    assert_passes(sample_prob_zeroing, "sample_next")
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (sample_squeeze_all, ["shape (1,)", "squeeze(-1)"]),
+    (sample_drops_the_kth, ["too few tokens", "off by one"]),
+    (sample_k_clamped_to_one, ["too few tokens", "min(top_k, V)"]),
+])
+def test_sample_next_rejects_these_too(wrong, fragments):
+    assert_rejects(wrong, "sample_next", *fragments)

@@ -166,6 +166,11 @@ def _sdpa_mistakes(q, k, v, attn_mask=None, is_causal=False) -> list:
          lambda: _attend(q, k, v, mask, scale=1 / math.sqrt(S))),
         ("the softmax runs over the queries (dim=-2) — normalise over the keys: softmax(scores, dim=-1)",
          lambda: _attend(q, k, v, mask, softmax_dim=-2)),
+        ("scaled by 1/sqrt(Ev), the values' size — the scale is 1 / sqrt(E), E = q.shape[-1] (the size q and k "
+         "share)", lambda: _attend(q, k, v, mask, scale=1 / math.sqrt(v.shape[-1]))),
+        ("the weights are scaled after the softmax — scale the scores before it: softmax(q kᵀ / sqrt(E) + mask), "
+         "so that each row of weights sums to 1",
+         lambda: (_attend(q, k, torch.eye(S, dtype=q.dtype), mask, scale=1.0) / math.sqrt(E)) @ v),
     ]
     if is_causal:
         out += [
@@ -257,9 +262,13 @@ def scaled_dot_product_attention(t, fn):
     t.compare("float32 q, k, v and a float32 attn_mask of the scores' full shape", fn, (q32, k32, v32, m32),
               _sdpa_ref, atol=1e-5, rtol=1e-4,
               explain=_explain_sdpa, names=names, device_check=False)
-    with t.case("attn_mask and is_causal=True together raise ValueError"):
+    with t.case("a boolean attn_mask and is_causal=True together raise ValueError"):
         t.raises(ValueError, fn, t.randn(2, L, E), t.randn(2, S, E), t.randn(2, S, Ev),
                  attn_mask=_mask_rows(t, (), L, S), is_causal=True)
+    with t.case("a float attn_mask and is_causal=True together raise ValueError (any attn_mask, not only a boolean "
+                "one)"):
+        t.raises(ValueError, fn, t.randn(2, L, E), t.randn(2, S, E), t.randn(2, S, Ev),
+                 attn_mask=t.randn(L, S), is_causal=True)
 
 
 # ============================================================================================================
@@ -308,7 +317,8 @@ def mha_run(cls, E: int, H: int, bias: bool, state: dict, q, k, v, kpm, am, need
     """Driver: cls(E, H, bias=bias) on q's device and dtype, loaded (strict) with `state`, then
     forward(q, k, v, key_padding_mask=kpm, attn_mask=am, need_weights=need_weights) (q for all three with
     self_attention); the output, the weights and the gradients of (out * upstream).sum() wrt q, k, v,
-    in_proj_weight and out_proj.weight."""
+    in_proj_weight and out_proj.weight; the names of the masks it changed in place; and the output of the same
+    call made again (without gradients), which differs when the answer draws random numbers (dropout)."""
     model = cls(E, H, bias=bias)
     with untraced():
         if not isinstance(model, nn.Module):
@@ -319,6 +329,8 @@ def mha_run(cls, E: int, H: int, bias: bool, state: dict, q, k, v, kpm, am, need
         except RuntimeError as e:
             return {"error": f"load_state_dict(nn.MultiheadAttention's state_dict, strict=True) failed: "
                              f"{one_line(e)}"}
+        masks = {"key_padding_mask": kpm, "attn_mask": am}
+        before = {n: m.clone() for n, m in masks.items() if isinstance(m, torch.Tensor)}
         q = q.detach().clone().requires_grad_(True)
         if self_attention:
             k = v = q
@@ -331,15 +343,25 @@ def mha_run(cls, E: int, H: int, bias: bool, state: dict, q, k, v, kpm, am, need
             return {"error": f"forward should return a tuple (output, weights), got a {kind_of(result)}"
                              + (f" of {len(result)}" if isinstance(result, (tuple, list)) else "")}
         out, w = result
+        changed = [n for n, m in before.items() if m.shape != masks[n].shape or m.dtype != masks[n].dtype
+                   or not torch.equal(m, masks[n])]
         run = {"out": out.detach() if isinstance(out, torch.Tensor) else kind_of(out),
                "weights": w.detach() if isinstance(w, torch.Tensor) else (None if w is None else kind_of(w)),
-               "grads": None}
+               "grads": None, "changed": changed, "again": None}
+        if changed:
+            return run
         if isinstance(out, torch.Tensor) and out.requires_grad and out.shape == upstream.shape:
             wrt = [q, k, v] if not self_attention else [q]
             wrt += [params.get("in_proj_weight"), params.get("out_proj.weight")]
             if all(isinstance(p, torch.Tensor) for p in wrt):
                 grads = torch.autograd.grad((out * upstream).sum(), wrt, allow_unused=True)
                 run["grads"] = [None if g is None else g.detach() for g in grads]
+    if isinstance(out, torch.Tensor):  # the same call again: an answer that draws random numbers differs
+        with torch.no_grad():
+            again = model(q, k, v, key_padding_mask=kpm, attn_mask=am, need_weights=need_weights)
+        with untraced():
+            if isinstance(again, tuple) and len(again) == 2 and isinstance(again[0], torch.Tensor):
+                run["again"] = again[0].detach()
     return run
 
 
@@ -357,13 +379,15 @@ def mha_bad_heads(cls, E: int, H: int) -> object:
 
 
 def _mha_plain(state, q, k, v, kpm, am, H, split="right", scale="head", kpm_sign=True, am_sign=True,
-               order=("q", "k", "v"), out_proj=True, average=True, merge="right"):
+               order=("q", "k", "v"), out_proj=True, average=True, merge="right", proj="right", padding="keys"):
     """nn.MultiheadAttention written out, with one mistake at a time for the diagnoses."""
     E = q.shape[-1]
     hd = E // H
     w, b = state["in_proj_weight"], state.get("in_proj_bias")
     ws = dict(zip(order, w.chunk(3)))
     bs = dict(zip(order, b.chunk(3))) if b is not None else {"q": None, "k": None, "v": None}
+    if proj == "no_t":  # x @ W instead of x @ Wᵀ
+        ws = {n: m.T for n, m in ws.items()}
     Q, K, Vv = F.linear(q, ws["q"], bs["q"]), F.linear(k, ws["k"], bs["k"]), F.linear(v, ws["v"], bs["v"])
     B, L, S = q.shape[0], q.shape[1], k.shape[1]
 
@@ -373,7 +397,7 @@ def _mha_plain(state, q, k, v, kpm, am, H, split="right", scale="head", kpm_sign
         return x.reshape(B, H, T, hd)  # the mistake: no transpose
 
     Q, K, Vv = heads(Q, L), heads(K, S), heads(Vv, S)
-    scores = Q @ K.transpose(-2, -1) / math.sqrt(hd if scale == "head" else E)
+    scores = Q @ K.transpose(-2, -1) / (math.sqrt(hd if scale == "head" else E) if scale != "after" else 1)
     if am is not None:
         if am.dtype == torch.bool:
             scores = scores.masked_fill(am if am_sign else ~am, float("-inf"))
@@ -381,12 +405,23 @@ def _mha_plain(state, q, k, v, kpm, am, H, split="right", scale="head", kpm_sign
             scores = scores + am
     if kpm is not None:
         m = kpm if kpm_sign else ~kpm
-        scores = scores.masked_fill(m[:, None, None, :], float("-inf"))
+        if padding in ("keys", "zeroed"):
+            scores = scores.masked_fill(m[:, None, None, :], float("-inf"))
+        elif padding == "query_rows":  # the whole row of a padded query: all -inf (nan)
+            scores = scores.masked_fill(m[:, None, :, None], float("-inf"))
+        elif padding == "query_rows_finite":  # ... or a large finite value: uniform weights
+            scores = scores.masked_fill(m[:, None, :, None], -1e4)
+        elif padding == "both":
+            scores = scores.masked_fill(m[:, None, None, :] | m[:, None, :, None], float("-inf"))
     weights = torch.softmax(scores, dim=-1)
+    if scale == "after":
+        weights = weights / math.sqrt(hd)
     out = weights @ Vv                                                    # (B, H, L, head_dim)
     out = out.transpose(1, 2).reshape(B, L, E) if merge == "right" else out.reshape(B, L, E)
     if out_proj:
         out = F.linear(out, state["out_proj.weight"], state.get("out_proj.bias"))
+    if padding == "zeroed":  # the outputs of padded queries set to 0
+        out = out.masked_fill(kpm[:, :, None], 0.0)
     return out, (weights.mean(1) if average is True else weights.sum(1) if average is False else weights[:, 0])
 
 
@@ -408,10 +443,28 @@ def _mha_candidates(state, q, k, v, kpm, am, H, which: int) -> list:
          make(out_proj=False)),
         ("the heads are joined wrongly: (B, H, L, head_dim) reshaped to (B, L, E) without transposing back mixes "
          "positions and heads — transpose(1, 2) first, then reshape(B, L, E)", make(merge="wrong")),
+        ("the heads are split and joined with a reshape and no transpose: (B, L, E) reshaped to (B, H, L, "
+         "head_dim) mixes positions and heads — view(B, L, H, head_dim).transpose(1, 2) to split, "
+         "transpose(1, 2).reshape(B, L, E) to join", make(split="wrong", merge="wrong")),
+        ("the projections are x @ W — F.linear (and nn.Linear) compute x @ Wᵀ + b: the rows of in_proj_weight "
+         "are output features, so use F.linear(query, W_q, b_q) or query @ W_q.T + b_q", make(proj="no_t")),
+        ("the weights are scaled after the softmax — scale the scores before it: softmax(q kᵀ / sqrt(head_dim)), "
+         "so that each row of weights sums to 1", make(scale="after")),
     ]
     if kpm is not None:
         out.append(("key_padding_mask is inverted — in nn.MultiheadAttention True marks padding, a key that may "
                     "NOT be attended", make(kpm_sign=False)))
+        if q.shape[1] == k.shape[1]:
+            rows = ("key_padding_mask masks the rows of the padded queries — it marks padded KEYS: mask the "
+                    "columns, scores.masked_fill(key_padding_mask[:, None, None, :], float('-inf'))")
+            out += [(rows, make(padding="query_rows")), (rows, make(padding="query_rows_finite")),
+                    ("key_padding_mask masks the padded queries' rows as well as the padded keys — it only masks "
+                     "keys (the columns, key_padding_mask[:, None, None, :]); the outputs at padded positions are "
+                     "left as they come, the loss ignores them", make(padding="both"))]
+            if which == 0:
+                out.append(("the outputs at padded positions are set to 0 — nn.MultiheadAttention only keeps "
+                            "padded keys from being attended: leave every query's output as it comes",
+                            make(padding="zeroed")))
     if am is not None and am.dtype == torch.bool:
         out.append(("the boolean attn_mask is inverted — nn.MultiheadAttention's convention is True = masked (may "
                     "not attend), the opposite of F.scaled_dot_product_attention's", make(am_sign=False)))
@@ -440,10 +493,21 @@ def _expect_mha(run: dict, expected: tuple, device: str, args: tuple, H: int, ne
     if "error" in run:
         raise Mismatch(f"{run['error']} — lay the parameters out like nn.MultiheadAttention: in_proj_weight "
                        "(3E, E), in_proj_bias (3E,) (only with bias=True) and out_proj = nn.Linear(E, E, bias=bias)")
+    if run["changed"]:
+        raise Mismatch(f"you changed {run['changed'][0]} in place — compute new tensors (scores = scores + "
+                       "attn_mask, masked_fill without _): the caller still needs its masks",
+                       code="input-modified-in-place")
     out, w = run["out"], run["weights"]
     exp_out, exp_w, exp_grads = expected
     state, q, k, v, kpm, am = args
     tol = {"atol": 1e-6, "rtol": 1e-5} if q.dtype == torch.float64 else {"atol": 1e-4, "rtol": 1e-3}
+    again = run["again"]
+    if isinstance(out, torch.Tensor) and isinstance(again, torch.Tensor) and again.shape == out.shape and \
+            not torch.allclose(again.double().cpu(), out.double().cpu(), **tol, equal_nan=True):
+        raise Mismatch("two identical calls gave different outputs — something random, dropout? This exercise "
+                       "has no dropout (nn.MultiheadAttention's default is dropout=0.0): remove it (and where you "
+                       "do want dropout, F.dropout(x, p, training=self.training): F.dropout is on by default, "
+                       "even in eval mode)")
     if isinstance(out, torch.Tensor) and out.shape == exp_out.shape and out.dtype == exp_out.dtype and \
             not torch.allclose(out.detach().double().cpu(), exp_out.double(), **tol):
         better = _known_nan(out, _mha_candidates(state, q, k, v, kpm, am, H, 0))
@@ -508,6 +572,8 @@ def MultiHeadAttention(t, cls):
         (12, 4, True, 3, 5, 7, True, "float", False, False, torch.float64),
         (6, 3, False, 2, 4, 5, True, "bool", True, False, torch.float64),
         (8, 4, True, 2, 5, 5, False, "causal", False, True, torch.float32),
+        (8, 2, True, 3, 6, 6, True, None, True, True, torch.float64),
+        (12, 3, False, 2, 5, 5, True, "causal", True, True, torch.float64),
     ]
     if t.hidden:
         cases = [(E // H * H, H, *rest) for E, H, *rest in cases]
@@ -616,6 +682,46 @@ def _explain_pe(got, expected, args):
     ], atol=1e-4, rtol=1e-4)
 
 
+def pe_calls(fn, seq_len: int, dim: int, other_dim: int) -> dict:
+    """Driver: fn(seq_len, dim), then fn(seq_len, other_dim); then the caller adds 1 to the first table (where it
+    can be changed) and calls fn(seq_len, dim) once more."""
+    first = fn(seq_len, dim)
+    with untraced():
+        kept = first.clone() if isinstance(first, torch.Tensor) else kind_of(first)
+    second = fn(seq_len, other_dim)
+    with untraced():
+        second = second.detach().clone() if isinstance(second, torch.Tensor) else kind_of(second)
+        changed = False
+        if isinstance(first, torch.Tensor) and first.is_floating_point():
+            try:
+                with torch.no_grad():
+                    first.add_(1.0)
+                changed = True
+            except RuntimeError:  # a table the caller cannot change (expanded, inference mode) cannot go stale
+                pass
+    third = fn(seq_len, dim)
+    with untraced():
+        return {"first": kept, "second": second, "changed": changed,
+                "third": third.detach().clone() if isinstance(third, torch.Tensor) else kind_of(third)}
+
+
+def _expect_pe(got, n: int, d: int, what: str) -> None:
+    expected = _pe_ref(n, d)
+    if isinstance(got, str):  # a driver's description of what came back instead of a tensor
+        raise Mismatch(f"{what} should be a torch.Tensor (seq_len, dim), got {got} — return the table")
+    if isinstance(got, torch.Tensor) and got.dtype == torch.float64:
+        raise Mismatch(f"{what}: the table is float64 — it should be float32, the default dtype: build it with "
+                       "float32 tensors (torch.arange(n, dtype=torch.float32)) or end with .float()")
+    try:
+        expect_tensor(got, expected, atol=1e-4, rtol=1e-4, device="cpu", what=what)
+    except Mismatch as e:
+        better = _explain_pe(got, expected, (n, d)) if isinstance(got, torch.Tensor) and \
+            got.shape == expected.shape else None
+        if not better and isinstance(got, torch.Tensor) and got.shape == (d, n) and n != d:
+            better = "the table is transposed — one row per position: (seq_len, dim)"
+        raise Mismatch(f"{e.message}\n→ {better}" if better else e.message, e.detail) from None
+
+
 @exercise(LESSON, points=1, difficulty=1, minutes=10, hints=[
     "Positions p = torch.arange(seq_len) as a column (seq_len, 1), frequencies 1 / 10000^(2i/dim) for "
     "i = 0 .. dim/2 - 1 as a row (1, dim/2): their product is the angle table (seq_len, dim/2).",
@@ -626,20 +732,28 @@ def sinusoidal_positions(t, fn):
     cases = [(t.unseen(50, 51, 90), 16), (1, 2), (7, 6), (t.unseen(12, 13, 30), t.unseen(10, 6, 12) // 2 * 2 or 2),
              (0, 8)]
     for n, d in cases:
-        expected = _pe_ref(n, d)
         with t.case(f"sinusoidal_positions({n}, {d})"):
-            got = t.call(fn, n, d)
-            if isinstance(got, torch.Tensor) and got.dtype == torch.float64:
-                raise Mismatch("the table is float64 — it should be float32, the default dtype: build it with "
-                               "float32 tensors (torch.arange(n, dtype=torch.float32)) or end with .float()")
-            try:
-                expect_tensor(got, expected, atol=1e-4, rtol=1e-4, device="cpu")
-            except Mismatch as e:
-                better = _explain_pe(got, expected, (n, d)) if isinstance(got, torch.Tensor) and \
-                    got.shape == expected.shape else None
-                if not better and isinstance(got, torch.Tensor) and got.shape == (d, n) and n != d:
-                    better = "the table is transposed — one row per position: (seq_len, dim)"
-                raise Mismatch(f"{e.message}\n→ {better}" if better else e.message, e.detail) from None
+            _expect_pe(t.call(fn, n, d), n, d, "the result")
+    # a cache must know the dim too, and hand out tables the caller may change (the spec says so)
+    n, d1, d2 = t.unseen(9, 31, 40), 8, 4
+    with t.case(f"sinusoidal_positions({n}, {d1}), then ({n}, {d2}), then ({n}, {d1}) again after the caller added "
+                "1 to the first table: the right table every time"):
+        run = t.call(pe_calls, fn, n, d1, d2)
+        _expect_pe(run["first"], n, d1, f"sinusoidal_positions({n}, {d1})")
+        second = run["second"]
+        if isinstance(second, torch.Tensor) and second.shape == (n, d1) and \
+                torch.allclose(second, run["first"], atol=1e-6):
+            raise Mismatch(f"sinusoidal_positions({n}, {d2}) after ({n}, {d1}) returned the table for dim {d1} — a "
+                           "cache keyed by seq_len only? Key it on (seq_len, dim), or build the table each time")
+        _expect_pe(second, n, d2, f"sinusoidal_positions({n}, {d2}) after ({n}, {d1})")
+        third = run["third"]
+        if run["changed"] and isinstance(third, torch.Tensor) and third.shape == (n, d1) and \
+                torch.allclose(third, run["first"] + 1, atol=1e-6):
+            raise Mismatch(f"after the caller added 1 to the table sinusoidal_positions({n}, {d1}) returned, the "
+                           "next call returned the changed values — it hands out a cached tensor (or a slice of "
+                           "one) the caller can change: return a fresh tensor (cached[:seq_len].clone()), or build "
+                           "the table each time")
+        _expect_pe(third, n, d1, f"sinusoidal_positions({n}, {d1}) the second time")
 
 
 # ============================================================================================================
@@ -657,30 +771,46 @@ def _layer_norm_ref(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 def _ln(x, normalized_shape, weight, bias, eps, unbiased=False, eps_out=False, last_only=False, no_eps=False,
-        leading=False):
+        leading=False, sizes=False, bias_first=False):
     shape, dims = _dims(x, normalized_shape)
     dims = (-1,) if last_only else tuple(range(1, 1 + len(shape))) if leading else dims
+    if sizes:  # the sizes in normalized_shape taken for dims
+        dims = tuple(n % x.ndim for n in shape)
     mean = x.mean(dims, keepdim=True)
     var = x.var(dims, keepdim=True, unbiased=unbiased)
     if eps_out:
         y = (x - mean) / (var.sqrt() + eps)
     else:
         y = (x - mean) / (var + (0 if no_eps else eps)).sqrt()
+    if bias_first and bias is not None:
+        y = y + bias
     if weight is not None:
         y = y * weight
-    if bias is not None:
+    if bias is not None and not bias_first:
         y = y + bias
     return y
 
 
 def _explain_ln(got, expected, args):
     x, shape, w, b, eps = args
-    return known_mistake(got, [
+    fixed = [(f"eps is not the eps argument: the result matches a fixed eps of {e:g} — use the eps argument: "
+              "divide by sqrt(var + eps)", lambda e=e: _ln(x, shape, w, b, e)) for e in (1e-5, 1e-6, 1e-12, 1e-8)
+             if e != eps]
+    diagnosis = known_mistake(got, [
         ("the variance is unbiased (divides by n - 1) — layer norm uses the biased variance: "
          "x.var(dims, unbiased=False, keepdim=True)", lambda: _ln(x, shape, w, b, eps, unbiased=True)),
         ("eps is added outside the square root — divide by sqrt(var + eps)", lambda: _ln(x, shape, w, b, eps,
                                                                                          eps_out=True)),
-        ("eps is missing — divide by sqrt(var + eps)", lambda: _ln(x, shape, w, b, eps, no_eps=True)),
+        ("eps is missing (or not the eps argument) — use the eps argument: divide by sqrt(var + eps)",
+         lambda: _ln(x, shape, w, b, eps, no_eps=True)),
+        *fixed,
+        ("normalized_shape holds sizes, not dims: the statistics ran over the dims its sizes name — normalise over "
+         "the last len(normalized_shape) dims: dims = tuple(range(-len(normalized_shape), 0))",
+         lambda: _ln(x, shape, w, b, eps, sizes=True)),
+        *([("weight is transposed — it has normalized_shape's shape and multiplies elementwise, as it is: "
+            "y * weight", lambda: _ln(x, shape, w.T, b, eps))] if w is not None and w.ndim == 2 else []),
+        ("the bias is added before the weight multiplies — y * weight + bias", lambda: _ln(x, shape, w, b, eps,
+                                                                                        bias_first=True)),
         ("only the last dim is normalised — with a tuple normalized_shape, the mean and variance run over all its "
          "trailing dims: dims = tuple(range(-len(normalized_shape), 0))",
          lambda: _ln(x, shape, w, b, eps, last_only=True)),
@@ -689,6 +819,19 @@ def _explain_ln(got, expected, args):
         ("the statistics run over the dims after the first, not over the last len(normalized_shape) dims — "
          "dims = tuple(range(-len(normalized_shape), 0))", lambda: _ln(x, shape, w, b, eps, leading=True)),
     ])
+    if diagnosis is None and x.dtype == torch.float32 and x.mean().abs() > 1000 * x.std():
+        diagnosis = ("the values are off only far from 0 (x around 1e4 in float32): the variance lost its "
+                     "precision — E[x²] - mean² cancels catastrophically; compute it from the centred values, "
+                     "((x - mean) ** 2).mean(dims) or x.var(dims, unbiased=False)")
+    return diagnosis
+
+
+def _layer_norm_exact(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """F.layer_norm computed in float64, returned in x's dtype: the exact answer to compare float32 with."""
+    shape, _ = _dims(x, normalized_shape)
+    with untraced():
+        return F.layer_norm(x.double(), shape, None if weight is None else weight.double(),
+                            None if bias is None else bias.double(), eps).to(x.dtype)
 
 
 @exercise(LESSON, points=1, difficulty=2, minutes=15, hints=[
@@ -720,6 +863,24 @@ def layer_norm(t, fn):
                  + (", large values" if shift else "") + ", with gradients")
         t.compare(words, fn, (x, shape, w, b, eps), _layer_norm_ref, grad=True, explain=_explain_ln, names=names,
                   device_check=k in (0, 1))
+    # weight and bias of a square normalized_shape: a transposed weight has the right shape
+    x, w, b = t.randn(2, 3, 4, 4), t.randn(4, 4), t.randn(4, 4)
+    t.compare(f"x {shape_str(x.shape)}, normalized_shape=(4, 4), weight, bias (4, 4), eps=1e-05, with gradients",
+              fn, (x, (4, 4), w, b, 1e-5), _layer_norm_ref, grad=True, explain=_explain_ln, names=names,
+              device_check=False)
+    # a row of equal values: variance 0, and the gradient must stay finite there (no sqrt of the variance alone)
+    x = t.randn(4, n)
+    x[1] = 0.7
+    w, b = t.randn(n), t.randn(n)
+    t.compare(f"x {shape_str(x.shape)} whose row 1 is constant (variance 0), normalized_shape={n}, weight, bias, "
+              "eps=1e-05, with gradients (finite on the constant row too)", fn, (x, n, w, b, 1e-5), _layer_norm_ref,
+              grad=True, explain=_explain_ln, names=names, device_check=False)
+    # float32 far from 0: a one-pass variance E[x²] - mean² loses every digit; a two-pass one stays within 1e-2
+    x = (t.randn(6, 16) + 1e4).float()
+    w, b = t.randn(16).float(), t.randn(16).float()
+    t.compare(f"float32 x {shape_str(x.shape)} around 1e4 (std 1), normalized_shape=16, weight, bias, eps=1e-05: "
+              "within 1e-2 of the exact answer", fn, (x, 16, w, b, 1e-5), _layer_norm_exact, atol=1e-2, rtol=1e-2,
+              explain=_explain_ln, names=names, device_check=False)
 
 
 # ============================================================================================================
@@ -765,6 +926,12 @@ def _probs(row: torch.Tensor, temperature: float, top_k, mode: str = "right") ->
     k = top_k if mode != "no_k" else None
     if mode == "k+1" and top_k is not None:
         k = top_k + 1
+    if mode == "k-1" and top_k is not None:
+        k = max(top_k - 1, 0) if top_k < V else V
+    if mode == "one" and top_k is not None:
+        k = 1
+    if k == 0:  # nothing kept: no distribution
+        return torch.full_like(scaled, float("nan"))
     if k is not None and k < V:
         kth = scaled.topk(k).values[-1]
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
@@ -779,7 +946,14 @@ def _fits(counts: torch.Tensor, probs: torch.Tensor, n: int) -> bool:
     return bool(((counts - mean).abs() <= 5 * sd + 2).all()) and bool((counts[probs == 0] == 0).all())
 
 
+_TOO_FEW = ("the top-k cut keeps too few tokens: {kept} instead of {top_k} — off by one at the k-th value? "
+            "Keep the logits >= the k-th largest (mask only logits < kth)")
+_ONLY_ONE = ("only the most likely token is ever drawn although top_k={top_k} >= V={V} — the top-k cut keeps too "
+             "few tokens: with top_k >= V keep every token (k = min(top_k, V))")
+
 _SAMPLE_MISTAKES = [
+    ("k-1", _TOO_FEW),   # before argmax: with top_k=2, keeping k - 1 = 1 token looks like argmax
+    ("one", _ONLY_ONE),  # top_k >= V, k clamped to 1 (min(top_k, 1))
     ("argmax", "always the most likely token — draw with torch.multinomial(probs, 1, generator=generator), not "
                "argmax"),
     ("times", "the logits are multiplied by the temperature — divide them: logits / temperature (a high "
@@ -858,13 +1032,26 @@ def sample_next(t, fn):
                             raise Mismatch(f"{int(outside)} of {n} draws fell outside the top {top_k} tokens — "
                                            f"{mistake}")
                     if not _fits(counts, probs, n):
-                        mistake = next((m for mode, m in _SAMPLE_MISTAKES
+                        modes = [(mode, m) for mode, m in _SAMPLE_MISTAKES if top_k is not None or mode not in
+                                 ("k-1", "one")]
+                        modes = [(mode, m) for mode, m in modes if mode != "one" or top_k >= V]
+                        mistake = next((m.format(kept=(top_k or 1) - 1, top_k=top_k, V=V) for mode, m in modes
                                         if _fits(counts, _probs(rows[r].float(), temperature, top_k, mode), n)), None)
                         freq = ", ".join(f"{c / n:.3f}" for c in counts.tolist())
                         want = ", ".join(f"{p:.3f}" for p in probs.tolist())
                         raise Mismatch(f"row {r}: the draws' frequencies are ({freq}), the distribution "
                                        f"({want}) — " + (mistake or "draw each row from softmax(logits / "
                                                          "temperature, dim=-1) restricted to the top_k largest"))
+        with t.case(f"{device}: one row of logits (1, {V}) gives one token id, shape (1,)"):
+            out = t.call(sample_run, fn, logits[:1].to(device), 0.8, 2, seed)["out"]
+            if not isinstance(out, torch.Tensor):
+                raise Mismatch(f"sample_next should return a tensor of token ids (B,), got {out} — return the "
+                               "indices torch.multinomial drew")
+            if out.shape != (1,):
+                advice = ".squeeze() drops every size-1 dim, the batch's too: squeeze(-1) (or [:, 0])" \
+                    if out.ndim == 0 else "one token per row of logits: (B,)"
+                raise Mismatch(f"with B = 1 the result should have shape (1,), got {shape_str(out.shape)} — "
+                               f"{advice}")
         with t.case(f"{device}: the same seeded generator gives the same draws, another seed other draws"):
             small = logits[:200].to(device)
             a = t.call(sample_run, fn, small, 1.0, None, seed)["out"]
