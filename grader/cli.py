@@ -1,4 +1,5 @@
-"""Command line: python -m grader build | list | update | progress | grade | nbgrader-course | gradescope-autograder.
+"""Command line: python -m grader build | list | update | progress | grade | report | nbgrader-course |
+gradescope-autograder.
 
 `grade` exits 0 when every submission was graded, 1 when some were not (their status in grades.csv says why:
 `missing`, `unreadable`, `no_cells`, `error`), 2 on a usage error (nothing graded) and 130 when interrupted (rerun the
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", required=True, help="folder for grades.csv, <student>.json, feedback/")
     g.add_argument("--workers", type=_positive(int), default=None,
                    help="submissions graded at once (default: all cores)")
+    g.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help="grade on the workers of this Dask scheduler instead of this machine's cores (--workers "
+                   "is then ignored); every worker must run the same course commit")
     g.add_argument("--gradescope", action="store_true", help="also write gradescope/<student>/results.json")
     g.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
                    help=f"seconds per exercise round (default {DEFAULT_TIMEOUT:g}); exercises that state a "
@@ -60,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ga.add_argument("--hidden-seed", type=int, default=None, help="also grade on hidden cases drawn from this seed")
     sub.add_parser("update", help="create the learner's workspace ($TORCHDOJO_WORKSPACE, else workspace/) or "
                    "bring it up to date with the course, keeping every answer")
+    r = sub.add_parser("report", help="a class report (HTML): pass rates, the most common mistakes, stuck students")
+    r.add_argument("grades_dir", metavar="GRADES_DIR", help="the --out folder of `grade`, or a folder of such folders "
+                   "(one per lesson batch)")
+    r.add_argument("--out", required=True, help="the HTML file to write, e.g. report.html")
     p = sub.add_parser("progress", help="grade the notebooks in the learner's workspace and say what to do next")
     p.add_argument("lessons", nargs="*", metavar="LESSON", help="only these lessons (default: all)")
     args = parser.parse_args(argv)
@@ -67,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "update":
         from grader.workspace import update_command
         return update_command(args)
+    if args.command == "report":
+        from grader.class_report import report_command
+        return report_command(args)
     if args.command == "progress":
         from grader.progress_report import progress_command
         return progress_command(args)
@@ -117,7 +128,8 @@ def _grade(args) -> int:
     try:
         records = grade(args.lesson, args.submissions, Path(args.out), workers=args.workers,
                         with_gradescope=args.gradescope, limits=limits, hide=args.hide,
-                        require_isolation=args.require_isolation, log=lambda m: print(m, file=sys.stderr))
+                        require_isolation=args.require_isolation, scheduler=args.scheduler,
+                        log=lambda m: print(m, file=sys.stderr))
     except UsageError as e:
         print(f"python -m grader grade: error: {e}", file=sys.stderr)
         return 2

@@ -7,11 +7,12 @@ import torch
 
 
 class Mismatch(Exception):
-    """A case failed. `message` is for the learner; `detail` holds values, hidden from hidden cases."""
+    """A case failed. `message` is for the learner; `detail` holds values, hidden from hidden cases; `code`
+    names the mistake where the check knows it (else report.mistake_of makes one from the message)."""
 
-    def __init__(self, message: str, detail: str = ""):
+    def __init__(self, message: str, detail: str = "", code: str = ""):
         super().__init__(message)
-        self.message, self.detail = message, detail
+        self.message, self.detail, self.code = message, detail, code
 
 
 def shape_str(shape) -> str:
@@ -68,7 +69,7 @@ def expect_tensor(got, exp: torch.Tensor, *, atol: float = 1e-6, rtol: float = 1
     want_device = torch.device(device) if device is not None else exp.device
     if got.device.type != want_device.type:
         raise Mismatch(f"{what} is on {got.device.type}, but the inputs are on {want_device.type}"
-                       " — create new tensors with device=x.device (or use *_like / x.new_*)")
+                       " — create new tensors with device=x.device (or use *_like / x.new_*)", code="wrong-device")
     if got.shape != exp.shape:
         raise Mismatch(f"{what}: expected shape {shape_str(exp.shape)}, got {shape_str(got.shape)}"
                        + _shape_advice(got.shape, exp.shape))

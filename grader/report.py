@@ -1,6 +1,8 @@
 """What a check returns and how it reads to a learner."""
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
 MAX_SHOWN_FAILURES = 3
@@ -13,6 +15,34 @@ class CaseResult:
     message: str = ""
     skipped: bool = False  # inconclusive (e.g. an op with no meta kernel): neither passed nor failed
     hidden: bool = False
+    mistake: str = ""  # a failed case's diagnosis as a stable code (see mistake_of); "" when it passed
+    label: str = ""  # that diagnosis in words, values masked; "" for a hidden case (no text of it leaves)
+
+
+# Diagnoses are data: a failed case's message, with what varies between learners (numbers, shapes, indices,
+# quoted names, the learner's function and line) masked, is its diagnosis. Two learners who made the same
+# mistake get the same label, and so the same code, whatever their inputs were.
+_MASKS = [
+    (re.compile(r"(raised \w+) in \S+ \(line \d+\)"), r"\1"),  # where in the learner's own code
+    (re.compile(r"`[^`]*`"), "`<name>`"),
+    (re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\""), "'<text>'"),  # not the apostrophe of "input's"
+    (re.compile(r"tensor\((?:[^()]|\([^()]*\))*\)"), "<tensor>"),
+    (re.compile(r"torch\.Size\(\[[^\]]*\]\)"), "<shape>"),
+    (re.compile(r"(?<![\w)\]])\((?:\s*-?\d+\s*,?)*\)"), "<shape>"),  # (4, 1), (3,), () but not f() or f(1)
+    (re.compile(r"\[(?:\s*-?[\d.e+-]+\s*,?)+\]"), "<list>"),
+    (re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w])"), "<n>"),
+]
+
+
+def mistake_of(message: str, code: str = "") -> tuple[str, str]:
+    """(code, label) of a failure message: the label is its first line and its '→' diagnosis line, if any, with
+    values masked; the code is `code` when the check named the mistake, else one made from the label."""
+    lines = message.splitlines() or [""]
+    because = next((ln for ln in lines[1:] if ln.startswith("→")), "")
+    label = " ".join(f"{lines[0]} {because}".split())
+    for pattern, placeholder in _MASKS:
+        label = pattern.sub(placeholder, label)
+    return code or "m-" + hashlib.sha1(label.encode()).hexdigest()[:8], label
 
 
 @dataclass

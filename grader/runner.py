@@ -15,7 +15,7 @@ from torch.utils._pytree import tree_leaves
 from grader.compare import Mismatch, expect_tensor, shape_str
 from grader.devices import available_devices, to_device
 from grader.registry import Exercise
-from grader.report import CaseResult, Report
+from grader.report import CaseResult, Report, mistake_of
 from grader.tracing import ForbiddenCall, MixedDevices, Tracer, current, lifted
 
 PUBLIC_SEED = 0
@@ -136,6 +136,8 @@ def invoke_here(forbidden: dict[str, str], fn, args: tuple, kwargs: dict, watch_
 
 
 def _forbidden(call: ForbiddenCall) -> Mismatch:
+    # no explicit code: in the batch grader this message comes back from the sandbox as text, and the code made
+    # from it must be the same on both paths
     return Mismatch(f"called `{call.name}`{call.via}, which this exercise forbids — {call.advice}")
 
 
@@ -187,9 +189,10 @@ class Tester:
             yield
         except Mismatch as e:
             message = HIDDEN_FAILURE if hidden else e.message if not e.detail else f"{e.message}\n{e.detail}"
-            self.results.append(CaseResult(name, False, message, hidden=hidden))
+            self.results.append(_failed(name, message, hidden, *mistake_of(e.message, e.code)))
         except LearnerError as e:
-            self.results.append(CaseResult(name, False, HIDDEN_FAILURE if hidden else str(e), hidden=hidden))
+            code = "missing-keepdim" if _KEEPDIM in str(e) else ""
+            self.results.append(_failed(name, HIDDEN_FAILURE if hidden else str(e), hidden, *mistake_of(str(e), code)))
         except Inconclusive as e:
             self.results.append(CaseResult(name, False, "" if hidden else str(e), skipped=True, hidden=hidden))
         else:
@@ -211,9 +214,10 @@ class Tester:
         except LearnerError as e:
             if str(e).startswith(f"raised {exc_type.__name__}"):
                 return e
-            raise Mismatch(f"should raise {exc_type.__name__}, but {e}") from None
+            raise Mismatch(f"should raise {exc_type.__name__}, but {e}", code="wrong-exception") from None
         raise Mismatch(f"should raise {exc_type.__name__}, but returned normally — check the arguments first and "
-                       f"raise {exc_type.__name__}(\"...\") with a message that says what is wrong")
+                       f"raise {exc_type.__name__}(\"...\") with a message that says what is wrong",
+                       code="missing-raise")
 
     def compare(self, name: str, fn, args: tuple, ref, *, kwargs: dict | None = None, atol: float = 1e-6,
                 rtol: float = 1e-5, grad: bool = False, wrt: tuple[int, ...] | None = None,
@@ -253,7 +257,8 @@ class Tester:
                 if run["mutated"]:
                     what = _input_name(args, names, run["mutated"][0], f"input {run['mutated'][0]}")
                     raise Mismatch(f"you changed {what} in place — compute a new tensor instead (x = x + 1, not "
-                                   "x += 1 or x.add_(1)): the caller still needs its input")
+                                   "x += 1 or x.add_(1)): the caller still needs its input",
+                                   code="input-modified-in-place")
                 got = run["out"]
                 try:
                     expect_tensor(got, expected, atol=atol, rtol=rtol, device=device)
@@ -267,13 +272,14 @@ class Tester:
                             and got.ndim >= expected.ndim and got.numel() > expected.numel():
                         better = _KEEPDIM  # (n,) against (n, 1) broadcast into (n, n) silently
                     if better:
-                        raise Mismatch(f"{e.message}\n→ {better}", e.detail) from None
+                        raise Mismatch(f"{e.message}\n→ {better}", e.detail,
+                                       code="missing-keepdim" if better == _KEEPDIM else "") from None
                     raise
                 if grad:
                     if run["grads"] is None:
                         raise Mismatch("the result does not track gradients — a .detach(), torch.no_grad(), "
                                        ".item() or a round trip through numpy or Python lists cut the graph: "
-                                       "build it from torch operations on the inputs")
+                                       "build it from torch operations on the inputs", code="no-gradient")
                     for i, (g, r) in enumerate(zip(run["grads"], ref_grads)):
                         old = wrt[i] if wrt and len(wrt) == len(ref_grads) else i
                         what = _input_name(args, names, i, f"input {old}", wrt, floats=True)
@@ -300,10 +306,15 @@ class Tester:
                                          "(x = x.to(device): .to() makes a new tensor, it does not move x itself), "
                                          "and create new tensors with device=device")
                 raise Mismatch(f"`{e.name}` combines a CPU tensor with a tensor on the {where}'s device: on a GPU "
-                               f"this fails — {fix}")
+                               f"this fails — {fix}", code="wrong-device")
             except (LearnerError, Mismatch) as e:
                 raise Inconclusive(f"could not run on the meta device: {e}") from None
             _expect_on_meta(got)
+
+
+def _failed(name: str, message: str, hidden: bool, code: str, label: str) -> CaseResult:
+    """A failed case with its diagnosis: a hidden case keeps the code (it can be counted), never the words."""
+    return CaseResult(name, False, message, hidden=hidden, mistake=code, label="" if hidden else label)
 
 
 @contextmanager
@@ -366,7 +377,8 @@ def _expect_on_meta(result) -> None:
     for x in tree_leaves(result):
         if isinstance(x, torch.Tensor) and x.device.type != "meta":
             raise Mismatch(f"the result is on {x.device.type}, not on the input's device: on a GPU it would stay "
-                           "on the CPU — create it with device=x.device (or use *_like / x.new_*)")
+                           "on the CPU — create it with device=x.device (or use *_like / x.new_*)",
+                           code="wrong-device")
 
 
 def _expect_grad(got, expected, atol: float, rtol: float, device: str, what: str) -> None:

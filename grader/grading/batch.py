@@ -112,10 +112,11 @@ def cache_key(digest: str, lesson: str, version: str, seed: int | None, limits: 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def hide_list(out: Path, submissions: list[tuple[str, Path]], extra: list[str]) -> list[str]:
-    """Folders the sandbox must not see: solutions, tests, outputs, every submission's folder, the home folder.
-    What the sandbox needs inside one of them (the interpreter, the grader) is laid back by the sandbox."""
-    wanted = {ROOT / "solutions", ROOT / "tests", ROOT / ".git", out, Path.home()} | {p.parent for _, p in submissions}
+def hide_list(submissions: list[tuple[str, Path]], extra: list[str]) -> list[str]:
+    """Folders the sandbox must not see: solutions, tests, the home folder, every submission's folder, `extra`
+    (the outputs, --hide), those of them that exist here. What the sandbox needs inside one of them (the
+    interpreter, the grader) is laid back by the sandbox."""
+    wanted = {ROOT / "solutions", ROOT / "tests", ROOT / ".git", Path.home()} | {p.parent for _, p in submissions}
     wanted |= {Path(e) for e in extra}
     return [str(d) for d in sorted({w.resolve() for w in wanted if w.exists()})]
 
@@ -128,6 +129,13 @@ def needed_paths() -> list[str]:
              str(Path(__import__("torch").__file__).parent)}
     paths |= {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     return sorted(str(Path(p).resolve()) for p in paths if Path(p).exists())
+
+
+def set_limits(limits: Limits, lesson: Lesson, hide: list[str]) -> None:
+    """What the batch adds to the limits on this machine: folders hidden and needed, the CPU backstop."""
+    limits.hide = hide
+    limits.needed = needed_paths()
+    limits.cpu_s = int(4 * sum(limits.round_seconds(get(n)) for n in lesson.exercises) + 60)
 
 
 def _sandbox_env(home: str) -> dict[str, str]:
@@ -145,43 +153,55 @@ def _sandbox_env(home: str) -> dict[str, str]:
 def _judge(slot: int, uid: int | None, zsock: socket.socket, lesson: Lesson, limits: Limits, seed: int | None,
            out: Path, with_gradescope: bool, tasks, results) -> None:
     """A judge process: grade submissions from `tasks` until it is empty."""
-    from grader.grading.judge import grade_submission
     from grader.grading.sandbox import PR_SET_PDEATHSIG, _prctl
-    import torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    torch.set_num_threads(1)
-    ready = json.loads(zsock.recv(1 << 20) or b"{}")
-    zygote_notes = ready.get("notes", [])
-    exercises = [get(n) for n in lesson.exercises]
+    zygote_notes = judge_ready(zsock)
     while True:
         task = tasks.get()
         if task is None:
             return
-        student, source, data, key = task
-        results.put(("start", slot, student, ""))
-        t0 = time.monotonic()
-        answers, status, problem = lesson.answers(data)
-        try:
-            if problem:
-                record = outputs.ungraded_record(student, lesson, source, status, problem, exercises, key)
-            else:
-                reports, notes = grade_submission(zsock, uid, limits, lesson, answers, seed)
-                record = outputs.result_record(student, lesson.name, source, key, status, reports, notes,
-                                               sum(ex.points for ex in exercises), time.monotonic() - t0)
-        except Exception as e:  # the grader's own failure: reported, not cached, regraded on the next run
-            record = outputs.ungraded_record(student, lesson, source, "error",
-                                             f"grading failed: {type(e).__name__}: {e}", exercises, key)
-        if zygote_notes:
-            record["lesson_notes"] = zygote_notes
+        results.put(("start", slot, task[0], ""))
+        record = grade_one(zsock, uid, lesson, limits, seed, zygote_notes, task)
         outputs.write_student(out, record, with_gradescope)
-        results.put(("done", slot, student, record["status"]))
+        results.put(("done", slot, task[0], record["status"]))
+
+
+def judge_ready(zsock: socket.socket) -> list[str]:
+    """Set up this process as a judge and wait for the zygote: returns the notes of the lesson's teaching cells."""
+    import torch
+    torch.set_num_threads(1)
+    return json.loads(zsock.recv(1 << 20) or b"{}").get("notes", [])
+
+
+def grade_one(zsock: socket.socket, uid: int | None, lesson: Lesson, limits: Limits, seed: int | None,
+              zygote_notes: list[str], task: tuple) -> dict:
+    """The record of one submission, judged in this (trusted) process; its code runs in sandboxes of the zygote."""
+    from grader.grading.judge import grade_submission
+    student, source, data, key = task
+    exercises = [get(n) for n in lesson.exercises]
+    t0 = time.monotonic()
+    answers, status, problem = lesson.answers(data)
+    try:
+        if problem:
+            record = outputs.ungraded_record(student, lesson, source, status, problem, exercises, key)
+        else:
+            reports, notes = grade_submission(zsock, uid, limits, lesson, answers, seed)
+            record = outputs.result_record(student, lesson.name, source, key, status, reports, notes,
+                                           sum(ex.points for ex in exercises), time.monotonic() - t0)
+    except Exception as e:  # the grader's own failure: reported, not cached, regraded on the next run
+        record = outputs.ungraded_record(student, lesson, source, "error",
+                                         f"grading failed: {type(e).__name__}: {e}", exercises, key)
+    if zygote_notes:
+        record["lesson_notes"] = zygote_notes
+    return record
 
 
 def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = None,
           with_gradescope: bool = False, limits: Limits | None = None, hide: list[str] | None = None,
-          require_isolation: bool = False, log=print) -> list[dict]:
-    """Grade every submission of `paths` against lesson `lesson_name`; write everything under `out`.
+          require_isolation: bool = False, scheduler: str | None = None, log=print) -> list[dict]:
+    """Grade every submission of `paths` against lesson `lesson_name`; write everything under `out`. With
+    `scheduler` (a Dask scheduler's address) the submissions are graded by its workers (grader/grading/cluster.py).
 
     Returns one record per submission (status `graded`, `missing`, `unreadable`, `no_cells` or `error`). UsageError
     when the command cannot be carried out (nothing is graded then)."""
@@ -200,10 +220,8 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
     version, seed = grader_version(lesson), hidden_seed()
     submissions = find_submissions(paths, lesson_name)
     out.mkdir(parents=True, exist_ok=True)
-    limits.hide = hide_list(out, submissions, hide or [])
-    limits.needed = needed_paths()
+    set_limits(limits, lesson, hide_list(submissions, [str(out), *(hide or [])]))
     exercises = [get(n) for n in lesson.exercises]
-    limits.cpu_s = int(4 * sum(limits.round_seconds(ex) for ex in exercises) + 60)
     todo, records, keys, cached = [], {}, {}, 0
     for student, path in submissions:
         try:
@@ -224,8 +242,18 @@ def grade(lesson_name: str, paths: list[str], out: Path, workers: int | None = N
             todo.append((student, str(path), data, key))
     if todo:
         log(f"grading {len(todo)} submission(s) of {lesson_name} ({cached} already graded)")
-        _run_judges(lesson, todo, out, workers or os.cpu_count() or 1, limits, seed, with_gradescope,
-                    require_isolation, log)
+        if scheduler:
+            try:
+                from grader.grading.cluster import grade_on_cluster  # imports Dask: only here
+            except ImportError as e:
+                if e.name not in ("dask", "distributed"):
+                    raise
+                raise UsageError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
+            grade_on_cluster(scheduler, lesson, version, todo, out, limits, seed, with_gradescope,
+                             require_isolation, log)
+        else:
+            _run_judges(lesson, todo, out, workers or os.cpu_count() or 1, limits, seed, with_gradescope,
+                        require_isolation, log)
     for student, path in submissions:
         if student in records:
             continue
@@ -259,45 +287,26 @@ def _cached(path: Path, key: str) -> dict | None:
 def _run_judges(lesson: Lesson, todo: list, out: Path, workers: int, limits: Limits, seed: int | None,
                 with_gradescope: bool, require_isolation: bool, log) -> None:
     import torch
-
-    from grader.grading.sandbox import probe_isolation
     torch.set_num_threads(1)
     n = max(1, min(workers, len(todo)))
     uids, locks = claim_uids(n)
-    _remove_stale_homes()
-    home = tempfile.mkdtemp(prefix=f"torchdojo-grading-{os.getpid()}-")
-    os.chmod(home, 0o755)
+    home = new_home()
     zygote, judges, tasks = None, [], None
     try:
         limits.workdir = home
-        protections = probe_isolation(limits.sandbox_config(uids[0]))
-        log("isolation: " + " · ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok, _ in protections))
-        missing = [why for _, ok, why in protections if not ok]
-        if missing:
-            advice = ("grade as root with CAP_SYS_ADMIN (in Docker: --cap-add SYS_ADMIN, or --privileged) for "
-                      "the full isolation")
-            if require_isolation:
-                raise UsageError("refusing to grade without full isolation (--require-isolation): "
-                                 + "; ".join(missing) + f" — {advice}")
-            log("WARNING: " + "; ".join(missing) + f" — {advice}")
-        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(n)]
-        zfds = [theirs.fileno() for _, theirs in pairs]
-        zygote = subprocess.Popen([sys.executable, "-m", "grader.grading.sandbox", str(lesson.path), *map(str, zfds)],
-                                  env=_sandbox_env(home), pass_fds=zfds, cwd=str(lesson.path.parent),
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
-                                  stderr=open(out / ".zygote.log", "w"))
-        for _, theirs in pairs:
-            theirs.close()
+        check_isolation(limits, uids[0], require_isolation, log)
+        with open(out / ".zygote.log", "w") as stderr:
+            zygote, socks = start_zygote(lesson, n, home, stderr)
         ctx = multiprocessing.get_context("fork")
         tasks, results = ctx.Queue(), ctx.Queue()
         tasks.cancel_join_thread()  # an interrupted batch must not wait to flush tasks nobody will read
-        judges = [ctx.Process(target=_judge, args=(i, uids[i], pairs[i][0], lesson, limits, seed, out,
+        judges = [ctx.Process(target=_judge, args=(i, uids[i], socks[i], lesson, limits, seed, out,
                                                    with_gradescope, tasks, results), daemon=True)
                   for i in range(n)]
         for j in judges:
             j.start()
-        for mine, _ in pairs:
-            mine.close()
+        for sock in socks:
+            sock.close()
         for task in todo:
             tasks.put(task)
         for _ in judges:
@@ -310,14 +319,56 @@ def _run_judges(lesson: Lesson, todo: list, out: Path, workers: int, limits: Lim
         if zygote is not None:
             zygote.kill()
             zygote.wait()
-        for uid in uids:
-            sweep(uid)
-        for fd in locks:
-            os.close(fd)
-        shutil.rmtree(home, ignore_errors=True)
+        release(uids, locks, home)
         log_file = out / ".zygote.log"  # the lesson's own errors, if any, for whoever maintains the course
         if log_file.exists() and not log_file.stat().st_size:
             log_file.unlink()
+
+
+def new_home() -> str:
+    """The batch's own temporary folder (the sandboxes' working directory and $HOME), readable by their uid."""
+    _remove_stale_homes()
+    home = tempfile.mkdtemp(prefix=f"torchdojo-grading-{os.getpid()}-")
+    os.chmod(home, 0o755)
+    return home
+
+
+def check_isolation(limits: Limits, uid: int | None, require_isolation: bool, log) -> None:
+    """Say which protections are active; UsageError when one is missing and `require_isolation`."""
+    from grader.grading.sandbox import probe_isolation
+    protections = probe_isolation(limits.sandbox_config(uid))
+    log("isolation: " + " · ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok, _ in protections))
+    missing = [why for _, ok, why in protections if not ok]
+    if missing:
+        advice = ("grade as root with CAP_SYS_ADMIN (in Docker: --cap-add SYS_ADMIN, or --privileged) for "
+                  "the full isolation")
+        if require_isolation:
+            raise UsageError("refusing to grade without full isolation (--require-isolation): "
+                             + "; ".join(missing) + f" — {advice}")
+        log("WARNING: " + "; ".join(missing) + f" — {advice}")
+
+
+def start_zygote(lesson: Lesson, n: int, home: str, stderr=None) -> tuple[subprocess.Popen, list[socket.socket]]:
+    """The zygote of `lesson` (a fresh interpreter, scrubbed environment) and `n` judge sockets to it; its
+    stderr (the lesson's own errors) goes to the file `stderr`, else to ours."""
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(n)]
+    zfds = [theirs.fileno() for _, theirs in pairs]
+    zygote = subprocess.Popen([sys.executable, "-m", "grader.grading.sandbox", str(lesson.path), *map(str, zfds)],
+                              env=_sandbox_env(home), pass_fds=zfds, cwd=str(lesson.path.parent),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+                              stderr=stderr)
+    for _, theirs in pairs:
+        theirs.close()
+    return zygote, [mine for mine, _ in pairs]
+
+
+def release(uids: list, locks: list[int], home: str) -> None:
+    """Kill what is left of the sandboxes of `uids`, free the uids, remove the batch's folder."""
+    for uid in uids:
+        sweep(uid)
+    for fd in locks:
+        os.close(fd)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def _remove_stale_homes() -> None:

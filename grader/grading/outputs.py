@@ -36,7 +36,8 @@ def exercise_entry(report: Report) -> dict:
         "name": report.name, "points": report.points, "max_points": report.max_points, "status": report.status,
         "message": report.text(),
         "cases": [{"name": c.name, "passed": c.passed, "skipped": c.skipped, "hidden": c.hidden,
-                   "message": c.message} for c in report.cases],
+                   "message": c.message, "mistake": {"code": c.mistake, "label": c.label} if c.mistake else None}
+                  for c in report.cases],
     }
 
 
