@@ -487,20 +487,32 @@ def test_all_reduce_mean_rejects(wrong, fragments):
 
 
 def _ours() -> set[int]:
-    """Processes of this session running this program: the ranks a check forked, wherever they were reparented."""
-    me = open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()
-    found = set()
+    """Processes of this session running this program that descend from this one: the ranks a check forked,
+    also when orphaned (reparented to init). Another pytest-xdist worker's processes, same program and session,
+    descend from that worker and are not counted."""
+    me = os.getpid()
+    mine = open(f"/proc/{me}/stat").read().rsplit(")", 1)[1].split()
+    program = open(f"/proc/{me}/cmdline", "rb").read()
+    parent = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 stat = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                same = f.read() == open(f"/proc/{os.getpid()}/cmdline", "rb").read()
+                same = f.read() == program
         except OSError:
             continue
-        if stat[3] == me[3] and same and int(pid) != os.getpid():  # the same session
-            found.add(int(pid))
-    return found
+        if stat[3] == mine[3] and same and int(pid) != me:  # the same session and program
+            parent[int(pid)] = int(stat[1])
+
+    def descends(pid: int) -> bool:
+        seen = set()
+        while pid in parent and pid not in seen:
+            seen.add(pid)
+            pid = parent[pid]
+        return pid in (me, 1)
+
+    return {pid for pid in parent if descends(pid)}
 
 
 @pytest.mark.parametrize("wrong, fragments", [
