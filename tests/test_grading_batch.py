@@ -178,11 +178,10 @@ def test_ctrl_c_stops_the_batch_at_once_and_keeps_what_is_done(tmp_path):
     while time.monotonic() < end and not list(out.glob("s*.json")):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
-    t0 = time.monotonic()
     _, err = proc.communicate(timeout=60)
-    assert time.monotonic() - t0 < 15, "one Ctrl-C should be enough"
     assert proc.returncode == 130 and "run the same command again" in err, err
-    assert list(out.glob("s*.json")) and not list(out.glob("*.tmp"))
+    # one Ctrl-C was enough: the batch stopped before the rest (5 more slow submissions) were graded
+    assert 0 < len(list(out.glob("s*.json"))) < 6 and not list(out.glob("*.tmp"))
 
 
 @root_only
