@@ -171,9 +171,12 @@ def test_ctrl_c_stops_the_batch_at_once_and_keeps_what_is_done(tmp_path):
     for i in range(6):
         write(subs / f"s{i}.ipynb", notebook("00_setup", slow_answers(3)))
     out = tmp_path / "out"
+    # as from a terminal: Ctrl-C on, even where this suite runs as a background job (which ignores SIGINT, and so
+    # would every process it starts)
     proc = subprocess.Popen([sys.executable, "-m", "grader", "grade", "--lesson", "00_setup", str(subs),
                              "--out", str(out), "--workers", "1"], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     end = time.monotonic() + 300
     while time.monotonic() < end and not list(out.glob("s*.json")):
         time.sleep(0.05)
