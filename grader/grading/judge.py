@@ -362,9 +362,11 @@ def check_exercise(run: SubmissionRun, name: str, hidden_seed: int | None) -> Re
     if first.status == "not_attempted" or len(reports) == 1:
         return first
     hidden = reports[1]
-    cases = hidden.cases if hidden.cases else [CaseResult("hidden round", False, hidden.error, hidden=True)]
+    # the round itself failed (a timeout, a crash): counted in the class report under one code, without its words
+    stopped = CaseResult("hidden round", False, hidden.error, hidden=True, mistake="hidden-round-failed")
+    cases = hidden.cases if hidden.cases else [stopped]
     if hidden.error and hidden.cases:
-        cases = cases + [CaseResult("hidden round", False, hidden.error, hidden=True)]
+        cases = cases + [stopped]
     return Report(name, "passed" if hidden.passed else "failed", exercise.points, first.cases + cases)
 
 
